@@ -1,0 +1,21 @@
+//! `corral-core`: the shared vocabulary of corral.
+//!
+//! Owns the plain data types every other crate speaks in: session ids and states (with their
+//! legal transitions), execution requests and outcomes, MIME bundles and limits.
+//!
+//! Deliberately does no IO, knows nothing of tokio, HTTP, SQL or processes, and holds no
+//! client-facing JSON shapes (each API surface in `corral-api` owns its own).
+
+mod execution;
+mod limits;
+mod session;
+
+pub use execution::{
+    ErrorInfo, ExecEvent, ExecRequest, ExecutionRecord, ExecutionStatus, MimeBundle, OutputItem,
+    StreamName,
+};
+pub use limits::Limits;
+pub use session::{
+    InvalidTransition, ParseSessionIdError, ParseSessionStateError, SessionId, SessionRecord,
+    SessionState,
+};

@@ -1,0 +1,247 @@
+//! Sessions: identity, lifecycle states and the record the engine keeps for each session.
+//!
+//! The state machine lives here so every crate agrees on which moves are legal; who performs
+//! the moves (the engine) and where they are stored (the store) are not this module's concern.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A session's identity: a UUID (v7, so ids sort by creation time), shown hyphenated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SessionId(Uuid);
+
+impl SessionId {
+    /// A fresh, time-ordered id.
+    pub fn new() -> Self {
+        SessionId(Uuid::now_v7())
+    }
+
+    pub fn as_uuid(&self) -> &Uuid {
+        &self.0
+    }
+}
+
+impl Default for SessionId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl From<Uuid> for SessionId {
+    fn from(uuid: Uuid) -> Self {
+        SessionId(uuid)
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+/// The text given is not a UUID.
+#[derive(Debug, thiserror::Error)]
+#[error("not a session id (expected a UUID): {0:?}")]
+pub struct ParseSessionIdError(pub String);
+
+impl FromStr for SessionId {
+    type Err = ParseSessionIdError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(text)
+            .map(SessionId)
+            .map_err(|_| ParseSessionIdError(text.to_owned()))
+    }
+}
+
+/// Where a session is in its life.
+///
+/// ```text
+/// starting → idle ⇄ busy → closed
+///     └────────┴──────┴──→ dead (worker gone; reason recorded)
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionState {
+    Starting,
+    Idle,
+    Busy,
+    Closed,
+    Dead,
+}
+
+impl SessionState {
+    pub const ALL: [SessionState; 5] = [
+        SessionState::Starting,
+        SessionState::Idle,
+        SessionState::Busy,
+        SessionState::Closed,
+        SessionState::Dead,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionState::Starting => "starting",
+            SessionState::Idle => "idle",
+            SessionState::Busy => "busy",
+            SessionState::Closed => "closed",
+            SessionState::Dead => "dead",
+        }
+    }
+
+    /// Closed and dead sessions never run code again.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, SessionState::Closed | SessionState::Dead)
+    }
+
+    /// Whether moving from `self` to `next` is a legal step of the lifecycle.
+    pub fn can_become(self, next: SessionState) -> bool {
+        use SessionState::*;
+        match (self, next) {
+            (Closed, _) | (Dead, _) => false,
+            (_, Closed) | (_, Dead) => true,
+            (Starting, Idle) => true,
+            (Idle, Busy) | (Busy, Idle) => true,
+            // A restart passes through `starting` again.
+            (Idle, Starting) | (Busy, Starting) => true,
+            _ => false,
+        }
+    }
+
+    /// Checked transition: the new state, or why it is not allowed.
+    pub fn transition(self, next: SessionState) -> Result<SessionState, InvalidTransition> {
+        if self.can_become(next) {
+            Ok(next)
+        } else {
+            Err(InvalidTransition {
+                from: self,
+                to: next,
+            })
+        }
+    }
+}
+
+impl fmt::Display for SessionState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The text given names no session state.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown session state {0:?} (expected one of starting, idle, busy, closed, dead)")]
+pub struct ParseSessionStateError(pub String);
+
+impl FromStr for SessionState {
+    type Err = ParseSessionStateError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        SessionState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == text)
+            .ok_or_else(|| ParseSessionStateError(text.to_owned()))
+    }
+}
+
+/// A lifecycle step that is not allowed, e.g. `closed → busy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a {from} session cannot become {to}")]
+pub struct InvalidTransition {
+    pub from: SessionState,
+    pub to: SessionState,
+}
+
+/// Everything the engine knows about one session, as stored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub id: SessionId,
+    pub name: Option<String>,
+    /// Runtime name, e.g. `python3`.
+    pub runtime: String,
+    pub state: SessionState,
+    /// Why the session is in its state, for `closed` and `dead` (e.g. `server restarted`).
+    pub state_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub last_activity_at: DateTime<Utc>,
+    /// Number of executions started in this session (the last one's `execution_count`).
+    pub execution_count: u64,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// `false` drains the session: queued work finishes, new work is refused.
+    pub accepting_executions: bool,
+}
+
+impl SessionRecord {
+    /// A record for a session that is about to start.
+    pub fn new(
+        id: SessionId,
+        runtime: String,
+        name: Option<String>,
+        metadata: serde_json::Map<String, serde_json::Value>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        SessionRecord {
+            id,
+            name,
+            runtime,
+            state: SessionState::Starting,
+            state_reason: None,
+            created_at: now,
+            last_activity_at: now,
+            execution_count: 0,
+            metadata,
+            accepting_executions: true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminal_states_are_final() {
+        for from in [SessionState::Closed, SessionState::Dead] {
+            for to in SessionState::ALL {
+                assert!(from.transition(to).is_err(), "{from} -> {to}");
+            }
+        }
+    }
+
+    #[test]
+    fn live_states_can_always_close_or_die() {
+        for from in [
+            SessionState::Starting,
+            SessionState::Idle,
+            SessionState::Busy,
+        ] {
+            assert!(from.can_become(SessionState::Closed));
+            assert!(from.can_become(SessionState::Dead));
+        }
+    }
+
+    #[test]
+    fn starting_cannot_run_code() {
+        assert!(!SessionState::Starting.can_become(SessionState::Busy));
+        assert!(SessionState::Starting.can_become(SessionState::Idle));
+    }
+
+    #[test]
+    fn state_names_round_trip() {
+        for state in SessionState::ALL {
+            assert_eq!(state.as_str().parse::<SessionState>().ok(), Some(state));
+        }
+        assert!("sleeping".parse::<SessionState>().is_err());
+    }
+
+    #[test]
+    fn session_ids_parse_only_uuids() {
+        let id = SessionId::new();
+        assert_eq!(id.to_string().parse::<SessionId>().ok(), Some(id));
+        assert!("nope".parse::<SessionId>().is_err());
+    }
+}

@@ -1,0 +1,566 @@
+//! The engine's public face: create, list, get, update, close, execute, interrupt, restart.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::Utc;
+use corral_core::{
+    ExecEvent, ExecRequest, ExecutionRecord, Limits, SessionId, SessionRecord, SessionState,
+};
+use corral_store::{SessionQuery, Store};
+use corral_worker::{install_driver, HostIsolation, Worker, WorkerConfig};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::session_task::{run_session, Control, ExecJob, LiveSession, TaskContext};
+use crate::EngineError;
+
+/// The only runtime so far.
+const PYTHON_RUNTIME: &str = "python3";
+/// Reason recorded for sessions found live in the store at start-up.
+pub const RESTART_REASON: &str = "server restarted";
+/// Longest session name accepted.
+const MAX_NAME_CHARS: usize = 256;
+/// Largest metadata object accepted, serialised.
+const MAX_METADATA_BYTES: usize = 16 * 1024;
+
+/// How the engine is set up.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub data_dir: PathBuf,
+    /// The Python interpreter workers run.
+    pub python: PathBuf,
+    pub limits: Limits,
+}
+
+/// A runtime sessions can use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuntimeInfo {
+    pub name: String,
+    pub interpreter: String,
+    pub language_version: String,
+}
+
+/// What `/v1/info` reports.
+#[derive(Clone, Debug)]
+pub struct EngineInfo {
+    pub runtimes: Vec<RuntimeInfo>,
+    pub limits: Limits,
+    pub isolation: HostIsolation,
+    pub data_dir: PathBuf,
+}
+
+/// Options for a new session.
+#[derive(Clone, Debug, Default)]
+pub struct CreateSession {
+    pub name: Option<String>,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// `None` is the default runtime.
+    pub runtime: Option<String>,
+}
+
+/// Changes to a session; `None` leaves a field as it is.
+#[derive(Clone, Debug, Default)]
+pub struct SessionUpdate {
+    /// `Some(None)` clears the name.
+    pub name: Option<Option<String>>,
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    pub accepting_executions: Option<bool>,
+}
+
+/// One page of sessions, and the cursor for the next page.
+#[derive(Clone, Debug)]
+pub struct SessionPage {
+    pub sessions: Vec<SessionRecord>,
+    pub next_after: Option<SessionId>,
+}
+
+/// One page of executions, and the cursor for the next page.
+#[derive(Clone, Debug)]
+pub struct ExecutionPage {
+    pub executions: Vec<ExecutionRecord>,
+    pub next_after: Option<u64>,
+}
+
+/// The engine. Cheap to clone; all clones share one registry.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<EngineInner>,
+}
+
+struct EngineInner {
+    store: Arc<dyn Store>,
+    worker_config: WorkerConfig,
+    limits: Limits,
+    workspaces_dir: PathBuf,
+    info: EngineInfo,
+    live: Mutex<HashMap<SessionId, Arc<LiveSession>>>,
+    shutting_down: std::sync::atomic::AtomicBool,
+}
+
+impl Engine {
+    /// Installs the driver, checks that the interpreter starts, and marks sessions left live
+    /// by a previous run as dead (`server restarted`).
+    pub async fn start(config: EngineConfig, store: Arc<dyn Store>) -> Result<Engine, EngineError> {
+        let runtime_dir = config.data_dir.join("runtime");
+        let driver_path = install_driver(&runtime_dir)
+            .map_err(|error| EngineError::WorkerStart(error.to_string()))?;
+        let worker_config = WorkerConfig {
+            python: config.python.clone(),
+            driver_path,
+            start_timeout: config.limits.start_timeout,
+        };
+        let workspaces_dir = config.data_dir.join("workspaces");
+        // Workspaces of a previous run belong to sessions that are now dead.
+        if workspaces_dir.exists() {
+            if let Err(error) = std::fs::remove_dir_all(&workspaces_dir) {
+                tracing::warn!(%error, "could not clear old workspaces");
+            }
+        }
+        let probe_dir = runtime_dir.join("probe");
+        let mut probe = Worker::start(&worker_config, probe_dir.clone())
+            .await
+            .map_err(|error| {
+                EngineError::WorkerStart(format!(
+                    "{} could not run the worker driver: {error}",
+                    config.python.display()
+                ))
+            })?;
+        let language_version = probe.info().language_version.clone();
+        probe.kill().await;
+        probe.remove_workspace();
+
+        let marked = store.mark_live_sessions_dead(RESTART_REASON, Utc::now()).await?;
+        if marked > 0 {
+            tracing::info!(sessions = marked, "sessions of the previous run marked dead");
+        }
+        let info = EngineInfo {
+            runtimes: vec![RuntimeInfo {
+                name: PYTHON_RUNTIME.to_owned(),
+                interpreter: config.python.display().to_string(),
+                language_version,
+            }],
+            limits: config.limits.clone(),
+            isolation: HostIsolation::probe(),
+            data_dir: config.data_dir.clone(),
+        };
+        Ok(Engine {
+            inner: Arc::new(EngineInner {
+                store,
+                worker_config,
+                limits: config.limits,
+                workspaces_dir,
+                info,
+                live: Mutex::new(HashMap::new()),
+                shutting_down: std::sync::atomic::AtomicBool::new(false),
+            }),
+        })
+    }
+
+    pub fn info(&self) -> &EngineInfo {
+        &self.inner.info
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    fn live_map(&self) -> MutexGuard<'_, HashMap<SessionId, Arc<LiveSession>>> {
+        self.inner
+            .live
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn live(&self, id: SessionId) -> Option<Arc<LiveSession>> {
+        self.live_map().get(&id).cloned()
+    }
+
+    /// Number of sessions with a running worker.
+    pub fn live_count(&self) -> usize {
+        self.live_map().len()
+    }
+
+    /// Starts a session and returns it once its worker is ready (state `idle`).
+    pub async fn create_session(&self, options: CreateSession) -> Result<SessionRecord, EngineError> {
+        if self.inner.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(EngineError::ShuttingDown);
+        }
+        let runtime = options.runtime.unwrap_or_else(|| PYTHON_RUNTIME.to_owned());
+        if runtime != PYTHON_RUNTIME {
+            return Err(EngineError::InvalidInput(format!(
+                "unknown runtime {runtime:?} (available: {PYTHON_RUNTIME})"
+            )));
+        }
+        validate_name(options.name.as_deref())?;
+        validate_metadata(&options.metadata)?;
+        let id = SessionId::new();
+        let workspace = self.inner.workspaces_dir.join(id.to_string());
+        let worker = Worker::start(&self.inner.worker_config, workspace.clone())
+            .await
+            .map_err(|error| EngineError::WorkerStart(error.to_string()))?;
+        let mut record = SessionRecord::new(id, runtime, options.name, options.metadata, Utc::now());
+        record.state = SessionState::Idle;
+        if let Err(error) = self.inner.store.insert_session(&record).await {
+            let mut worker = worker;
+            worker.kill().await;
+            worker.remove_workspace();
+            return Err(error.into());
+        }
+
+        let (job_sender, job_receiver) = mpsc::channel(self.inner.limits.queue_capacity.max(1));
+        let (control_sender, control_receiver) = mpsc::unbounded_channel();
+        let live = Arc::new(LiveSession {
+            record: Mutex::new(record.clone()),
+            jobs: job_sender,
+            control: control_sender,
+            interrupt: Mutex::new(worker.interrupt_handle()),
+        });
+        self.live_map().insert(id, live.clone());
+        let registry = Arc::downgrade(&self.inner);
+        let context = TaskContext {
+            store: self.inner.store.clone(),
+            worker_config: self.inner.worker_config.clone(),
+            workspace,
+            interrupt_grace: self.inner.limits.interrupt_grace,
+            output_cap_bytes: self.inner.limits.output_cap_bytes,
+            on_end: Box::new(move || {
+                if let Some(inner) = registry.upgrade() {
+                    inner
+                        .live
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .remove(&id);
+                }
+            }),
+        };
+        tokio::spawn(run_session(live, worker, job_receiver, control_receiver, context));
+        Ok(record)
+    }
+
+    /// A session, live or ended.
+    pub async fn get_session(&self, id: SessionId) -> Result<SessionRecord, EngineError> {
+        if let Some(live) = self.live(id) {
+            return Ok(live.snapshot());
+        }
+        self.inner
+            .store
+            .get_session(id)
+            .await?
+            .ok_or(EngineError::SessionNotFound(id))
+    }
+
+    /// Sessions in creation order, optionally of one state, paged by `after`.
+    pub async fn list_sessions(
+        &self,
+        state: Option<SessionState>,
+        after: Option<SessionId>,
+        limit: u32,
+    ) -> Result<SessionPage, EngineError> {
+        let limit = limit.clamp(1, 1000);
+        let sessions = match state {
+            // Live states change too often to be stored on every step; the registry is the
+            // truth for them (every live session of this process is in it).
+            Some(state) if !state.is_terminal() => {
+                let mut live: Vec<SessionRecord> = self
+                    .live_map()
+                    .values()
+                    .map(|session| session.snapshot())
+                    .filter(|record| record.state == state)
+                    .filter(|record| after.is_none_or(|after| record.id > after))
+                    .collect();
+                live.sort_by_key(|record| record.id);
+                live.truncate(limit as usize + 1);
+                live
+            }
+            _ => {
+                let stored = self
+                    .inner
+                    .store
+                    .list_sessions(&SessionQuery {
+                        state,
+                        after,
+                        limit: limit + 1,
+                    })
+                    .await?;
+                stored
+                    .into_iter()
+                    .map(|record| match self.live(record.id) {
+                        Some(live) => live.snapshot(),
+                        None => record,
+                    })
+                    .collect()
+            }
+        };
+        let mut sessions = sessions;
+        let next_after = if sessions.len() > limit as usize {
+            sessions.truncate(limit as usize);
+            sessions.last().map(|record| record.id)
+        } else {
+            None
+        };
+        Ok(SessionPage {
+            sessions,
+            next_after,
+        })
+    }
+
+    /// Renames, re-tags or drains a live session.
+    pub async fn update_session(
+        &self,
+        id: SessionId,
+        update: SessionUpdate,
+    ) -> Result<SessionRecord, EngineError> {
+        if let Some(Some(name)) = &update.name {
+            validate_name(Some(name))?;
+        }
+        if let Some(metadata) = &update.metadata {
+            validate_metadata(metadata)?;
+        }
+        let live = self.require_live(id).await?;
+        let record = {
+            let mut record = live.record();
+            if let Some(name) = update.name {
+                record.name = name;
+            }
+            if let Some(metadata) = update.metadata {
+                record.metadata = metadata;
+            }
+            if let Some(accepting) = update.accepting_executions {
+                record.accepting_executions = accepting;
+            }
+            record.clone()
+        };
+        self.inner.store.update_session(&record).await?;
+        Ok(record)
+    }
+
+    /// Closes a session (killing any running execution); closing an ended session returns it
+    /// unchanged.
+    pub async fn close_session(&self, id: SessionId, reason: &str) -> Result<SessionRecord, EngineError> {
+        let Some(live) = self.live(id) else {
+            return self.get_session(id).await;
+        };
+        let (reply, answer) = oneshot::channel();
+        if live
+            .control
+            .send(Control::Close {
+                reason: reason.to_owned(),
+                reply,
+            })
+            .is_err()
+        {
+            return self.get_session(id).await;
+        }
+        match answer.await {
+            Ok(record) => Ok(record),
+            // The task ended another way (e.g. the worker died) before serving the close.
+            Err(_) => self.get_session(id).await,
+        }
+    }
+
+    /// Runs code in a session, after whatever is queued before it. Events are streamed to
+    /// `events` as they happen, when given.
+    pub async fn execute(
+        &self,
+        id: SessionId,
+        request: ExecRequest,
+        events: Option<mpsc::UnboundedSender<ExecEvent>>,
+    ) -> Result<ExecutionRecord, EngineError> {
+        let limits = &self.inner.limits;
+        if request.code.contains('\0') {
+            return Err(EngineError::InvalidInput("code must not contain NUL characters".into()));
+        }
+        if request.code.len() > limits.max_code_bytes {
+            return Err(EngineError::InvalidInput(format!(
+                "code is {} bytes; the limit is {}",
+                request.code.len(),
+                limits.max_code_bytes
+            )));
+        }
+        let timeout = match request.timeout {
+            None => limits.default_exec_timeout,
+            Some(timeout) if timeout.is_zero() => {
+                return Err(EngineError::InvalidInput("timeout must be positive".into()))
+            }
+            Some(timeout) if timeout > limits.max_exec_timeout => {
+                return Err(EngineError::InvalidInput(format!(
+                    "timeout {}s exceeds the maximum of {}s",
+                    timeout.as_secs_f64(),
+                    limits.max_exec_timeout.as_secs_f64()
+                )))
+            }
+            Some(timeout) => timeout,
+        };
+        let live = self.require_live(id).await?;
+        if !live.record().accepting_executions {
+            return Err(EngineError::NotAccepting(id));
+        }
+        let (reply, answer) = oneshot::channel();
+        let job = ExecJob {
+            code: request.code,
+            timeout,
+            events,
+            reply,
+        };
+        match live.jobs.try_send(job) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                return Err(EngineError::QueueFull {
+                    id,
+                    capacity: limits.queue_capacity,
+                })
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(self.ended_error(id).await),
+        }
+        match answer.await {
+            Ok(result) => result,
+            Err(_) => Err(self.ended_error(id).await),
+        }
+    }
+
+    /// Sends an interrupt to the session's running execution (a no-op when idle).
+    pub async fn interrupt(&self, id: SessionId) -> Result<SessionRecord, EngineError> {
+        let live = self.require_live(id).await?;
+        live.interrupt
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .interrupt();
+        Ok(live.snapshot())
+    }
+
+    /// Replaces the session's interpreter with a fresh one (same id, state lost).
+    pub async fn restart(&self, id: SessionId) -> Result<SessionRecord, EngineError> {
+        let live = self.require_live(id).await?;
+        let (reply, answer) = oneshot::channel();
+        if live.control.send(Control::Restart { reply }).is_err() {
+            return Err(self.ended_error(id).await);
+        }
+        match answer.await {
+            Ok(result) => result,
+            Err(_) => Err(self.ended_error(id).await),
+        }
+    }
+
+    /// Marks the session active now (extends its idle lifetime).
+    pub async fn refresh(&self, id: SessionId) -> Result<SessionRecord, EngineError> {
+        let live = self.require_live(id).await?;
+        let record = {
+            let mut record = live.record();
+            record.last_activity_at = Utc::now();
+            record.clone()
+        };
+        self.inner.store.update_session(&record).await?;
+        Ok(record)
+    }
+
+    pub async fn get_execution(
+        &self,
+        id: SessionId,
+        execution_count: u64,
+    ) -> Result<ExecutionRecord, EngineError> {
+        self.get_session(id).await?;
+        self.inner
+            .store
+            .get_execution(id, execution_count)
+            .await?
+            .ok_or(EngineError::ExecutionNotFound {
+                session_id: id,
+                execution_count,
+            })
+    }
+
+    pub async fn list_executions(
+        &self,
+        id: SessionId,
+        after: Option<u64>,
+        limit: u32,
+    ) -> Result<ExecutionPage, EngineError> {
+        self.get_session(id).await?;
+        let limit = limit.clamp(1, 1000);
+        let mut executions = self
+            .inner
+            .store
+            .list_executions(id, after, limit + 1)
+            .await?;
+        let next_after = if executions.len() > limit as usize {
+            executions.truncate(limit as usize);
+            executions.last().map(|execution| execution.execution_count)
+        } else {
+            None
+        };
+        Ok(ExecutionPage {
+            executions,
+            next_after,
+        })
+    }
+
+    /// Stops every worker; stored records keep their state, so the next start reports them
+    /// as `dead` with reason `server restarted`. New sessions are refused from now on.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.inner
+            .shutting_down
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let sessions: Vec<Arc<LiveSession>> = self.live_map().values().cloned().collect();
+        let mut waits = Vec::new();
+        for session in sessions {
+            let (reply, answer) = oneshot::channel();
+            if session.control.send(Control::Abandon { reply }).is_ok() {
+                waits.push(answer);
+            }
+        }
+        let all = futures_join_all(waits);
+        if tokio::time::timeout(grace, all).await.is_err() {
+            tracing::warn!("some workers did not stop within the shutdown grace period");
+        }
+    }
+
+    async fn require_live(&self, id: SessionId) -> Result<Arc<LiveSession>, EngineError> {
+        match self.live(id) {
+            Some(live) => Ok(live),
+            None => Err(self.ended_error(id).await),
+        }
+    }
+
+    /// The error for a session that is not live: not found, or its terminal state.
+    async fn ended_error(&self, id: SessionId) -> EngineError {
+        match self.inner.store.get_session(id).await {
+            Ok(Some(record)) => EngineError::SessionNotRunning {
+                id,
+                state: record.state,
+                reason: record.state_reason,
+            },
+            Ok(None) => EngineError::SessionNotFound(id),
+            Err(error) => EngineError::Store(error),
+        }
+    }
+}
+
+async fn futures_join_all(waits: Vec<oneshot::Receiver<()>>) {
+    for wait in waits {
+        let _ = wait.await;
+    }
+}
+
+fn validate_name(name: Option<&str>) -> Result<(), EngineError> {
+    match name {
+        Some(name) if name.chars().count() > MAX_NAME_CHARS => Err(EngineError::InvalidInput(
+            format!("name is longer than {MAX_NAME_CHARS} characters"),
+        )),
+        Some(name) if name.chars().any(char::is_control) => Err(EngineError::InvalidInput(
+            "name must not contain control characters".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn validate_metadata(metadata: &serde_json::Map<String, serde_json::Value>) -> Result<(), EngineError> {
+    let size = serde_json::to_vec(metadata).map(|bytes| bytes.len()).unwrap_or(usize::MAX);
+    if size > MAX_METADATA_BYTES {
+        return Err(EngineError::InvalidInput(format!(
+            "metadata is {size} bytes serialised; the limit is {MAX_METADATA_BYTES}"
+        )));
+    }
+    Ok(())
+}

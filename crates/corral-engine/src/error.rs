@@ -1,0 +1,32 @@
+//! The engine's errors: one enum every surface maps to its own status and body.
+
+use corral_core::{SessionId, SessionState};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("session {0} not found")]
+    SessionNotFound(SessionId),
+    #[error("execution {execution_count} of session {session_id} not found")]
+    ExecutionNotFound {
+        session_id: SessionId,
+        execution_count: u64,
+    },
+    #[error("session {id} is {state}{}", reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
+    SessionNotRunning {
+        id: SessionId,
+        state: SessionState,
+        reason: Option<String>,
+    },
+    #[error("session {0} is not accepting executions")]
+    NotAccepting(SessionId),
+    #[error("session {id} already has {capacity} executions queued")]
+    QueueFull { id: SessionId, capacity: usize },
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("could not start a worker: {0}")]
+    WorkerStart(String),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error("store: {0}")]
+    Store(#[from] corral_store::StoreError),
+}

@@ -1,0 +1,19 @@
+//! `corral-engine`: the system's API — sessions and executions, whatever surface asks.
+//!
+//! Owns the registry of live sessions, each session's task (one worker, a bounded FIFO queue
+//! of executions, close/restart control), execution-count assignment, timeouts and caps as
+//! configured, and writing every state change through to the store.
+//!
+//! Deliberately knows nothing of HTTP or any client's JSON: surfaces in `corral-api` translate
+//! onto [`Engine`] calls and map [`EngineError`] to their own status codes.
+
+mod engine;
+mod error;
+mod session_task;
+
+pub use engine::{
+    CreateSession, Engine, EngineConfig, EngineInfo, ExecutionPage, RuntimeInfo, SessionPage,
+    SessionUpdate,
+};
+pub use error::EngineError;
+pub use corral_worker::{HostIsolation, IsolationFeature};

@@ -1,0 +1,336 @@
+//! One live session: the task that owns its worker and runs its executions in order.
+//!
+//! The task is the only place a session's worker is touched. Clients reach it through a
+//! bounded job queue (executions, in arrival order) and an unbounded control channel (close,
+//! restart) that is served even while an execution runs.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::Utc;
+use corral_core::{
+    ExecEvent, ExecutionRecord, ExecutionStatus, SessionRecord, SessionState,
+};
+use corral_store::Store;
+use corral_worker::{ExecOutcome, ExecSpec, InterruptHandle, Worker, WorkerConfig};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::EngineError;
+
+/// Grace given to a worker asked to shut down before it is killed.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
+
+/// An execution waiting in a session's queue.
+pub(crate) struct ExecJob {
+    pub code: String,
+    pub timeout: Duration,
+    pub events: Option<mpsc::UnboundedSender<ExecEvent>>,
+    pub reply: oneshot::Sender<Result<ExecutionRecord, EngineError>>,
+}
+
+/// Out-of-band requests, served even while an execution runs.
+pub(crate) enum Control {
+    /// Stop the worker and end the session as `closed` with this reason.
+    Close {
+        reason: String,
+        reply: oneshot::Sender<SessionRecord>,
+    },
+    /// Replace the worker with a fresh one; the running execution (if any) is killed.
+    Restart {
+        reply: oneshot::Sender<Result<SessionRecord, EngineError>>,
+    },
+    /// Server shutdown: kill the worker, leave the stored record as it is.
+    Abandon { reply: oneshot::Sender<()> },
+}
+
+/// What the rest of the engine holds of a live session.
+pub(crate) struct LiveSession {
+    pub record: Mutex<SessionRecord>,
+    pub jobs: mpsc::Sender<ExecJob>,
+    pub control: mpsc::UnboundedSender<Control>,
+    pub interrupt: Mutex<InterruptHandle>,
+}
+
+impl LiveSession {
+    pub fn record(&self) -> MutexGuard<'_, SessionRecord> {
+        // A poisoned lock only means another thread panicked mid-update; the record is
+        // still the best we have.
+        self.record.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn snapshot(&self) -> SessionRecord {
+        self.record().clone()
+    }
+}
+
+/// Everything the task needs from the engine.
+pub(crate) struct TaskContext {
+    pub store: Arc<dyn Store>,
+    pub worker_config: WorkerConfig,
+    pub workspace: std::path::PathBuf,
+    pub interrupt_grace: Duration,
+    pub output_cap_bytes: usize,
+    /// Called once when the session leaves the live set (closed or dead).
+    pub on_end: Box<dyn FnOnce() + Send + Sync>,
+}
+
+/// Runs a session until it is closed, dies or is abandoned.
+pub(crate) async fn run_session(
+    live: Arc<LiveSession>,
+    mut worker: Worker,
+    mut jobs: mpsc::Receiver<ExecJob>,
+    mut control: mpsc::UnboundedReceiver<Control>,
+    context: TaskContext,
+) {
+    let end = loop {
+        tokio::select! {
+            biased;
+            request = control.recv() => match request {
+                Some(request) => match handle_control(request, &live, &mut worker, &context).await {
+                    Flow::Continue => {}
+                    Flow::End(end) => break end,
+                },
+                // The engine dropped its handle: treat as abandonment.
+                None => break End::Abandoned,
+            },
+            exit = worker.idle_until_exit() => {
+                break End::Died(exit.description);
+            }
+            job = jobs.recv() => match job {
+                Some(job) => {
+                    match run_job(job, &live, &mut worker, &mut control, &context).await {
+                        Flow::Continue => {}
+                        Flow::End(end) => break end,
+                    }
+                }
+                None => break End::Abandoned,
+            },
+        }
+    };
+
+    worker.kill().await;
+    worker.remove_workspace();
+    let reason = match &end {
+        End::Died(reason) => Some((SessionState::Dead, reason.clone())),
+        End::Closed(reason, _) => Some((SessionState::Closed, reason.clone())),
+        End::Abandoned | End::AbandonedWithReply(_) => None,
+    };
+    let mut final_record = live.snapshot();
+    if let Some((state, reason)) = reason {
+        final_record = finish_record(&live, state, reason);
+        if let Err(error) = context.store.update_session(&final_record).await {
+            tracing::error!(session_id = %final_record.id, %error, "could not store the session's end");
+        }
+    }
+    // Whatever is still queued will never run.
+    jobs.close();
+    while let Ok(job) = jobs.try_recv() {
+        let _ = job.reply.send(Err(not_running(&final_record)));
+    }
+    (context.on_end)();
+    match end {
+        End::Closed(_, reply) => {
+            let _ = reply.send(final_record);
+        }
+        End::AbandonedWithReply(reply) => {
+            let _ = reply.send(());
+        }
+        End::Died(_) | End::Abandoned => {}
+    }
+}
+
+enum End {
+    Died(String),
+    Closed(String, oneshot::Sender<SessionRecord>),
+    Abandoned,
+    AbandonedWithReply(oneshot::Sender<()>),
+}
+
+enum Flow {
+    Continue,
+    End(End),
+}
+
+fn not_running(record: &SessionRecord) -> EngineError {
+    EngineError::SessionNotRunning {
+        id: record.id,
+        state: record.state,
+        reason: record.state_reason.clone(),
+    }
+}
+
+fn finish_record(live: &LiveSession, state: SessionState, reason: String) -> SessionRecord {
+    let mut record = live.record();
+    if record.state.can_become(state) {
+        record.state = state;
+        record.state_reason = Some(reason);
+        record.last_activity_at = Utc::now();
+    }
+    record.clone()
+}
+
+async fn handle_control(
+    request: Control,
+    live: &Arc<LiveSession>,
+    worker: &mut Worker,
+    context: &TaskContext,
+) -> Flow {
+    match request {
+        Control::Close { reason, reply } => Flow::End(End::Closed(reason, reply)),
+        Control::Abandon { reply } => Flow::End(End::AbandonedWithReply(reply)),
+        Control::Restart { reply } => match restart_worker(live, worker, context).await {
+            Ok(record) => {
+                let _ = reply.send(Ok(record));
+                Flow::Continue
+            }
+            Err(reason) => {
+                let record = finish_record(live, SessionState::Dead, reason.clone());
+                let _ = reply.send(Err(not_running(&record)));
+                Flow::End(End::Died(reason))
+            }
+        },
+    }
+}
+
+async fn restart_worker(
+    live: &Arc<LiveSession>,
+    worker: &mut Worker,
+    context: &TaskContext,
+) -> Result<SessionRecord, String> {
+    {
+        let mut record = live.record();
+        record.state = SessionState::Starting;
+    }
+    let fresh = Worker::start(&context.worker_config, context.workspace.clone())
+        .await
+        .map_err(|error| format!("restart failed: {error}"))?;
+    let old = std::mem::replace(worker, fresh);
+    old.shutdown(SHUTDOWN_GRACE).await;
+    *live
+        .interrupt
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) = worker.interrupt_handle();
+    let record = {
+        let mut record = live.record();
+        record.state = SessionState::Idle;
+        record.last_activity_at = Utc::now();
+        record.clone()
+    };
+    if let Err(error) = context.store.update_session(&record).await {
+        tracing::error!(session_id = %record.id, %error, "could not store the restart");
+    }
+    Ok(record)
+}
+
+async fn run_job(
+    job: ExecJob,
+    live: &Arc<LiveSession>,
+    worker: &mut Worker,
+    control: &mut mpsc::UnboundedReceiver<Control>,
+    context: &TaskContext,
+) -> Flow {
+    let started_at = Utc::now();
+    let execution_count = {
+        let mut record = live.record();
+        record.execution_count += 1;
+        record.state = SessionState::Busy;
+        record.last_activity_at = started_at;
+        record.execution_count
+    };
+    let clock = std::time::Instant::now();
+    let spec = ExecSpec {
+        code: job.code.clone(),
+        execution_count,
+        timeout: job.timeout,
+        interrupt_grace: context.interrupt_grace,
+        output_cap_bytes: context.output_cap_bytes,
+    };
+
+    // Close and restart pre-empt a running execution; the execution is then recorded as
+    // killed.
+    let mut pending_control = None;
+    let outcome = {
+        let execution = worker.execute(spec, job.events);
+        tokio::pin!(execution);
+        loop {
+            tokio::select! {
+                outcome = &mut execution => break outcome,
+                request = control.recv() => match request {
+                    Some(request) => {
+                        pending_control = Some(request);
+                        break killed_outcome("the session was closed or restarted during the execution");
+                    }
+                    None => break killed_outcome("the server is shutting down"),
+                },
+            }
+        }
+    };
+    if pending_control.is_some() {
+        worker.kill().await;
+    }
+
+    let finished_at = Utc::now();
+    let worker_died = outcome.worker_exit.clone();
+    let execution = ExecutionRecord {
+        session_id: live.snapshot().id,
+        execution_count,
+        code: job.code,
+        status: outcome.status,
+        result: outcome.result,
+        stdout: outcome.stdout,
+        stderr: outcome.stderr,
+        outputs: outcome.outputs,
+        error: outcome.error,
+        duration_ms: u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX),
+        truncated: outcome.truncated,
+        started_at,
+        finished_at,
+    };
+    let session = {
+        let mut record = live.record();
+        record.last_activity_at = finished_at;
+        match (&worker_died, &pending_control) {
+            (_, Some(_)) => {}
+            (Some(exit), None) => {
+                record.state = SessionState::Dead;
+                record.state_reason = Some(exit.description.clone());
+            }
+            (None, None) => record.state = SessionState::Idle,
+        }
+        record.clone()
+    };
+    let stored = context.store.record_execution(&execution, &session).await;
+    let reply = match stored {
+        Ok(()) => Ok(execution),
+        Err(error) => {
+            tracing::error!(session_id = %session.id, %error, "could not store an execution");
+            Err(EngineError::Store(error))
+        }
+    };
+    let _ = job.reply.send(reply);
+
+    if let Some(request) = pending_control {
+        return handle_control(request, live, worker, context).await;
+    }
+    match worker_died {
+        Some(exit) => Flow::End(End::Died(exit.description)),
+        None => Flow::Continue,
+    }
+}
+
+fn killed_outcome(reason: &str) -> ExecOutcome {
+    ExecOutcome {
+        status: ExecutionStatus::Killed,
+        result: None,
+        stdout: String::new(),
+        stderr: String::new(),
+        outputs: Vec::new(),
+        error: Some(corral_core::ErrorInfo {
+            ename: "ExecutionKilled".into(),
+            evalue: reason.into(),
+            traceback: Vec::new(),
+        }),
+        truncated: false,
+        worker_exit: None,
+    }
+}

@@ -1,0 +1,78 @@
+//! `corral-store`: durable records of sessions and executions — the only crate with SQL.
+//!
+//! Owns the [`Store`] trait, its SQLite implementation (WAL, created on first start) and the
+//! schema migrations under `migrations/`. PostgreSQL, for fleets of nodes, is a second
+//! implementation of the same trait with the same schema (a later step).
+//!
+//! Deliberately holds no live state: which sessions are running, and their workers, belong to
+//! the engine; this crate only remembers.
+
+mod sqlite;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use corral_core::{ExecutionRecord, SessionId, SessionRecord, SessionState};
+
+pub use sqlite::SqliteStore;
+
+/// Failures of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("stored value is corrupt: {0}")]
+    Corrupt(String),
+    #[error("data directory {path}: {source}")]
+    DataDirectory {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Which sessions to list: optionally one state, after a cursor, at most `limit`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionQuery {
+    pub state: Option<SessionState>,
+    /// Only sessions whose id sorts after this one (ids are time-ordered).
+    pub after: Option<SessionId>,
+    pub limit: u32,
+}
+
+/// Durable storage of sessions and executions.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn insert_session(&self, session: &SessionRecord) -> Result<(), StoreError>;
+    /// Replaces the stored record of an existing session.
+    async fn update_session(&self, session: &SessionRecord) -> Result<(), StoreError>;
+    async fn get_session(&self, id: SessionId) -> Result<Option<SessionRecord>, StoreError>;
+    /// Sessions in id (creation) order.
+    async fn list_sessions(&self, query: &SessionQuery) -> Result<Vec<SessionRecord>, StoreError>;
+    /// Records a finished execution and the session's new state in one transaction.
+    async fn record_execution(
+        &self,
+        execution: &ExecutionRecord,
+        session: &SessionRecord,
+    ) -> Result<(), StoreError>;
+    async fn get_execution(
+        &self,
+        session_id: SessionId,
+        execution_count: u64,
+    ) -> Result<Option<ExecutionRecord>, StoreError>;
+    /// Executions in order, after `after_count`, at most `limit`.
+    async fn list_executions(
+        &self,
+        session_id: SessionId,
+        after_count: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<ExecutionRecord>, StoreError>;
+    /// At start-up: every session the store still thinks is live becomes `dead` with
+    /// `reason`. Returns how many.
+    async fn mark_live_sessions_dead(
+        &self,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
+}

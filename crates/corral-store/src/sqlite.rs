@@ -1,0 +1,355 @@
+//! The SQLite store: one file in the data directory, WAL mode, migrations run on open.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use corral_core::{
+    ErrorInfo, ExecutionRecord, ExecutionStatus, MimeBundle, OutputItem, SessionId, SessionRecord,
+    SessionState,
+};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use crate::{SessionQuery, Store, StoreError};
+
+/// Name of the database file inside the data directory.
+pub const DATABASE_FILE: &str = "corral.sqlite3";
+
+/// A store backed by one SQLite database file.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `corral.sqlite3` in `data_dir` and migrates it.
+    pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDirectory {
+            path: data_dir.display().to_string(),
+            source,
+        })?;
+        let options = SqliteConnectOptions::new()
+            .filename(data_dir.join(DATABASE_FILE))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // With WAL, NORMAL loses nothing on a process crash (kill -9); only an OS crash
+            // can drop the last transactions.
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(SqliteStore { pool })
+    }
+
+    /// Closes the pool, checkpointing the WAL.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|error| StoreError::Corrupt(error.to_string()))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|error| StoreError::Corrupt(format!("{what}: {error}")))
+}
+
+fn session_from_row(row: &SqliteRow) -> Result<SessionRecord, StoreError> {
+    let id: String = row.try_get("id")?;
+    let state: String = row.try_get("state")?;
+    let metadata: String = row.try_get("metadata")?;
+    let execution_count: i64 = row.try_get("execution_count")?;
+    Ok(SessionRecord {
+        id: SessionId::from_str(&id).map_err(|error| StoreError::Corrupt(error.to_string()))?,
+        name: row.try_get("name")?,
+        runtime: row.try_get("runtime")?,
+        state: SessionState::from_str(&state)
+            .map_err(|error| StoreError::Corrupt(error.to_string()))?,
+        state_reason: row.try_get("state_reason")?,
+        created_at: row.try_get("created_at")?,
+        last_activity_at: row.try_get("last_activity_at")?,
+        execution_count: u64::try_from(execution_count).unwrap_or_default(),
+        metadata: from_json(&metadata, "session metadata")?,
+        accepting_executions: row.try_get("accepting_executions")?,
+    })
+}
+
+fn execution_from_row(row: &SqliteRow) -> Result<ExecutionRecord, StoreError> {
+    let session_id: String = row.try_get("session_id")?;
+    let status: String = row.try_get("status")?;
+    let result: Option<String> = row.try_get("result")?;
+    let outputs: String = row.try_get("outputs")?;
+    let error: Option<String> = row.try_get("error")?;
+    let execution_count: i64 = row.try_get("execution_count")?;
+    let duration_ms: i64 = row.try_get("duration_ms")?;
+    Ok(ExecutionRecord {
+        session_id: SessionId::from_str(&session_id)
+            .map_err(|error| StoreError::Corrupt(error.to_string()))?,
+        execution_count: u64::try_from(execution_count).unwrap_or_default(),
+        code: row.try_get("code")?,
+        status: ExecutionStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("execution status {status:?}")))?,
+        result: result
+            .map(|text| from_json::<MimeBundle>(&text, "execution result"))
+            .transpose()?,
+        stdout: row.try_get("stdout")?,
+        stderr: row.try_get("stderr")?,
+        outputs: from_json::<Vec<OutputItem>>(&outputs, "execution outputs")?,
+        error: error
+            .map(|text| from_json::<ErrorInfo>(&text, "execution error"))
+            .transpose()?,
+        duration_ms: u64::try_from(duration_ms).unwrap_or_default(),
+        truncated: row.try_get("truncated")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}
+
+fn count_to_i64(count: u64) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
+}
+
+const UPDATE_SESSION: &str = "UPDATE sessions SET name = ?, runtime = ?, state = ?, state_reason = ?, \
+     created_at = ?, last_activity_at = ?, execution_count = ?, metadata = ?, \
+     accepting_executions = ? WHERE id = ?";
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn insert_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO sessions (id, name, runtime, state, state_reason, created_at, \
+             last_activity_at, execution_count, metadata, accepting_executions) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(session.id.to_string())
+        .bind(&session.name)
+        .bind(&session.runtime)
+        .bind(session.state.as_str())
+        .bind(&session.state_reason)
+        .bind(session.created_at)
+        .bind(session.last_activity_at)
+        .bind(count_to_i64(session.execution_count))
+        .bind(to_json(&session.metadata)?)
+        .bind(session.accepting_executions)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn update_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
+        bind_session_update(sqlx::query(UPDATE_SESSION), session)?
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn get_session(&self, id: SessionId) -> Result<Option<SessionRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM sessions WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(session_from_row).transpose()
+    }
+
+    async fn list_sessions(&self, query: &SessionQuery) -> Result<Vec<SessionRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM sessions WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR id > ?2) \
+             ORDER BY id LIMIT ?3",
+        )
+        .bind(query.state.map(SessionState::as_str))
+        .bind(query.after.map(|id| id.to_string()))
+        .bind(i64::from(query.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(session_from_row).collect()
+    }
+
+    async fn record_execution(
+        &self,
+        execution: &ExecutionRecord,
+        session: &SessionRecord,
+    ) -> Result<(), StoreError> {
+        let mut transaction = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO executions (session_id, execution_count, code, status, result, stdout, \
+             stderr, outputs, error, duration_ms, truncated, started_at, finished_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(execution.session_id.to_string())
+        .bind(count_to_i64(execution.execution_count))
+        .bind(&execution.code)
+        .bind(execution.status.as_str())
+        .bind(execution.result.as_ref().map(to_json).transpose()?)
+        .bind(&execution.stdout)
+        .bind(&execution.stderr)
+        .bind(to_json(&execution.outputs)?)
+        .bind(execution.error.as_ref().map(to_json).transpose()?)
+        .bind(count_to_i64(execution.duration_ms))
+        .bind(execution.truncated)
+        .bind(execution.started_at)
+        .bind(execution.finished_at)
+        .execute(&mut *transaction)
+        .await?;
+        bind_session_update(sqlx::query(UPDATE_SESSION), session)?
+            .execute(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    async fn get_execution(
+        &self,
+        session_id: SessionId,
+        execution_count: u64,
+    ) -> Result<Option<ExecutionRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM executions WHERE session_id = ? AND execution_count = ?")
+            .bind(session_id.to_string())
+            .bind(count_to_i64(execution_count))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(execution_from_row).transpose()
+    }
+
+    async fn list_executions(
+        &self,
+        session_id: SessionId,
+        after_count: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<ExecutionRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM executions WHERE session_id = ? AND execution_count > ? \
+             ORDER BY execution_count LIMIT ?",
+        )
+        .bind(session_id.to_string())
+        .bind(after_count.map(count_to_i64).unwrap_or(0))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(execution_from_row).collect()
+    }
+
+    async fn mark_live_sessions_dead(
+        &self,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let result = sqlx::query(
+            "UPDATE sessions SET state = 'dead', state_reason = ?, last_activity_at = ? \
+             WHERE state NOT IN ('closed', 'dead')",
+        )
+        .bind(reason)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected())
+    }
+}
+
+fn bind_session_update<'q>(
+    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    session: &'q SessionRecord,
+) -> Result<sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>, StoreError> {
+    Ok(query
+        .bind(&session.name)
+        .bind(&session.runtime)
+        .bind(session.state.as_str())
+        .bind(&session.state_reason)
+        .bind(session.created_at)
+        .bind(session.last_activity_at)
+        .bind(count_to_i64(session.execution_count))
+        .bind(to_json(&session.metadata)?)
+        .bind(session.accepting_executions)
+        .bind(session.id.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(now: DateTime<Utc>) -> SessionRecord {
+        let mut metadata = serde_json::Map::new();
+        metadata.insert("owner".into(), serde_json::json!("tests"));
+        SessionRecord::new(SessionId::new(), "python3".into(), Some("one".into()), metadata, now)
+    }
+
+    #[tokio::test]
+    async fn sessions_and_executions_survive_reopening() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let now = Utc::now();
+        let mut record = session(now);
+        {
+            let store = SqliteStore::open(directory.path()).await.expect("open");
+            store.insert_session(&record).await.expect("insert");
+            record.state = SessionState::Idle;
+            record.execution_count = 1;
+            let execution = ExecutionRecord {
+                session_id: record.id,
+                execution_count: 1,
+                code: "1 + 1".into(),
+                status: ExecutionStatus::Ok,
+                result: Some(serde_json::from_value(serde_json::json!({"text/plain": "2"})).expect("bundle")),
+                stdout: "out".into(),
+                stderr: String::new(),
+                outputs: vec![OutputItem::Stream { name: corral_core::StreamName::Stdout, text: "out".into() }],
+                error: None,
+                duration_ms: 3,
+                truncated: false,
+                started_at: now,
+                finished_at: now,
+            };
+            store.record_execution(&execution, &record).await.expect("record");
+            store.close().await;
+        }
+        let store = SqliteStore::open(directory.path()).await.expect("reopen");
+        assert_eq!(store.mark_live_sessions_dead("server restarted", now).await.expect("mark"), 1);
+        let back = store.get_session(record.id).await.expect("get").expect("present");
+        assert_eq!(back.state, SessionState::Dead);
+        assert_eq!(back.state_reason.as_deref(), Some("server restarted"));
+        assert_eq!(back.execution_count, 1);
+        assert_eq!(back.metadata, record.metadata);
+        let execution = store.get_execution(record.id, 1).await.expect("get").expect("present");
+        assert_eq!(execution.stdout, "out");
+        assert_eq!(execution.outputs.len(), 1);
+        let listed = store.list_executions(record.id, None, 10).await.expect("list");
+        assert_eq!(listed.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn listing_pages_by_id_and_filters_by_state() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(directory.path()).await.expect("open");
+        let now = Utc::now();
+        let mut ids = Vec::new();
+        for index in 0..5 {
+            let mut record = session(now);
+            if index % 2 == 0 {
+                record.state = SessionState::Closed;
+            }
+            store.insert_session(&record).await.expect("insert");
+            ids.push(record.id);
+        }
+        let first = store
+            .list_sessions(&SessionQuery { state: None, after: None, limit: 2 })
+            .await
+            .expect("list");
+        assert_eq!(first.iter().map(|s| s.id).collect::<Vec<_>>(), ids[..2]);
+        let rest = store
+            .list_sessions(&SessionQuery { state: None, after: Some(ids[1]), limit: 10 })
+            .await
+            .expect("list");
+        assert_eq!(rest.iter().map(|s| s.id).collect::<Vec<_>>(), ids[2..]);
+        let closed = store
+            .list_sessions(&SessionQuery { state: Some(SessionState::Closed), after: None, limit: 10 })
+            .await
+            .expect("list");
+        assert_eq!(closed.len(), 3);
+    }
+}

@@ -1,0 +1,301 @@
+//! Running one execution on a worker: send `exec`, collect frames and pipe output until
+//! `done` plus both sync markers, enforce the timeout (interrupt, then kill), cap output.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use corral_core::{
+    ErrorInfo, ExecEvent, ExecutionStatus, MimeBundle, OutputItem, StreamName,
+};
+use corral_protocol::{DoneStatus, SyncMarker, SyncScan, WorkerEvent, WorkerRequest};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::stream_text::StreamText;
+use crate::worker::{Worker, WorkerExit};
+
+/// How long to keep reading pipes after the worker died, for its last words.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(500);
+
+/// One execution to run.
+#[derive(Clone, Debug)]
+pub struct ExecSpec {
+    pub code: String,
+    pub execution_count: u64,
+    pub timeout: Duration,
+    /// After the timeout's interrupt, how long the code has to stop before the kill.
+    pub interrupt_grace: Duration,
+    pub output_cap_bytes: usize,
+}
+
+/// What an execution produced. When `worker_exit` is set the worker is gone and the session
+/// must be marked dead with that reason.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExecOutcome {
+    pub status: ExecutionStatus,
+    pub result: Option<MimeBundle>,
+    pub stdout: String,
+    pub stderr: String,
+    pub outputs: Vec<OutputItem>,
+    pub error: Option<ErrorInfo>,
+    pub truncated: bool,
+    pub worker_exit: Option<WorkerExit>,
+}
+
+/// Collects outputs in order, merging adjacent chunks of the same stream.
+struct Collector {
+    outputs: Vec<OutputItem>,
+    events: Option<mpsc::UnboundedSender<ExecEvent>>,
+}
+
+impl Collector {
+    fn stream(&mut self, name: StreamName, text: String) {
+        if text.is_empty() {
+            return;
+        }
+        if let Some(events) = &self.events {
+            let _ = events.send(ExecEvent::Stream {
+                name,
+                text: text.clone(),
+            });
+        }
+        if let Some(OutputItem::Stream {
+            name: last_name,
+            text: last_text,
+        }) = self.outputs.last_mut()
+        {
+            if *last_name == name {
+                last_text.push_str(&text);
+                return;
+            }
+        }
+        self.outputs.push(OutputItem::Stream { name, text });
+    }
+
+    fn emit(&self, event: ExecEvent) {
+        if let Some(events) = &self.events {
+            let _ = events.send(event);
+        }
+    }
+}
+
+/// Per-pipe state during one execution.
+struct PipeState {
+    name: StreamName,
+    scan: SyncScan,
+    text: StreamText,
+    synced: bool,
+}
+
+impl PipeState {
+    fn new(name: StreamName, marker: &SyncMarker, cap: usize, open: bool) -> Self {
+        PipeState {
+            name,
+            scan: SyncScan::new(marker.clone()),
+            text: StreamText::new(cap),
+            synced: !open,
+        }
+    }
+
+    fn chunk(&mut self, chunk: Option<Vec<u8>>, open: &mut bool, collector: &mut Collector) {
+        match chunk {
+            Some(bytes) => {
+                let output = self.scan.feed(&bytes);
+                if self.synced {
+                    // Printed after the cell finished (a background process): not this
+                    // execution's output.
+                    return;
+                }
+                let text = self.text.push(&output);
+                collector.stream(self.name, text);
+                if self.scan.found() {
+                    self.synced = true;
+                }
+            }
+            None => {
+                *open = false;
+                if !self.synced {
+                    let held = self.scan.finish();
+                    let mut text = self.text.push(&held);
+                    text.push_str(&self.text.finish());
+                    collector.stream(self.name, text);
+                    self.synced = true;
+                }
+            }
+        }
+    }
+}
+
+impl Worker {
+    /// Runs one execution. Stream/display/result/error events are sent to `events` as they
+    /// happen (when given); the full outcome is returned at the end.
+    pub async fn execute(
+        &mut self,
+        spec: ExecSpec,
+        events: Option<mpsc::UnboundedSender<ExecEvent>>,
+    ) -> ExecOutcome {
+        let request_id = format!("{}", spec.execution_count);
+        let sync_token = sync_token();
+        let marker = SyncMarker::new(&sync_token);
+        let mut collector = Collector {
+            outputs: Vec::new(),
+            events,
+        };
+        let mut stdout = PipeState::new(StreamName::Stdout, &marker, spec.output_cap_bytes, self.stdout_open);
+        let mut stderr = PipeState::new(StreamName::Stderr, &marker, spec.output_cap_bytes, self.stderr_open);
+        let mut result = None;
+        let mut error = None;
+        let mut done = false;
+        let mut worker_exit = self.exited.clone();
+        let mut timed_out = false;
+        let mut killed_for_timeout = false;
+        self.interrupt_requested.store(false, Ordering::SeqCst);
+
+        let request = WorkerRequest::Exec {
+            id: request_id.clone(),
+            code: spec.code,
+            execution_count: spec.execution_count,
+            sync_token,
+        };
+        if worker_exit.is_none() {
+            if let Err(send_error) = self.send(&request).await {
+                tracing::debug!(%send_error, "could not send exec; waiting for the worker to exit");
+                self.kill().await;
+                worker_exit = Some(self.mark_exited(WorkerExit {
+                    description: "worker stopped answering on its control channel".to_owned(),
+                }));
+            }
+        }
+
+        let interrupt_at = Instant::now() + spec.timeout;
+        let mut kill_at = interrupt_at + spec.interrupt_grace;
+        let mut drain_until: Option<Instant> = worker_exit.as_ref().map(|_| Instant::now());
+
+        loop {
+            let finished = done && stdout.synced && stderr.synced;
+            if finished {
+                break;
+            }
+            if let Some(until) = drain_until {
+                if (stdout.synced && stderr.synced) || Instant::now() >= until {
+                    break;
+                }
+            }
+            tokio::select! {
+                event = self.events.recv(), if self.events_open && worker_exit.is_none() => match event {
+                    Some(Ok(event)) => match event {
+                        WorkerEvent::Display { id, data, metadata } if id == request_id => {
+                            collector.outputs.push(OutputItem::Display { data: data.clone(), metadata: metadata.clone() });
+                            collector.emit(ExecEvent::Display { data, metadata });
+                        }
+                        WorkerEvent::Result { id, execution_count, data, .. } if id == request_id => {
+                            collector.emit(ExecEvent::Result { execution_count, data: data.clone() });
+                            result = Some(data);
+                        }
+                        WorkerEvent::Error { id, ename, evalue, traceback } if id == request_id => {
+                            let info = ErrorInfo { ename, evalue, traceback };
+                            collector.emit(ExecEvent::Error(info.clone()));
+                            error = Some(info);
+                        }
+                        WorkerEvent::Done { id, status } if id == request_id => {
+                            done = true;
+                            if status == DoneStatus::Error && error.is_none() {
+                                error = Some(ErrorInfo { ename: "Error".into(), evalue: String::new(), traceback: Vec::new() });
+                            }
+                        }
+                        other => tracing::debug!(?other, "unexpected frame during exec ignored"),
+                    },
+                    Some(Err(frame_error)) => {
+                        tracing::warn!(%frame_error, "worker sent a malformed frame; killing it");
+                        self.kill().await;
+                        worker_exit = Some(self.mark_exited(WorkerExit { description: "worker broke the protocol".to_owned() }));
+                        drain_until = Some(Instant::now() + DRAIN_AFTER_EXIT);
+                    }
+                    None => self.events_open = false,
+                },
+                chunk = self.stdout.recv(), if self.stdout_open => stdout.chunk(chunk, &mut self.stdout_open, &mut collector),
+                chunk = self.stderr.recv(), if self.stderr_open => stderr.chunk(chunk, &mut self.stderr_open, &mut collector),
+                status = self.child.wait(), if worker_exit.is_none() => {
+                    let exit = if killed_for_timeout {
+                        WorkerExit { description: format!("execution exceeded its {}s timeout and ignored the interrupt; worker killed", spec.timeout.as_secs_f64()) }
+                    } else {
+                        WorkerExit::from_status(status)
+                    };
+                    worker_exit = Some(self.mark_exited(exit));
+                    drain_until = Some(Instant::now() + DRAIN_AFTER_EXIT);
+                }
+                _ = tokio::time::sleep_until(interrupt_at), if !timed_out && worker_exit.is_none() => {
+                    timed_out = true;
+                    kill_at = Instant::now() + spec.interrupt_grace;
+                    if let Err(signal_error) = corral_sandbox::interrupt(self.info.pid) {
+                        tracing::debug!(%signal_error, "timeout interrupt failed");
+                    }
+                }
+                _ = tokio::time::sleep_until(kill_at), if timed_out && !killed_for_timeout && worker_exit.is_none() => {
+                    killed_for_timeout = true;
+                    if let Err(kill_error) = corral_sandbox::kill_process_group(self.info.pid) {
+                        tracing::warn!(%kill_error, "could not kill a timed-out worker");
+                    }
+                }
+            }
+        }
+
+        let truncated = stdout.text.truncated() || stderr.text.truncated();
+        let interrupted_by_client = self.interrupt_requested.swap(false, Ordering::SeqCst);
+        let status = if timed_out && (error.is_some() || worker_exit.is_some()) {
+            ExecutionStatus::Timeout
+        } else if worker_exit.is_some() {
+            ExecutionStatus::Killed
+        } else if interrupted_by_client
+            && error.as_ref().is_some_and(|info| info.ename == "KeyboardInterrupt")
+        {
+            ExecutionStatus::Interrupted
+        } else if error.is_some() {
+            ExecutionStatus::Error
+        } else {
+            ExecutionStatus::Ok
+        };
+        if status == ExecutionStatus::Timeout {
+            let traceback = error.take().map(|info| info.traceback).unwrap_or_default();
+            error = Some(ErrorInfo {
+                ename: "TimeoutError".into(),
+                evalue: format!(
+                    "execution exceeded its {}s timeout",
+                    spec.timeout.as_secs_f64()
+                ),
+                traceback,
+            });
+        } else if let (ExecutionStatus::Killed, None, Some(exit)) = (status, &error, &worker_exit) {
+            error = Some(ErrorInfo {
+                ename: "WorkerDied".into(),
+                evalue: exit.description.clone(),
+                traceback: Vec::new(),
+            });
+        }
+        ExecOutcome {
+            status,
+            result,
+            stdout: stdout.text.into_text(),
+            stderr: stderr.text.into_text(),
+            outputs: collector.outputs,
+            error,
+            truncated,
+            worker_exit,
+        }
+    }
+}
+
+/// A fresh token for the sync marker; unpredictable enough that cell output does not contain
+/// it by accident.
+fn sync_token() -> String {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_nanos())
+            .unwrap_or_default(),
+    );
+    format!("{:016x}{:016x}", hasher.finish(), RandomState::new().build_hasher().finish())
+}

@@ -1,0 +1,40 @@
+//! `corral-worker`: the host side of one worker process.
+//!
+//! Owns starting a worker (through `corral-sandbox`), waiting for its `ready`, running one
+//! execution at a time over the protocol, reading its stdout/stderr pipes (decoding, capping,
+//! synchronising with `done`), enforcing the execution timeout (interrupt, then kill), and
+//! killing the worker's process tree.
+//!
+//! Deliberately knows nothing of sessions, queues, storage or HTTP: the engine decides what
+//! runs when; this crate only drives one process.
+
+mod driver;
+mod execution;
+mod stream_text;
+mod worker;
+
+pub use corral_sandbox::{HostIsolation, IsolationFeature};
+pub use driver::{install_driver, DRIVER_SOURCE};
+pub use execution::{ExecOutcome, ExecSpec};
+pub use worker::{InterruptHandle, Worker, WorkerConfig, WorkerExit, WorkerInfo};
+
+/// Failures of this crate's operations.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Sandbox(#[from] corral_sandbox::SandboxError),
+    #[error("the worker did not become ready within {0:?}")]
+    StartTimeout(std::time::Duration),
+    #[error("the worker exited during start-up ({0})")]
+    ExitedDuringStart(String),
+    #[error("the worker speaks protocol {found}, this server speaks {expected}")]
+    ProtocolVersion { found: u32, expected: u32 },
+    #[error("worker channel: {0}")]
+    Channel(#[from] corral_protocol::FrameError),
+    #[error("workspace {path}: {source}")]
+    Workspace {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}

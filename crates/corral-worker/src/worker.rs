@@ -1,0 +1,346 @@
+//! One worker process: start, liveness, interrupt, shutdown, kill.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use corral_protocol::{read_frame, write_frame, WorkerEvent, WorkerRequest, PROTOCOL_VERSION};
+use corral_sandbox::{spawn_worker, WorkerCommand};
+use tokio::io::AsyncReadExt;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::process::Child;
+use tokio::sync::mpsc;
+
+use crate::WorkerError;
+
+/// How to start workers; shared by all sessions.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// The Python interpreter (`python3` or a path to a venv's python).
+    pub python: PathBuf,
+    /// The installed driver script (see [`crate::install_driver`]).
+    pub driver_path: PathBuf,
+    pub start_timeout: Duration,
+}
+
+/// What the worker said about itself when it became ready.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerInfo {
+    pub pid: u32,
+    pub language: String,
+    pub language_version: String,
+}
+
+/// How a worker process ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerExit {
+    /// A sentence for the session's `state_reason`, e.g. `worker exited with status 1`.
+    pub description: String,
+}
+
+impl WorkerExit {
+    pub(crate) fn from_status(status: std::io::Result<std::process::ExitStatus>) -> Self {
+        use std::os::unix::process::ExitStatusExt;
+        let description = match status {
+            Ok(status) => match (status.code(), status.signal()) {
+                (Some(code), _) => format!("worker exited with status {code}"),
+                (None, Some(signal)) => format!("worker was killed by signal {signal}"),
+                (None, None) => "worker exited".to_owned(),
+            },
+            Err(error) => format!("worker state unknown: {error}"),
+        };
+        WorkerExit { description }
+    }
+}
+
+/// Sends interrupts to a worker from outside the task that drives it.
+#[derive(Clone, Debug)]
+pub struct InterruptHandle {
+    pid: u32,
+    alive: Arc<AtomicBool>,
+    requested: Arc<AtomicBool>,
+}
+
+impl InterruptHandle {
+    /// SIGINT to the worker; the running cell (if any) gets `KeyboardInterrupt`.
+    pub fn interrupt(&self) {
+        if !self.alive.load(Ordering::SeqCst) {
+            return;
+        }
+        self.requested.store(true, Ordering::SeqCst);
+        if let Err(error) = corral_sandbox::interrupt(self.pid) {
+            tracing::warn!(pid = self.pid, %error, "could not interrupt worker");
+        }
+    }
+}
+
+/// A running worker process and the host ends of its channels.
+#[derive(Debug)]
+pub struct Worker {
+    pub(crate) child: Child,
+    pub(crate) info: WorkerInfo,
+    pub(crate) control_writer: OwnedWriteHalf,
+    pub(crate) events: mpsc::Receiver<Result<WorkerEvent, String>>,
+    pub(crate) stdout: mpsc::Receiver<Vec<u8>>,
+    pub(crate) stderr: mpsc::Receiver<Vec<u8>>,
+    pub(crate) stdout_open: bool,
+    pub(crate) stderr_open: bool,
+    pub(crate) events_open: bool,
+    pub(crate) exited: Option<WorkerExit>,
+    pub(crate) alive: Arc<AtomicBool>,
+    pub(crate) interrupt_requested: Arc<AtomicBool>,
+    workspace: PathBuf,
+}
+
+impl Worker {
+    /// Starts a worker with `workspace` (created if missing) as its working directory and
+    /// waits until it reports ready.
+    pub async fn start(config: &WorkerConfig, workspace: PathBuf) -> Result<Worker, WorkerError> {
+        std::fs::create_dir_all(&workspace).map_err(|source| WorkerError::Workspace {
+            path: workspace.display().to_string(),
+            source,
+        })?;
+        let command = WorkerCommand {
+            program: config.python.clone(),
+            args: vec![config.driver_path.clone().into_os_string()],
+            env: worker_environment(config, &workspace),
+            working_dir: workspace.clone(),
+        };
+        let spawned = spawn_worker(&command)?;
+        let (control_reader, control_writer) = spawned.control.into_split();
+        let events = spawn_frame_reader(control_reader);
+        let stdout = spawn_pipe_reader(spawned.stdout);
+        let stderr = spawn_pipe_reader(spawned.stderr);
+        let mut worker = Worker {
+            child: spawned.child,
+            info: WorkerInfo {
+                pid: spawned.pid,
+                language: String::new(),
+                language_version: String::new(),
+            },
+            control_writer,
+            events,
+            stdout,
+            stderr,
+            stdout_open: true,
+            stderr_open: true,
+            events_open: true,
+            exited: None,
+            alive: Arc::new(AtomicBool::new(true)),
+            interrupt_requested: Arc::new(AtomicBool::new(false)),
+            workspace,
+        };
+        match tokio::time::timeout(config.start_timeout, worker.wait_ready()).await {
+            Ok(Ok(())) => Ok(worker),
+            Ok(Err(error)) => {
+                worker.kill().await;
+                Err(error)
+            }
+            Err(_) => {
+                worker.kill().await;
+                Err(WorkerError::StartTimeout(config.start_timeout))
+            }
+        }
+    }
+
+    async fn wait_ready(&mut self) -> Result<(), WorkerError> {
+        loop {
+            tokio::select! {
+                event = self.events.recv() => match event {
+                    Some(Ok(WorkerEvent::Ready { protocol, language, language_version, pid })) => {
+                        if protocol != PROTOCOL_VERSION {
+                            return Err(WorkerError::ProtocolVersion { found: protocol, expected: PROTOCOL_VERSION });
+                        }
+                        self.info.language = language;
+                        self.info.language_version = language_version;
+                        if pid != 0 && pid != self.info.pid {
+                            tracing::debug!(spawned = self.info.pid, reported = pid, "worker reports another pid");
+                        }
+                        return Ok(());
+                    }
+                    Some(Ok(other)) => tracing::debug!(?other, "frame before ready ignored"),
+                    Some(Err(error)) => return Err(WorkerError::ExitedDuringStart(error)),
+                    None => {
+                        let exit = self.wait_exit().await;
+                        return Err(WorkerError::ExitedDuringStart(exit.description));
+                    }
+                },
+                // Start-up errors (e.g. a bad --python) show on stderr; keep draining so the
+                // worker never blocks on a full pipe.
+                chunk = self.stderr.recv(), if self.stderr_open => match chunk {
+                    Some(bytes) => tracing::debug!(stderr = %String::from_utf8_lossy(&bytes), "worker start-up output"),
+                    None => self.stderr_open = false,
+                },
+                chunk = self.stdout.recv(), if self.stdout_open => if chunk.is_none() { self.stdout_open = false },
+            }
+        }
+    }
+
+    pub fn info(&self) -> &WorkerInfo {
+        &self.info
+    }
+
+    pub fn interrupt_handle(&self) -> InterruptHandle {
+        InterruptHandle {
+            pid: self.info.pid,
+            alive: self.alive.clone(),
+            requested: self.interrupt_requested.clone(),
+        }
+    }
+
+    /// Resolves when the worker process has exited (for watching an idle worker); meanwhile
+    /// drains and drops whatever background processes print between executions.
+    /// Cancel-safe: dropping the future loses nothing.
+    pub async fn idle_until_exit(&mut self) -> WorkerExit {
+        loop {
+            if let Some(exit) = &self.exited {
+                return exit.clone();
+            }
+            tokio::select! {
+                status = self.child.wait() => {
+                    return self.mark_exited(WorkerExit::from_status(status));
+                }
+                chunk = self.stdout.recv(), if self.stdout_open => {
+                    if chunk.is_none() { self.stdout_open = false }
+                }
+                chunk = self.stderr.recv(), if self.stderr_open => {
+                    if chunk.is_none() { self.stderr_open = false }
+                }
+                event = self.events.recv(), if self.events_open => match event {
+                    Some(event) => tracing::debug!(?event, "frame from an idle worker ignored"),
+                    None => self.events_open = false,
+                },
+            }
+        }
+    }
+
+    /// Waits for the process to exit (without draining anything).
+    async fn wait_exit(&mut self) -> WorkerExit {
+        if let Some(exit) = &self.exited {
+            return exit.clone();
+        }
+        let status = self.child.wait().await;
+        self.mark_exited(WorkerExit::from_status(status))
+    }
+
+    pub(crate) fn mark_exited(&mut self, exit: WorkerExit) -> WorkerExit {
+        self.alive.store(false, Ordering::SeqCst);
+        // Whatever the worker left behind in its group goes with it.
+        if let Err(error) = corral_sandbox::kill_process_group(self.info.pid) {
+            tracing::debug!(%error, "process group already gone");
+        }
+        self.exited = Some(exit.clone());
+        exit
+    }
+
+    /// Whether the process is known to have exited.
+    pub fn has_exited(&self) -> bool {
+        self.exited.is_some()
+    }
+
+    pub(crate) async fn send(&mut self, request: &WorkerRequest) -> Result<(), WorkerError> {
+        write_frame(&mut self.control_writer, request)
+            .await
+            .map_err(WorkerError::from)
+    }
+
+    /// Asks the worker to exit, waits up to `grace`, then kills its process group.
+    pub async fn shutdown(mut self, grace: Duration) {
+        if self.exited.is_none() {
+            let polite = async {
+                let _ = self.send(&WorkerRequest::Shutdown).await;
+                self.child.wait().await
+            };
+            if tokio::time::timeout(grace, polite).await.is_err() {
+                tracing::debug!(pid = self.info.pid, "worker ignored shutdown; killing");
+            }
+        }
+        self.kill().await;
+    }
+
+    /// Kills the worker's whole process group and reaps the worker.
+    pub async fn kill(&mut self) {
+        self.alive.store(false, Ordering::SeqCst);
+        if let Err(error) = corral_sandbox::kill_process_group(self.info.pid) {
+            tracing::debug!(%error, "kill of process group failed");
+        }
+        if self.exited.is_none() {
+            let _ = self.child.start_kill();
+            let status = self.child.wait().await;
+            self.exited = Some(WorkerExit::from_status(status));
+        }
+    }
+
+    /// Removes the worker's workspace directory (after the worker is gone).
+    pub fn remove_workspace(&self) {
+        if let Err(error) = std::fs::remove_dir_all(&self.workspace) {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %self.workspace.display(), %error, "could not remove workspace");
+            }
+        }
+    }
+}
+
+fn worker_environment(config: &WorkerConfig, workspace: &std::path::Path) -> Vec<(OsString, OsString)> {
+    let mut path = OsString::new();
+    // The interpreter's own directory first, so `python` in a subprocess is the same venv.
+    if let Some(directory) = config.python.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        path.push(directory.as_os_str());
+        path.push(":");
+    }
+    path.push("/usr/local/bin:/usr/bin:/bin");
+    vec![
+        ("PATH".into(), path),
+        ("HOME".into(), workspace.as_os_str().to_owned()),
+        ("LANG".into(), "C.UTF-8".into()),
+        ("PYTHONIOENCODING".into(), "utf-8".into()),
+        ("MPLBACKEND".into(), "Agg".into()),
+        ("TERM".into(), "dumb".into()),
+    ]
+}
+
+/// Reads control frames into a channel until the socket ends or a frame is malformed.
+fn spawn_frame_reader(mut reader: OwnedReadHalf) -> mpsc::Receiver<Result<WorkerEvent, String>> {
+    let (sender, receiver) = mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            match read_frame::<_, WorkerEvent>(&mut reader).await {
+                Ok(event) => {
+                    if sender.send(Ok(event)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(corral_protocol::FrameError::Closed) => return,
+                Err(error) => {
+                    let _ = sender.send(Err(error.to_string())).await;
+                    return;
+                }
+            }
+        }
+    });
+    receiver
+}
+
+/// Reads a pipe continuously (so the writer never blocks on a full pipe) into a channel.
+fn spawn_pipe_reader<R>(mut pipe: R) -> mpsc::Receiver<Vec<u8>>
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+{
+    let (sender, receiver) = mpsc::channel(64);
+    tokio::spawn(async move {
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            match pipe.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(count) => {
+                    if sender.send(buffer[..count].to_vec()).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    receiver
+}
