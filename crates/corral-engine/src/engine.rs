@@ -251,6 +251,14 @@ impl Engine {
             .ok_or(EngineError::SessionNotFound(id))
     }
 
+    /// Every live session (starting, idle or busy), in creation order.
+    pub fn live_sessions(&self) -> Vec<SessionRecord> {
+        let mut sessions: Vec<SessionRecord> =
+            self.live_map().values().map(|session| session.snapshot()).collect();
+        sessions.sort_by_key(|record| record.id);
+        sessions
+    }
+
     /// Sessions in creation order, optionally of one state, paged by `after`.
     pub async fn list_sessions(
         &self,
@@ -360,14 +368,24 @@ impl Engine {
         }
     }
 
-    /// Runs code in a session, after whatever is queued before it. Events are streamed to
-    /// `events` as they happen, when given.
+    /// Runs code in a session, after whatever is queued before it, and returns the record.
     pub async fn execute(
         &self,
         id: SessionId,
         request: ExecRequest,
-        events: Option<mpsc::UnboundedSender<ExecEvent>>,
     ) -> Result<ExecutionRecord, EngineError> {
+        self.submit(id, request, None).await?.finish().await
+    }
+
+    /// Validates and queues an execution; events are streamed to `events` as they happen,
+    /// when given. Errors that can be known up front (not found, closed, queue full, bad
+    /// input) come from here; the outcome comes from [`PendingExecution::finish`].
+    pub async fn submit(
+        &self,
+        id: SessionId,
+        request: ExecRequest,
+        events: Option<mpsc::UnboundedSender<ExecEvent>>,
+    ) -> Result<PendingExecution, EngineError> {
         let limits = &self.inner.limits;
         if request.code.contains('\0') {
             return Err(EngineError::InvalidInput("code must not contain NUL characters".into()));
@@ -405,18 +423,16 @@ impl Engine {
             reply,
         };
         match live.jobs.try_send(job) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                return Err(EngineError::QueueFull {
-                    id,
-                    capacity: limits.queue_capacity,
-                })
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(self.ended_error(id).await),
-        }
-        match answer.await {
-            Ok(result) => result,
-            Err(_) => Err(self.ended_error(id).await),
+            Ok(()) => Ok(PendingExecution {
+                engine: self.clone(),
+                session_id: id,
+                answer,
+            }),
+            Err(mpsc::error::TrySendError::Full(_)) => Err(EngineError::QueueFull {
+                id,
+                capacity: limits.queue_capacity,
+            }),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(self.ended_error(id).await),
         }
     }
 
@@ -533,6 +549,22 @@ impl Engine {
             },
             Ok(None) => EngineError::SessionNotFound(id),
             Err(error) => EngineError::Store(error),
+        }
+    }
+}
+
+/// A queued execution; [`PendingExecution::finish`] waits for its record.
+pub struct PendingExecution {
+    engine: Engine,
+    session_id: SessionId,
+    answer: oneshot::Receiver<Result<ExecutionRecord, EngineError>>,
+}
+
+impl PendingExecution {
+    pub async fn finish(self) -> Result<ExecutionRecord, EngineError> {
+        match self.answer.await {
+            Ok(result) => result,
+            Err(_) => Err(self.engine.ended_error(self.session_id).await),
         }
     }
 }

@@ -12,8 +12,8 @@ mod error;
 mod session_task;
 
 pub use engine::{
-    CreateSession, Engine, EngineConfig, EngineInfo, ExecutionPage, RuntimeInfo, SessionPage,
-    SessionUpdate,
+    CreateSession, Engine, EngineConfig, EngineInfo, ExecutionPage, PendingExecution, RuntimeInfo,
+    SessionPage, SessionUpdate, RESTART_REASON,
 };
 pub use error::EngineError;
 pub use corral_worker::{HostIsolation, IsolationFeature};
