@@ -1,1 +1,16 @@
-//! stub
+//! corral's HTTP layer: the only crate that knows HTTP and client JSON.
+//!
+//! It owns the router (`router`), the native `/v1` API and every compatibility surface
+//! (`surfaces`), problem+json errors (`problem`), body parsing (`body`), the OpenAPI document,
+//! and a small HTTP client of the native API for the CLI and benchmarks (`client`).
+//! It calls only the engine: no SQL, no processes, no syscalls.
+
+mod body;
+pub mod client;
+mod problem;
+mod router;
+mod surfaces;
+
+pub use problem::{ProblemBody, PROBLEM_CONTENT_TYPE};
+pub use router::{build_router, serve, ApiOptions, RouterError};
+pub use surfaces::native::views;

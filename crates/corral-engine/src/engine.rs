@@ -131,9 +131,14 @@ impl Engine {
         probe.kill().await;
         probe.remove_workspace();
 
-        let marked = store.mark_live_sessions_dead(RESTART_REASON, Utc::now()).await?;
+        let marked = store
+            .mark_live_sessions_dead(RESTART_REASON, Utc::now())
+            .await?;
         if marked > 0 {
-            tracing::info!(sessions = marked, "sessions of the previous run marked dead");
+            tracing::info!(
+                sessions = marked,
+                "sessions of the previous run marked dead"
+            );
         }
         let info = EngineInfo {
             runtimes: vec![RuntimeInfo {
@@ -183,8 +188,15 @@ impl Engine {
     }
 
     /// Starts a session and returns it once its worker is ready (state `idle`).
-    pub async fn create_session(&self, options: CreateSession) -> Result<SessionRecord, EngineError> {
-        if self.inner.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
+    pub async fn create_session(
+        &self,
+        options: CreateSession,
+    ) -> Result<SessionRecord, EngineError> {
+        if self
+            .inner
+            .shutting_down
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
             return Err(EngineError::ShuttingDown);
         }
         let runtime = options.runtime.unwrap_or_else(|| PYTHON_RUNTIME.to_owned());
@@ -200,7 +212,8 @@ impl Engine {
         let worker = Worker::start(&self.inner.worker_config, workspace.clone())
             .await
             .map_err(|error| EngineError::WorkerStart(error.to_string()))?;
-        let mut record = SessionRecord::new(id, runtime, options.name, options.metadata, Utc::now());
+        let mut record =
+            SessionRecord::new(id, runtime, options.name, options.metadata, Utc::now());
         record.state = SessionState::Idle;
         if let Err(error) = self.inner.store.insert_session(&record).await {
             let mut worker = worker;
@@ -235,7 +248,13 @@ impl Engine {
                 }
             }),
         };
-        tokio::spawn(run_session(live, worker, job_receiver, control_receiver, context));
+        tokio::spawn(run_session(
+            live,
+            worker,
+            job_receiver,
+            control_receiver,
+            context,
+        ));
         Ok(record)
     }
 
@@ -253,8 +272,11 @@ impl Engine {
 
     /// Every live session (starting, idle or busy), in creation order.
     pub fn live_sessions(&self) -> Vec<SessionRecord> {
-        let mut sessions: Vec<SessionRecord> =
-            self.live_map().values().map(|session| session.snapshot()).collect();
+        let mut sessions: Vec<SessionRecord> = self
+            .live_map()
+            .values()
+            .map(|session| session.snapshot())
+            .collect();
         sessions.sort_by_key(|record| record.id);
         sessions
     }
@@ -346,7 +368,11 @@ impl Engine {
 
     /// Closes a session (killing any running execution); closing an ended session returns it
     /// unchanged.
-    pub async fn close_session(&self, id: SessionId, reason: &str) -> Result<SessionRecord, EngineError> {
+    pub async fn close_session(
+        &self,
+        id: SessionId,
+        reason: &str,
+    ) -> Result<SessionRecord, EngineError> {
         let Some(live) = self.live(id) else {
             return self.get_session(id).await;
         };
@@ -388,7 +414,9 @@ impl Engine {
     ) -> Result<PendingExecution, EngineError> {
         let limits = &self.inner.limits;
         if request.code.contains('\0') {
-            return Err(EngineError::InvalidInput("code must not contain NUL characters".into()));
+            return Err(EngineError::InvalidInput(
+                "code must not contain NUL characters".into(),
+            ));
         }
         if request.code.len() > limits.max_code_bytes {
             return Err(EngineError::InvalidInput(format!(
@@ -587,8 +615,12 @@ fn validate_name(name: Option<&str>) -> Result<(), EngineError> {
     }
 }
 
-fn validate_metadata(metadata: &serde_json::Map<String, serde_json::Value>) -> Result<(), EngineError> {
-    let size = serde_json::to_vec(metadata).map(|bytes| bytes.len()).unwrap_or(usize::MAX);
+fn validate_metadata(
+    metadata: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), EngineError> {
+    let size = serde_json::to_vec(metadata)
+        .map(|bytes| bytes.len())
+        .unwrap_or(usize::MAX);
     if size > MAX_METADATA_BYTES {
         return Err(EngineError::InvalidInput(format!(
             "metadata is {size} bytes serialised; the limit is {MAX_METADATA_BYTES}"

@@ -11,9 +11,9 @@ mod engine;
 mod error;
 mod session_task;
 
+pub use corral_worker::{HostIsolation, IsolationFeature};
 pub use engine::{
     CreateSession, Engine, EngineConfig, EngineInfo, ExecutionPage, PendingExecution, RuntimeInfo,
     SessionPage, SessionUpdate, RESTART_REASON,
 };
 pub use error::EngineError;
-pub use corral_worker::{HostIsolation, IsolationFeature};

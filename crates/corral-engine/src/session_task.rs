@@ -8,9 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::Utc;
-use corral_core::{
-    ExecEvent, ExecutionRecord, ExecutionStatus, SessionRecord, SessionState,
-};
+use corral_core::{ExecEvent, ExecutionRecord, ExecutionStatus, SessionRecord, SessionState};
 use corral_store::Store;
 use corral_worker::{ExecOutcome, ExecSpec, InterruptHandle, Worker, WorkerConfig};
 use tokio::sync::{mpsc, oneshot};
@@ -55,7 +53,9 @@ impl LiveSession {
     pub fn record(&self) -> MutexGuard<'_, SessionRecord> {
         // A poisoned lock only means another thread panicked mid-update; the record is
         // still the best we have.
-        self.record.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.record
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn snapshot(&self) -> SessionRecord {

@@ -86,7 +86,9 @@ mod tests {
     #[tokio::test]
     async fn oversized_frames_are_refused() {
         let (mut left, mut right) = tokio::io::duplex(1024);
-        left.write_all(&u32::MAX.to_be_bytes()).await.expect("write");
+        left.write_all(&u32::MAX.to_be_bytes())
+            .await
+            .expect("write");
         let result: Result<WorkerRequest, _> = read_frame(&mut right).await;
         assert!(matches!(result, Err(FrameError::TooLarge(_))));
     }

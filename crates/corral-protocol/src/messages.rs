@@ -101,7 +101,9 @@ mod tests {
             r#"{"type":"error","id":"x","ename":"ZeroDivisionError","evalue":"division by zero","traceback":["a"]}"#,
         )
         .expect("parses");
-        assert!(matches!(event, WorkerEvent::Error { ref ename, .. } if ename == "ZeroDivisionError"));
+        assert!(
+            matches!(event, WorkerEvent::Error { ref ename, .. } if ename == "ZeroDivisionError")
+        );
         let done: WorkerEvent =
             serde_json::from_str(r#"{"type":"done","id":"x","status":"ok"}"#).expect("parses");
         assert_eq!(

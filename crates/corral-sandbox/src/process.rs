@@ -81,7 +81,8 @@ pub fn spawn_worker(command: &WorkerCommand) -> Result<SpawnedWorker, SandboxErr
     })?;
     drop(worker_end);
     let pid = child.id().unwrap_or(0);
-    let control = tokio::net::UnixStream::from_std(host_end).map_err(SandboxError::ControlSocket)?;
+    let control =
+        tokio::net::UnixStream::from_std(host_end).map_err(SandboxError::ControlSocket)?;
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return Err(SandboxError::Spawn {
             program: command.program.display().to_string(),
@@ -100,7 +101,8 @@ pub fn spawn_worker(command: &WorkerCommand) -> Result<SpawnedWorker, SandboxErr
 /// Sends SIGINT to the worker process itself (the running cell gets `KeyboardInterrupt`).
 pub fn interrupt(pid: u32) -> Result<(), SandboxError> {
     let target = checked_pid(pid)?;
-    nix::sys::signal::kill(target, Signal::SIGINT).map_err(|source| SandboxError::Signal { pid, source })
+    nix::sys::signal::kill(target, Signal::SIGINT)
+        .map_err(|source| SandboxError::Signal { pid, source })
 }
 
 /// Sends SIGKILL to every process in the worker's process group (the worker is its leader).

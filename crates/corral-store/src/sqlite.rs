@@ -10,7 +10,9 @@ use corral_core::{
     ErrorInfo, ExecutionRecord, ExecutionStatus, MimeBundle, OutputItem, SessionId, SessionRecord,
     SessionState,
 };
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{Row, SqlitePool};
 
 use crate::{SessionQuery, Store, StoreError};
@@ -117,7 +119,8 @@ fn count_to_i64(count: u64) -> i64 {
     i64::try_from(count).unwrap_or(i64::MAX)
 }
 
-const UPDATE_SESSION: &str = "UPDATE sessions SET name = ?, runtime = ?, state = ?, state_reason = ?, \
+const UPDATE_SESSION: &str =
+    "UPDATE sessions SET name = ?, runtime = ?, state = ?, state_reason = ?, \
      created_at = ?, last_activity_at = ?, execution_count = ?, metadata = ?, \
      accepting_executions = ? WHERE id = ?";
 
@@ -210,11 +213,12 @@ impl Store for SqliteStore {
         session_id: SessionId,
         execution_count: u64,
     ) -> Result<Option<ExecutionRecord>, StoreError> {
-        let row = sqlx::query("SELECT * FROM executions WHERE session_id = ? AND execution_count = ?")
-            .bind(session_id.to_string())
-            .bind(count_to_i64(execution_count))
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT * FROM executions WHERE session_id = ? AND execution_count = ?")
+                .bind(session_id.to_string())
+                .bind(count_to_i64(execution_count))
+                .fetch_optional(&self.pool)
+                .await?;
         row.as_ref().map(execution_from_row).transpose()
     }
 
@@ -277,7 +281,13 @@ mod tests {
     fn session(now: DateTime<Utc>) -> SessionRecord {
         let mut metadata = serde_json::Map::new();
         metadata.insert("owner".into(), serde_json::json!("tests"));
-        SessionRecord::new(SessionId::new(), "python3".into(), Some("one".into()), metadata, now)
+        SessionRecord::new(
+            SessionId::new(),
+            "python3".into(),
+            Some("one".into()),
+            metadata,
+            now,
+        )
     }
 
     #[tokio::test]
@@ -295,30 +305,55 @@ mod tests {
                 execution_count: 1,
                 code: "1 + 1".into(),
                 status: ExecutionStatus::Ok,
-                result: Some(serde_json::from_value(serde_json::json!({"text/plain": "2"})).expect("bundle")),
+                result: Some(
+                    serde_json::from_value(serde_json::json!({"text/plain": "2"})).expect("bundle"),
+                ),
                 stdout: "out".into(),
                 stderr: String::new(),
-                outputs: vec![OutputItem::Stream { name: corral_core::StreamName::Stdout, text: "out".into() }],
+                outputs: vec![OutputItem::Stream {
+                    name: corral_core::StreamName::Stdout,
+                    text: "out".into(),
+                }],
                 error: None,
                 duration_ms: 3,
                 truncated: false,
                 started_at: now,
                 finished_at: now,
             };
-            store.record_execution(&execution, &record).await.expect("record");
+            store
+                .record_execution(&execution, &record)
+                .await
+                .expect("record");
             store.close().await;
         }
         let store = SqliteStore::open(directory.path()).await.expect("reopen");
-        assert_eq!(store.mark_live_sessions_dead("server restarted", now).await.expect("mark"), 1);
-        let back = store.get_session(record.id).await.expect("get").expect("present");
+        assert_eq!(
+            store
+                .mark_live_sessions_dead("server restarted", now)
+                .await
+                .expect("mark"),
+            1
+        );
+        let back = store
+            .get_session(record.id)
+            .await
+            .expect("get")
+            .expect("present");
         assert_eq!(back.state, SessionState::Dead);
         assert_eq!(back.state_reason.as_deref(), Some("server restarted"));
         assert_eq!(back.execution_count, 1);
         assert_eq!(back.metadata, record.metadata);
-        let execution = store.get_execution(record.id, 1).await.expect("get").expect("present");
+        let execution = store
+            .get_execution(record.id, 1)
+            .await
+            .expect("get")
+            .expect("present");
         assert_eq!(execution.stdout, "out");
         assert_eq!(execution.outputs.len(), 1);
-        let listed = store.list_executions(record.id, None, 10).await.expect("list");
+        let listed = store
+            .list_executions(record.id, None, 10)
+            .await
+            .expect("list");
         assert_eq!(listed.len(), 1);
     }
 
@@ -337,17 +372,29 @@ mod tests {
             ids.push(record.id);
         }
         let first = store
-            .list_sessions(&SessionQuery { state: None, after: None, limit: 2 })
+            .list_sessions(&SessionQuery {
+                state: None,
+                after: None,
+                limit: 2,
+            })
             .await
             .expect("list");
         assert_eq!(first.iter().map(|s| s.id).collect::<Vec<_>>(), ids[..2]);
         let rest = store
-            .list_sessions(&SessionQuery { state: None, after: Some(ids[1]), limit: 10 })
+            .list_sessions(&SessionQuery {
+                state: None,
+                after: Some(ids[1]),
+                limit: 10,
+            })
             .await
             .expect("list");
         assert_eq!(rest.iter().map(|s| s.id).collect::<Vec<_>>(), ids[2..]);
         let closed = store
-            .list_sessions(&SessionQuery { state: Some(SessionState::Closed), after: None, limit: 10 })
+            .list_sessions(&SessionQuery {
+                state: Some(SessionState::Closed),
+                after: None,
+                limit: 10,
+            })
             .await
             .expect("list");
         assert_eq!(closed.len(), 3);

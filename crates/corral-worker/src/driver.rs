@@ -15,7 +15,10 @@ pub fn install_driver(directory: &Path) -> Result<PathBuf, WorkerError> {
         source,
     };
     std::fs::create_dir_all(directory).map_err(workspace_error)?;
-    let path = directory.join(format!("driver-{:016x}.py", fnv1a(DRIVER_SOURCE.as_bytes())));
+    let path = directory.join(format!(
+        "driver-{:016x}.py",
+        fnv1a(DRIVER_SOURCE.as_bytes())
+    ));
     if std::fs::read_to_string(&path).ok().as_deref() != Some(DRIVER_SOURCE) {
         let staging = directory.join(format!("driver-{}.tmp", std::process::id()));
         std::fs::write(&staging, DRIVER_SOURCE).map_err(workspace_error)?;

@@ -4,9 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use corral_core::{
-    ErrorInfo, ExecEvent, ExecutionStatus, MimeBundle, OutputItem, StreamName,
-};
+use corral_core::{ErrorInfo, ExecEvent, ExecutionStatus, MimeBundle, OutputItem, StreamName};
 use corral_protocol::{DoneStatus, SyncMarker, SyncScan, WorkerEvent, WorkerRequest};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -141,8 +139,18 @@ impl Worker {
             outputs: Vec::new(),
             events,
         };
-        let mut stdout = PipeState::new(StreamName::Stdout, &marker, spec.output_cap_bytes, self.stdout_open);
-        let mut stderr = PipeState::new(StreamName::Stderr, &marker, spec.output_cap_bytes, self.stderr_open);
+        let mut stdout = PipeState::new(
+            StreamName::Stdout,
+            &marker,
+            spec.output_cap_bytes,
+            self.stdout_open,
+        );
+        let mut stderr = PipeState::new(
+            StreamName::Stderr,
+            &marker,
+            spec.output_cap_bytes,
+            self.stderr_open,
+        );
         let mut result = None;
         let mut error = None;
         let mut done = false;
@@ -247,7 +255,9 @@ impl Worker {
         } else if worker_exit.is_some() {
             ExecutionStatus::Killed
         } else if interrupted_by_client
-            && error.as_ref().is_some_and(|info| info.ename == "KeyboardInterrupt")
+            && error
+                .as_ref()
+                .is_some_and(|info| info.ename == "KeyboardInterrupt")
         {
             ExecutionStatus::Interrupted
         } else if error.is_some() {
@@ -297,5 +307,9 @@ fn sync_token() -> String {
             .map(|elapsed| elapsed.as_nanos())
             .unwrap_or_default(),
     );
-    format!("{:016x}{:016x}", hasher.finish(), RandomState::new().build_hasher().finish())
+    format!(
+        "{:016x}{:016x}",
+        hasher.finish(),
+        RandomState::new().build_hasher().finish()
+    )
 }

@@ -283,10 +283,17 @@ impl Worker {
     }
 }
 
-fn worker_environment(config: &WorkerConfig, workspace: &std::path::Path) -> Vec<(OsString, OsString)> {
+fn worker_environment(
+    config: &WorkerConfig,
+    workspace: &std::path::Path,
+) -> Vec<(OsString, OsString)> {
     let mut path = OsString::new();
     // The interpreter's own directory first, so `python` in a subprocess is the same venv.
-    if let Some(directory) = config.python.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+    if let Some(directory) = config
+        .python
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+    {
         path.push(directory.as_os_str());
         path.push(":");
     }

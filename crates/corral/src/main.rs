@@ -1,1 +1,30 @@
-fn main() {}
+//! The `corral` binary: command-line parsing and glue. Serving, the CLI commands and the
+//! benchmark live in `cli/`; configuration in `config.rs`. No logic of the system lives here.
+
+mod cli;
+mod config;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let arguments = cli::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("corral: could not start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(cli::run(arguments)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("corral: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! A client of the native API, for the CLI and the benchmark.
+//!
+//! It speaks the same JSON as the server (the `views` types) and turns problem+json replies
+//! into [`ClientError::Api`]. It knows nothing about the engine.
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::problem::ProblemBody;
+use crate::views::{ExecutionList, ExecutionView, SessionList, SessionView};
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("could not reach the server at {url}: {source}")]
+    Transport {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{}: {}", .status, .problem.as_ref().map(|problem| problem.detail.as_str()).unwrap_or(.body.as_str()))]
+    Api {
+        status: u16,
+        problem: Option<ProblemBody>,
+        body: String,
+    },
+    #[error("the server's reply could not be understood: {0}")]
+    Decode(String),
+}
+
+/// Native API client; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct CorralClient {
+    base_url: String,
+    http: reqwest::Client,
+}
+
+impl CorralClient {
+    /// `base_url` like `http://127.0.0.1:8000` (a trailing slash is fine).
+    pub fn new(base_url: &str) -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|source| ClientError::Transport {
+                url: base_url.to_owned(),
+                source,
+            })?;
+        Ok(CorralClient {
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            http,
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    pub async fn health(&self) -> Result<(), ClientError> {
+        self.send::<serde_json::Value>(self.http.get(self.url("/healthz")))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn create_session(&self, name: Option<&str>) -> Result<SessionView, ClientError> {
+        let body = serde_json::json!({ "name": name });
+        self.send(self.http.post(self.url("/v1/sessions")).json(&body))
+            .await
+    }
+
+    pub async fn get_session(&self, id: &str) -> Result<SessionView, ClientError> {
+        self.send(self.http.get(self.url(&format!("/v1/sessions/{id}"))))
+            .await
+    }
+
+    pub async fn list_sessions(
+        &self,
+        state: Option<&str>,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<SessionList, ClientError> {
+        let mut query = vec![("limit", limit.to_string())];
+        if let Some(state) = state {
+            query.push(("state", state.to_owned()));
+        }
+        if let Some(cursor) = cursor {
+            query.push(("cursor", cursor.to_owned()));
+        }
+        self.send(self.http.get(self.url("/v1/sessions")).query(&query))
+            .await
+    }
+
+    pub async fn close_session(&self, id: &str) -> Result<SessionView, ClientError> {
+        self.send(self.http.delete(self.url(&format!("/v1/sessions/{id}"))))
+            .await
+    }
+
+    pub async fn execute(
+        &self,
+        id: &str,
+        code: &str,
+        timeout_seconds: Option<f64>,
+    ) -> Result<ExecutionView, ClientError> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            code: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            timeout: Option<f64>,
+        }
+        let body = Body {
+            code,
+            timeout: timeout_seconds,
+        };
+        self.send(
+            self.http
+                .post(self.url(&format!("/v1/sessions/{id}/executions")))
+                .json(&body),
+        )
+        .await
+    }
+
+    pub async fn list_executions(
+        &self,
+        id: &str,
+        limit: u32,
+    ) -> Result<ExecutionList, ClientError> {
+        self.send(
+            self.http
+                .get(self.url(&format!("/v1/sessions/{id}/executions")))
+                .query(&[("limit", limit)]),
+        )
+        .await
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url, path)
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
+        let response = request
+            .send()
+            .await
+            .map_err(|source| ClientError::Transport {
+                url: self.base_url.clone(),
+                source,
+            })?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|source| ClientError::Transport {
+                url: self.base_url.clone(),
+                source,
+            })?;
+        if !status.is_success() {
+            return Err(ClientError::Api {
+                status: status.as_u16(),
+                problem: serde_json::from_slice(&bytes).ok(),
+                body: String::from_utf8_lossy(&bytes).into_owned(),
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|error| ClientError::Decode(error.to_string()))
+    }
+}

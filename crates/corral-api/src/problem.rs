@@ -1,0 +1,158 @@
+//! `application/problem+json` errors (RFC 9457) for the native API, and the one place where an
+//! [`EngineError`] becomes a native status code and body.
+//!
+//! Compatibility surfaces map engine errors to their own shapes in their own modules; this
+//! module is not for them. 5xx bodies never carry internal error text: the detail is logged
+//! here and a generic sentence is returned.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use corral_engine::EngineError;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// The media type of every native error body.
+pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
+
+/// A native API error body.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ProblemBody {
+    /// A URI naming the problem kind (`urn:corral:problem:<code>`).
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    /// A short summary of the problem kind.
+    pub title: String,
+    /// The HTTP status code.
+    pub status: u16,
+    /// What went wrong this time, for humans.
+    pub detail: String,
+    /// A stable machine-readable code, e.g. `session_not_found`.
+    pub code: String,
+    /// The session's state, for `session_not_running`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Why the session is in that state, for `session_not_running`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_reason: Option<String>,
+}
+
+/// A native API error on its way to becoming a response.
+#[derive(Clone, Debug)]
+pub struct Problem {
+    pub status: StatusCode,
+    pub body: ProblemBody,
+    /// Seconds for a `Retry-After` header.
+    pub retry_after: Option<u64>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, code: &str, detail: impl Into<String>) -> Self {
+        Problem {
+            status,
+            body: ProblemBody {
+                problem_type: format!("urn:corral:problem:{code}"),
+                title: status.canonical_reason().unwrap_or("Error").to_owned(),
+                status: status.as_u16(),
+                detail: detail.into(),
+                code: code.to_owned(),
+                state: None,
+                state_reason: None,
+            },
+            retry_after: None,
+        }
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::NOT_FOUND, "not_found", detail)
+    }
+
+    pub fn session_not_found(id: &str) -> Self {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "session_not_found",
+            format!("session {id} not found"),
+        )
+    }
+
+    /// A 500 whose detail is logged, never returned.
+    pub fn internal(context: &str, error: &dyn std::fmt::Display) -> Self {
+        tracing::error!(%error, "{context}");
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the server hit an internal error; details are in its log",
+        )
+    }
+}
+
+impl From<EngineError> for Problem {
+    fn from(error: EngineError) -> Self {
+        match error {
+            EngineError::SessionNotFound(id) => Problem::session_not_found(&id.to_string()),
+            EngineError::ExecutionNotFound { .. } => Problem::new(
+                StatusCode::NOT_FOUND,
+                "execution_not_found",
+                error.to_string(),
+            ),
+            EngineError::SessionNotRunning {
+                state, ref reason, ..
+            } => {
+                let mut problem = Problem::new(
+                    StatusCode::CONFLICT,
+                    "session_not_running",
+                    error.to_string(),
+                );
+                problem.body.state = Some(state.as_str().to_owned());
+                problem.body.state_reason = reason.clone();
+                problem
+            }
+            EngineError::NotAccepting(_) => Problem::new(
+                StatusCode::CONFLICT,
+                "not_accepting_executions",
+                error.to_string(),
+            ),
+            EngineError::QueueFull { .. } => {
+                let mut problem = Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "queue_full",
+                    error.to_string(),
+                );
+                problem.retry_after = Some(1);
+                problem
+            }
+            EngineError::InvalidInput(detail) => {
+                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", detail)
+            }
+            EngineError::WorkerStart(ref cause) => {
+                tracing::error!(%cause, "session worker failed to start");
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "worker_start_failed",
+                    "the session's worker could not be started; details are in the server log",
+                )
+            }
+            EngineError::ShuttingDown => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the server is shutting down",
+            ),
+            EngineError::Store(ref cause) => Problem::internal("store error", cause),
+        }
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_vec(&self.body).unwrap_or_default();
+        let mut response = (self.status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
+        );
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}

@@ -1,0 +1,5 @@
+//! One module per API surface. Each translates its clients' JSON to engine calls; surfaces
+//! never import each other.
+
+pub mod native;
+pub mod python_rce;

@@ -1,0 +1,39 @@
+//! The native API under `/v1` (plus `/healthz`): sessions, executions, info.
+//!
+//! Handlers translate JSON to engine calls and engine records to JSON; no logic of their own
+//! beyond input parsing. Errors are problem+json via [`crate::problem`].
+
+mod executions;
+mod sessions;
+mod system;
+pub mod views;
+
+use corral_core::SessionId;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::problem::Problem;
+use crate::router::ApiState;
+
+/// Every native route, with its OpenAPI description.
+pub fn router() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(system::healthz))
+        .routes(routes!(system::info))
+        .routes(routes!(sessions::create_session, sessions::list_sessions))
+        .routes(routes!(
+            sessions::get_session,
+            sessions::update_session,
+            sessions::delete_session
+        ))
+        .routes(routes!(sessions::interrupt_session))
+        .routes(routes!(sessions::restart_session))
+        .routes(routes!(sessions::refresh_session))
+        .routes(routes!(executions::execute, executions::list_executions))
+        .routes(routes!(executions::get_execution))
+}
+
+/// A session id from a path; anything that is not a UUID names no session (404).
+fn parse_session_id(text: &str) -> Result<SessionId, Problem> {
+    text.parse().map_err(|_| Problem::session_not_found(text))
+}

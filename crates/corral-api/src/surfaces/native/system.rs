@@ -1,0 +1,63 @@
+//! `/healthz` and `/v1/info`.
+
+use axum::extract::State;
+use axum::Json;
+
+use super::views::{
+    Health, InfoView, IsolationFeatureView, IsolationView, LimitsView, RuntimeView,
+};
+use crate::body::max_body_bytes;
+use crate::router::ApiState;
+
+/// Answers 200 once the server is ready to create sessions.
+#[utoipa::path(get, path = "/healthz", tag = "system",
+    responses((status = 200, description = "The server is ready", body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".to_owned(),
+    })
+}
+
+/// Version, runtimes, limits and the isolation sessions get on this host.
+#[utoipa::path(get, path = "/v1/info", tag = "system",
+    responses((status = 200, description = "Server information", body = InfoView)))]
+pub async fn info(State(state): State<ApiState>) -> Json<InfoView> {
+    let info = state.engine.info();
+    let limits = &info.limits;
+    Json(InfoView {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        runtimes: info
+            .runtimes
+            .iter()
+            .map(|runtime| RuntimeView {
+                name: runtime.name.clone(),
+                interpreter: runtime.interpreter.clone(),
+                language_version: runtime.language_version.clone(),
+            })
+            .collect(),
+        limits: LimitsView {
+            default_execution_timeout_seconds: limits.default_exec_timeout.as_secs_f64(),
+            max_execution_timeout_seconds: limits.max_exec_timeout.as_secs_f64(),
+            interrupt_grace_seconds: limits.interrupt_grace.as_secs_f64(),
+            output_cap_bytes_per_stream: limits.output_cap_bytes,
+            execution_queue_capacity: limits.queue_capacity,
+            max_code_bytes: limits.max_code_bytes,
+            max_request_body_bytes: max_body_bytes(limits.max_code_bytes),
+        },
+        isolation: IsolationView {
+            sandboxed: info.isolation.sandboxed(),
+            cgroup_version: info.isolation.cgroup_version,
+            features: info
+                .isolation
+                .features
+                .iter()
+                .map(|feature| IsolationFeatureView {
+                    name: feature.name.to_owned(),
+                    available: feature.available,
+                    active: feature.active,
+                })
+                .collect(),
+        },
+        live_sessions: state.engine.live_count(),
+    })
+}

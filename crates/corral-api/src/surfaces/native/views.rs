@@ -1,0 +1,260 @@
+//! The native API's JSON shapes: requests it accepts and resources it returns.
+//!
+//! These are the wire contract (with OpenAPI schemas); they convert from the engine's records
+//! and never reach below the API crate. Requests reject unknown fields.
+
+use chrono::{DateTime, Utc};
+use corral_core::{ErrorInfo, ExecutionRecord, OutputItem, SessionRecord};
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
+
+type JsonObject = serde_json::Map<String, serde_json::Value>;
+
+/// `POST /v1/sessions`. Every field is optional; an empty body is fine.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSessionRequest {
+    /// A label for people; not unique.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Free-form JSON object kept with the session (up to 16 KiB).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<JsonObject>,
+    /// Runtime to start; `python3` (the default) is the only one so far.
+    #[serde(default)]
+    pub runtime: Option<String>,
+}
+
+/// `PATCH /v1/sessions/{id}`: only the fields present change; `"name": null` clears the name.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSessionRequest {
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub name: Option<Option<String>>,
+    /// Replaces the whole metadata object.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<JsonObject>,
+    /// `false` drains the session: queued executions finish, new ones get 409.
+    #[serde(default)]
+    pub accepting_executions: Option<bool>,
+}
+
+/// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// `POST /v1/sessions/{id}/executions`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecuteRequest {
+    /// Source code to run.
+    pub code: String,
+    /// Seconds before the execution is interrupted (default and maximum in `/v1/info`).
+    #[serde(default)]
+    pub timeout: Option<f64>,
+}
+
+/// A session.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SessionView {
+    /// UUID.
+    pub id: String,
+    pub name: Option<String>,
+    pub runtime: String,
+    /// `starting`, `idle`, `busy`, `closed` or `dead`.
+    pub state: String,
+    /// Why the session is `closed` or `dead`.
+    pub state_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub last_activity_at: DateTime<Utc>,
+    /// The number of the last execution started (0 before the first).
+    pub execution_count: u64,
+    #[schema(value_type = Object)]
+    pub metadata: JsonObject,
+    pub accepting_executions: bool,
+}
+
+impl From<SessionRecord> for SessionView {
+    fn from(record: SessionRecord) -> Self {
+        SessionView {
+            id: record.id.to_string(),
+            name: record.name,
+            runtime: record.runtime,
+            state: record.state.as_str().to_owned(),
+            state_reason: record.state_reason,
+            created_at: record.created_at,
+            last_activity_at: record.last_activity_at,
+            execution_count: record.execution_count,
+            metadata: record.metadata,
+            accepting_executions: record.accepting_executions,
+        }
+    }
+}
+
+/// One page of sessions.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct SessionList {
+    pub sessions: Vec<SessionView>,
+    /// Pass as `cursor` to get the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// An error raised by the executed code.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorView {
+    pub ename: String,
+    pub evalue: String,
+    /// Formatted traceback chunks, without the server's own frames.
+    pub traceback: Vec<String>,
+}
+
+impl From<ErrorInfo> for ErrorView {
+    fn from(error: ErrorInfo) -> Self {
+        ErrorView {
+            ename: error.ename,
+            evalue: error.evalue,
+            traceback: error.traceback,
+        }
+    }
+}
+
+/// One ordered output: a chunk of a stream or a `display()`ed MIME bundle.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum OutputView {
+    Stream {
+        /// `stdout` or `stderr`.
+        name: String,
+        text: String,
+    },
+    Display {
+        #[schema(value_type = Object)]
+        data: JsonObject,
+        #[schema(value_type = Object)]
+        metadata: JsonObject,
+    },
+}
+
+impl From<OutputItem> for OutputView {
+    fn from(item: OutputItem) -> Self {
+        match item {
+            OutputItem::Stream { name, text } => OutputView::Stream {
+                name: name.as_str().to_owned(),
+                text,
+            },
+            OutputItem::Display { data, metadata } => OutputView::Display { data, metadata },
+        }
+    }
+}
+
+/// One execution, finished.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ExecutionView {
+    pub session_id: String,
+    pub execution_count: u64,
+    pub code: String,
+    /// `ok`, `error`, `timeout`, `interrupted` or `killed`.
+    pub status: String,
+    /// The last expression's value as a MIME bundle (`text/plain` always), or null.
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<JsonObject>,
+    pub stdout: String,
+    pub stderr: String,
+    pub outputs: Vec<OutputView>,
+    pub error: Option<ErrorView>,
+    pub duration_ms: u64,
+    /// Output beyond the per-stream cap was dropped.
+    pub truncated: bool,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+}
+
+impl From<ExecutionRecord> for ExecutionView {
+    fn from(record: ExecutionRecord) -> Self {
+        ExecutionView {
+            session_id: record.session_id.to_string(),
+            execution_count: record.execution_count,
+            code: record.code,
+            status: record.status.as_str().to_owned(),
+            result: record.result,
+            stdout: record.stdout,
+            stderr: record.stderr,
+            outputs: record.outputs.into_iter().map(OutputView::from).collect(),
+            error: record.error.map(ErrorView::from),
+            duration_ms: record.duration_ms,
+            truncated: record.truncated,
+            started_at: record.started_at,
+            finished_at: record.finished_at,
+        }
+    }
+}
+
+/// One page of a session's execution history, oldest first.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ExecutionList {
+    pub executions: Vec<ExecutionView>,
+    /// Pass as `after` to get the next page; `null` on the last page.
+    pub next_after: Option<u64>,
+}
+
+/// `GET /healthz`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// `ok`.
+    pub status: String,
+}
+
+/// A runtime sessions can be started with.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct RuntimeView {
+    pub name: String,
+    pub interpreter: String,
+    pub language_version: String,
+}
+
+/// Operator limits that apply to every session.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct LimitsView {
+    pub default_execution_timeout_seconds: f64,
+    pub max_execution_timeout_seconds: f64,
+    pub interrupt_grace_seconds: f64,
+    pub output_cap_bytes_per_stream: usize,
+    pub execution_queue_capacity: usize,
+    pub max_code_bytes: usize,
+    pub max_request_body_bytes: usize,
+}
+
+/// One isolation mechanism: does the host offer it, does corral apply it.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct IsolationFeatureView {
+    pub name: String,
+    pub available: bool,
+    pub active: bool,
+}
+
+/// What isolation sessions get on this host.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct IsolationView {
+    /// True only when every session runs inside the full sandbox.
+    pub sandboxed: bool,
+    pub cgroup_version: Option<u8>,
+    pub features: Vec<IsolationFeatureView>,
+}
+
+/// `GET /v1/info`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct InfoView {
+    pub version: String,
+    pub runtimes: Vec<RuntimeView>,
+    pub limits: LimitsView,
+    pub isolation: IsolationView,
+    pub live_sessions: usize,
+}

@@ -1,0 +1,140 @@
+//! The command line: `serve`, `exec`, `sessions` and `bench`.
+
+mod bench;
+mod exec;
+mod serve;
+mod sessions;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "corral",
+    version,
+    about = "Stateful, sandboxed code-execution sessions over HTTP"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Run code like `python -c`, in a throwaway session or an existing one.
+    Exec(ExecArgs),
+    /// List, show and close sessions.
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
+    /// Measure session start and execution latency against a fresh server.
+    Bench(BenchArgs),
+}
+
+/// Where a client command finds the server.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Base URL of the corral server.
+    #[arg(
+        long,
+        env = "CORRAL_SERVER",
+        default_value = "http://127.0.0.1:8000",
+        global = true
+    )]
+    server: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "CORRAL_BIND")]
+    bind: Option<String>,
+    /// Where the store and workspaces live (created on first start).
+    #[arg(long, env = "CORRAL_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Python interpreter for sessions (a venv's python gives sessions its packages).
+    #[arg(long, env = "CORRAL_PYTHON")]
+    python: Option<PathBuf>,
+    /// TOML config file; flags and CORRAL_* variables override it.
+    #[arg(long, env = "CORRAL_CONFIG")]
+    config: Option<PathBuf>,
+    /// Path prefix for the python_rce API (default `/`).
+    #[arg(long, env = "CORRAL_PYTHON_RCE_MOUNT")]
+    python_rce_mount: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Run in this session instead of a throwaway one.
+    #[arg(long)]
+    session: Option<String>,
+    /// Seconds before the execution is interrupted.
+    #[arg(long)]
+    timeout: Option<f64>,
+    /// Print the execution as JSON instead of its output.
+    #[arg(long)]
+    json: bool,
+    /// Code to run; `-` or nothing reads it from standard input.
+    code: Option<String>,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum SessionsCommand {
+    /// List sessions.
+    List {
+        /// Only sessions in this state.
+        #[arg(long)]
+        state: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Show one session.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Close a session.
+    Close {
+        id: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Samples per measurement.
+    #[arg(long, default_value_t = 200)]
+    iterations: usize,
+    /// Python interpreter for the benchmarked server's sessions.
+    #[arg(long)]
+    python: Option<PathBuf>,
+    /// Benchmark this running server instead of starting one.
+    #[arg(long)]
+    server: Option<String>,
+    /// Print the results as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(arguments) => serve::run(arguments).await,
+        Command::Exec(arguments) => exec::run(arguments).await,
+        Command::Sessions(command) => sessions::run(command).await,
+        Command::Bench(arguments) => bench::run(arguments).await,
+    }
+}

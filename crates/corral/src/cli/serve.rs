@@ -1,0 +1,137 @@
+//! `corral serve`: resolve the configuration, open the store, start the engine, serve HTTP
+//! until SIGINT/SIGTERM, then stop the workers.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use corral_api::{build_router, serve, ApiOptions};
+use corral_core::Limits;
+use corral_engine::{Engine, EngineConfig};
+use corral_store::SqliteStore;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+
+use super::ServeArgs;
+use crate::config::{self, FileConfig, ServeConfig, DEFAULT_BIND};
+
+/// How long workers get to exit at shutdown before they are killed.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// How long in-flight HTTP requests get to finish once the workers are gone.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
+
+fn resolve(arguments: ServeArgs) -> anyhow::Result<ServeConfig> {
+    let file = match &arguments.config {
+        Some(path) => config::read_file(path)?,
+        None => FileConfig::default(),
+    };
+    Ok(ServeConfig {
+        bind: arguments
+            .bind
+            .or(file.bind)
+            .unwrap_or_else(|| DEFAULT_BIND.to_owned()),
+        data_dir: arguments
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(config::default_data_dir),
+        python: arguments
+            .python
+            .or(file.python)
+            .unwrap_or_else(|| "python3".into()),
+        limits: file.limits.apply(Limits::default())?,
+        python_rce_mount: arguments
+            .python_rce_mount
+            .or(file.mounts.python_rce)
+            .unwrap_or_else(|| "/".to_owned()),
+    })
+}
+
+pub async fn run(arguments: ServeArgs) -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CORRAL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = resolve(arguments)?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let data_dir = std::fs::canonicalize(&config.data_dir)
+        .with_context(|| format!("resolving data directory {}", config.data_dir.display()))?;
+    let store = SqliteStore::open(&data_dir)
+        .await
+        .with_context(|| format!("opening the store in {}", data_dir.display()))?;
+    let engine = Engine::start(
+        EngineConfig {
+            data_dir: data_dir.clone(),
+            python: config.python.clone(),
+            limits: config.limits.clone(),
+        },
+        Arc::new(store),
+    )
+    .await
+    .context("starting the engine")?;
+    let router = build_router(
+        engine.clone(),
+        &ApiOptions {
+            python_rce_mount: config.python_rce_mount.clone(),
+        },
+    )?;
+    let listener = TcpListener::bind(&config.bind)
+        .await
+        .with_context(|| format!("binding {}", config.bind))?;
+    let address = listener.local_addr().context("reading the bound address")?;
+    let info = engine.info();
+    let runtime = info.runtimes.first();
+    let isolation = if info.isolation.sandboxed() {
+        "sandboxed".to_owned()
+    } else {
+        let active: Vec<&str> = info
+            .isolation
+            .features
+            .iter()
+            .filter(|feature| feature.active)
+            .map(|feature| feature.name)
+            .collect();
+        format!("NOT sandboxed (active: {})", active.join(", "))
+    };
+    tracing::info!(
+        "corral listening on http://{address} data_dir={} python={} ({}) isolation={isolation}",
+        data_dir.display(),
+        runtime
+            .map(|runtime| runtime.interpreter.as_str())
+            .unwrap_or("?"),
+        runtime
+            .map(|runtime| runtime.language_version.as_str())
+            .unwrap_or("?"),
+    );
+
+    let (stop_sender, stop_receiver) = tokio::sync::watch::channel(false);
+    let mut stop = stop_receiver.clone();
+    let shutdown = async move {
+        let _ = stop.wait_for(|stopped| *stopped).await;
+    };
+    let mut server = tokio::spawn(serve(listener, router, shutdown));
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    tokio::select! {
+        result = &mut server => {
+            result.context("the HTTP server task failed")?.context("serving HTTP")?;
+            return Ok(ExitCode::FAILURE);
+        }
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; shutting down"),
+        _ = terminate.recv() => tracing::info!("SIGTERM received; shutting down"),
+    }
+    let _ = stop_sender.send(true);
+    engine.shutdown(SHUTDOWN_GRACE).await;
+    match tokio::time::timeout(DRAIN_DEADLINE, &mut server).await {
+        Ok(_) => tracing::info!("stopped"),
+        Err(_) => {
+            server.abort();
+            tracing::warn!("some requests were still open at the drain deadline");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

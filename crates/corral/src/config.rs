@@ -1,0 +1,138 @@
+//! Server configuration: defaults, then the config file, then environment variables and
+//! flags (clap merges those two; a flag beats its `CORRAL_*` variable).
+//!
+//! Only reads and validates settings; starting anything is `cli::serve`'s job.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use corral_core::Limits;
+use serde::Deserialize;
+
+/// The config file (TOML). Every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub bind: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub python: Option<PathBuf>,
+    #[serde(default)]
+    pub limits: FileLimits,
+    #[serde(default)]
+    pub mounts: FileMounts,
+}
+
+/// `[limits]` in the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLimits {
+    pub default_execution_timeout_seconds: Option<f64>,
+    pub max_execution_timeout_seconds: Option<f64>,
+    pub interrupt_grace_seconds: Option<f64>,
+    pub output_cap_bytes: Option<usize>,
+    pub execution_queue_capacity: Option<usize>,
+    pub max_code_bytes: Option<usize>,
+}
+
+/// `[mounts]` in the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileMounts {
+    pub python_rce: Option<String>,
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub bind: String,
+    pub data_dir: PathBuf,
+    pub python: PathBuf,
+    pub limits: Limits,
+    pub python_rce_mount: String,
+}
+
+pub const DEFAULT_BIND: &str = "127.0.0.1:8000";
+
+/// `$XDG_DATA_HOME/corral`, else `~/.local/share/corral`, else `./corral-data`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|value| !value.is_empty()) {
+        return PathBuf::from(xdg).join("corral");
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|value| !value.is_empty()) {
+        return PathBuf::from(home).join(".local/share/corral");
+    }
+    PathBuf::from("corral-data")
+}
+
+pub fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+}
+
+fn seconds(name: &str, value: Option<f64>, default: Duration) -> anyhow::Result<Duration> {
+    match value {
+        None => Ok(default),
+        Some(value) if value.is_finite() && value > 0.0 && value < 1.0e7 => {
+            Ok(Duration::from_secs_f64(value))
+        }
+        Some(value) => bail!("limits.{name} must be a positive number of seconds, not {value}"),
+    }
+}
+
+impl FileLimits {
+    pub fn apply(&self, defaults: Limits) -> anyhow::Result<Limits> {
+        let limits = Limits {
+            default_exec_timeout: seconds(
+                "default_execution_timeout_seconds",
+                self.default_execution_timeout_seconds,
+                defaults.default_exec_timeout,
+            )?,
+            max_exec_timeout: seconds(
+                "max_execution_timeout_seconds",
+                self.max_execution_timeout_seconds,
+                defaults.max_exec_timeout,
+            )?,
+            interrupt_grace: seconds(
+                "interrupt_grace_seconds",
+                self.interrupt_grace_seconds,
+                defaults.interrupt_grace,
+            )?,
+            output_cap_bytes: self.output_cap_bytes.unwrap_or(defaults.output_cap_bytes),
+            queue_capacity: self
+                .execution_queue_capacity
+                .unwrap_or(defaults.queue_capacity),
+            max_code_bytes: self.max_code_bytes.unwrap_or(defaults.max_code_bytes),
+            ..defaults
+        };
+        if limits.default_exec_timeout > limits.max_exec_timeout {
+            bail!("limits.default_execution_timeout_seconds is above limits.max_execution_timeout_seconds");
+        }
+        if limits.queue_capacity == 0 || limits.output_cap_bytes == 0 || limits.max_code_bytes == 0
+        {
+            bail!("limits.execution_queue_capacity, output_cap_bytes and max_code_bytes must be positive");
+        }
+        Ok(limits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_limits_override_defaults_and_are_checked() {
+        let file: FileConfig = toml::from_str(
+            "bind = \"127.0.0.1:0\"\n[limits]\nexecution_queue_capacity = 2\nmax_execution_timeout_seconds = 5\ndefault_execution_timeout_seconds = 1\n",
+        )
+        .expect("parses");
+        let limits = file.limits.apply(Limits::default()).expect("valid");
+        assert_eq!(limits.queue_capacity, 2);
+        assert_eq!(limits.max_exec_timeout, Duration::from_secs(5));
+        let bad: FileConfig =
+            toml::from_str("[limits]\ndefault_execution_timeout_seconds = -1\n").expect("parses");
+        assert!(bad.limits.apply(Limits::default()).is_err());
+        assert!(toml::from_str::<FileConfig>("unknown = 1\n").is_err());
+    }
+}
