@@ -23,7 +23,7 @@ pub enum ClientError {
     #[error("{}: {}", .status, .problem.as_ref().map(|problem| problem.detail.as_str()).unwrap_or(.body.as_str()))]
     Api {
         status: u16,
-        problem: Option<ProblemBody>,
+        problem: Option<Box<ProblemBody>>,
         body: String,
     },
     #[error("the server's reply could not be understood: {0}")]

@@ -40,7 +40,7 @@ pub struct ProblemBody {
 #[derive(Clone, Debug)]
 pub struct Problem {
     pub status: StatusCode,
-    pub body: ProblemBody,
+    pub body: Box<ProblemBody>,
     /// Seconds for a `Retry-After` header.
     pub retry_after: Option<u64>,
 }
@@ -49,7 +49,7 @@ impl Problem {
     pub fn new(status: StatusCode, code: &str, detail: impl Into<String>) -> Self {
         Problem {
             status,
-            body: ProblemBody {
+            body: Box::new(ProblemBody {
                 problem_type: format!("urn:corral:problem:{code}"),
                 title: status.canonical_reason().unwrap_or("Error").to_owned(),
                 status: status.as_u16(),
@@ -57,7 +57,7 @@ impl Problem {
                 code: code.to_owned(),
                 state: None,
                 state_reason: None,
-            },
+            }),
             retry_after: None,
         }
     }

@@ -252,17 +252,15 @@ async fn run_job(
     let outcome = {
         let execution = worker.execute(spec, job.events);
         tokio::pin!(execution);
-        loop {
-            tokio::select! {
-                outcome = &mut execution => break outcome,
-                request = control.recv() => match request {
-                    Some(request) => {
-                        pending_control = Some(request);
-                        break killed_outcome("the session was closed or restarted during the execution");
-                    }
-                    None => break killed_outcome("the server is shutting down"),
-                },
-            }
+        tokio::select! {
+            outcome = &mut execution => outcome,
+            request = control.recv() => match request {
+                Some(request) => {
+                    pending_control = Some(request);
+                    killed_outcome("the session was closed or restarted during the execution")
+                }
+                None => killed_outcome("the server is shutting down"),
+            },
         }
     };
     if pending_control.is_some() {

@@ -104,11 +104,13 @@ impl PipeState {
                     // execution's output.
                     return;
                 }
-                let text = self.text.push(&output);
-                collector.stream(self.name, text);
+                let mut text = self.text.push(&output);
                 if self.scan.found() {
+                    // The cell's output ends here: an incomplete character becomes U+FFFD.
+                    text.push_str(&self.text.finish());
                     self.synced = true;
                 }
+                collector.stream(self.name, text);
             }
             None => {
                 *open = false;
@@ -250,10 +252,10 @@ impl Worker {
 
         let truncated = stdout.text.truncated() || stderr.text.truncated();
         let interrupted_by_client = self.interrupt_requested.swap(false, Ordering::SeqCst);
-        let status = if timed_out && (error.is_some() || worker_exit.is_some()) {
-            ExecutionStatus::Timeout
-        } else if worker_exit.is_some() {
+        let status = if worker_exit.is_some() {
             ExecutionStatus::Killed
+        } else if timed_out && error.is_some() {
+            ExecutionStatus::Timeout
         } else if interrupted_by_client
             && error
                 .as_ref()
@@ -265,22 +267,36 @@ impl Worker {
         } else {
             ExecutionStatus::Ok
         };
-        if status == ExecutionStatus::Timeout {
-            let traceback = error.take().map(|info| info.traceback).unwrap_or_default();
-            error = Some(ErrorInfo {
-                ename: "TimeoutError".into(),
-                evalue: format!(
-                    "execution exceeded its {}s timeout",
-                    spec.timeout.as_secs_f64()
-                ),
-                traceback,
-            });
-        } else if let (ExecutionStatus::Killed, None, Some(exit)) = (status, &error, &worker_exit) {
-            error = Some(ErrorInfo {
-                ename: "WorkerDied".into(),
-                evalue: exit.description.clone(),
-                traceback: Vec::new(),
-            });
+        let timeout_message = || {
+            format!(
+                "execution exceeded its {}s timeout",
+                spec.timeout.as_secs_f64()
+            )
+        };
+        match (status, &worker_exit) {
+            (ExecutionStatus::Timeout, _) => {
+                let traceback = error.take().map(|info| info.traceback).unwrap_or_default();
+                error = Some(ErrorInfo {
+                    ename: "TimeoutError".into(),
+                    evalue: timeout_message(),
+                    traceback,
+                });
+            }
+            (ExecutionStatus::Killed, Some(exit)) if killed_for_timeout => {
+                error = Some(ErrorInfo {
+                    ename: "TimeoutError".into(),
+                    evalue: exit.description.clone(),
+                    traceback: Vec::new(),
+                });
+            }
+            (ExecutionStatus::Killed, Some(exit)) if error.is_none() => {
+                error = Some(ErrorInfo {
+                    ename: "WorkerDied".into(),
+                    evalue: exit.description.clone(),
+                    traceback: Vec::new(),
+                });
+            }
+            _ => {}
         }
         ExecOutcome {
             status,

@@ -1,6 +1,7 @@
 //! `corral serve`: resolve the configuration, open the store, start the engine, serve HTTP
 //! until SIGINT/SIGTERM, then stop the workers.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,6 +55,7 @@ pub async fn run(arguments: ServeArgs) -> anyhow::Result<ExitCode> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let config = resolve(arguments)?;
     std::fs::create_dir_all(&config.data_dir)

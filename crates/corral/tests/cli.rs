@@ -1,0 +1,163 @@
+//! The command line against a real server: `exec`, `sessions list|show|close`, `bench`.
+
+mod support;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use support::TestServer;
+
+fn corral(server: &TestServer, arguments: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(arguments)
+        .args(["--server", &server.url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run corral");
+    let mut input = child.stdin.take().expect("stdin");
+    input
+        .write_all(stdin.unwrap_or("").as_bytes())
+        .expect("write stdin");
+    drop(input);
+    child.wait_with_output().expect("corral output")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test]
+async fn exec_runs_code_like_python_c() {
+    let server = TestServer::start();
+    let output = corral(
+        &server,
+        &[
+            "exec",
+            "import sys\nprint('out')\nprint('err', file=sys.stderr)\n6 * 7",
+        ],
+        None,
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout), "out\n42\n");
+    assert_eq!(text(&output.stderr), "err\n");
+
+    let failed = corral(&server, &["exec", "1/0"], None);
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(text(&failed.stderr).contains("ZeroDivisionError: division by zero"));
+
+    let from_stdin = corral(&server, &["exec", "-"], Some("print('piped')"));
+    assert_eq!(text(&from_stdin.stdout), "piped\n");
+    let implicit_stdin = corral(&server, &["exec"], Some("print('implicit')"));
+    assert_eq!(text(&implicit_stdin.stdout), "implicit\n");
+
+    // Throwaway sessions are closed afterwards.
+    let (_, live) = server.get("/v1/sessions?state=idle").await;
+    assert_eq!(live["sessions"], serde_json::json!([]));
+    server.wait_for_children(0).await;
+}
+
+#[tokio::test]
+async fn exec_in_a_named_session_keeps_state() {
+    let server = TestServer::start();
+    let id = server.create_session().await;
+    assert!(corral(
+        &server,
+        &["exec", "--session", &id, "greeting = 'hi'"],
+        None
+    )
+    .status
+    .success());
+    let output = corral(&server, &["exec", "--session", &id, "greeting"], None);
+    assert_eq!(text(&output.stdout), "'hi'\n");
+    let json = corral(
+        &server,
+        &["exec", "--session", &id, "--json", "greeting"],
+        None,
+    );
+    let execution: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+    assert_eq!(execution["execution_count"], 3);
+
+    let missing = corral(
+        &server,
+        &[
+            "exec",
+            "--session",
+            "00000000-0000-7000-8000-000000000000",
+            "1",
+        ],
+        None,
+    );
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        text(&missing.stderr).contains("not found"),
+        "{}",
+        text(&missing.stderr)
+    );
+}
+
+#[tokio::test]
+async fn sessions_list_show_and_close() {
+    let server = TestServer::start();
+    let id = server.create_session().await;
+    let list = corral(&server, &["sessions", "list"], None);
+    assert!(list.status.success());
+    let table = text(&list.stdout);
+    assert!(table.starts_with("ID"), "{table}");
+    assert!(table.contains(&id) && table.contains("idle"), "{table}");
+
+    let json = corral(&server, &["sessions", "list", "--json"], None);
+    let sessions: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+    assert_eq!(sessions[0]["id"], id.as_str());
+
+    let show = corral(&server, &["sessions", "show", &id], None);
+    assert!(
+        text(&show.stdout).contains("state          idle"),
+        "{}",
+        text(&show.stdout)
+    );
+
+    let close = corral(&server, &["sessions", "close", &id, "--json"], None);
+    let closed: serde_json::Value = serde_json::from_slice(&close.stdout).expect("json");
+    assert_eq!(closed["state"], "closed");
+    let empty = corral(&server, &["sessions", "list", "--state", "idle"], None);
+    assert!(text(&empty.stdout).contains("(no sessions)"));
+}
+
+#[test]
+fn bench_reports_every_measurement() {
+    let output = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args([
+            "bench",
+            "--iterations",
+            "3",
+            "--json",
+            "--python",
+            &support::python(),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run bench");
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json report");
+    let names: Vec<&str> = report["latencies"]
+        .as_array()
+        .expect("latencies")
+        .iter()
+        .map(|row| row["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "session create",
+            "execute round trip",
+            "create + execute + close"
+        ]
+    );
+    for row in report["latencies"].as_array().expect("latencies") {
+        assert_eq!(row["samples"], 3);
+        assert!(row["p50_ms"].as_f64().is_some_and(|ms| ms > 0.0));
+    }
+    assert_eq!(report["throughput"][1]["sessions"], 16);
+}

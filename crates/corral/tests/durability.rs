@@ -1,0 +1,85 @@
+//! Sessions and executions survive a server stop (clean or `kill -9`): old sessions come
+//! back `dead` with reason `server restarted` and every acknowledged execution is readable.
+
+mod support;
+
+use nix::sys::signal::Signal;
+use serde_json::json;
+use support::TestServer;
+
+async fn survives(signal: Signal) {
+    let server = TestServer::start();
+    let id = server.create_session().await;
+    let closed = server.create_session().await;
+    server.delete(&format!("/v1/sessions/{closed}")).await;
+    let mut acknowledged = Vec::new();
+    for n in 0..5 {
+        let execution = server.execute(&id, &format!("print({n})\n{n} * 2")).await;
+        acknowledged.push(execution);
+    }
+    let server = server.restart_with(signal);
+
+    let (status, session) = server.get(&format!("/v1/sessions/{id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(session["state"], "dead");
+    assert_eq!(session["state_reason"], "server restarted");
+    assert_eq!(session["execution_count"], 5);
+    let (_, closed_session) = server.get(&format!("/v1/sessions/{closed}")).await;
+    assert_eq!(
+        closed_session["state"], "closed",
+        "ended sessions keep their state"
+    );
+    assert_eq!(closed_session["state_reason"], "closed by client");
+
+    let (_, dead) = server.get("/v1/sessions?state=dead").await;
+    assert_eq!(dead["sessions"][0]["id"], id.as_str());
+
+    let (status, history) = server.get(&format!("/v1/sessions/{id}/executions")).await;
+    assert_eq!(status, 200);
+    assert_eq!(history["executions"], json!(acknowledged));
+
+    let (status, problem) = server
+        .post(
+            &format!("/v1/sessions/{id}/executions"),
+            json!({"code": "1"}),
+        )
+        .await;
+    assert_eq!(
+        (status, &problem["state_reason"]),
+        (409, &json!("server restarted"))
+    );
+    // New sessions work as usual after the restart.
+    let fresh = server.create_session().await;
+    assert_eq!(server.execute(&fresh, "1").await["execution_count"], 1);
+}
+
+#[tokio::test]
+async fn survives_kill_9() {
+    survives(Signal::SIGKILL).await;
+}
+
+#[tokio::test]
+async fn survives_sigterm() {
+    survives(Signal::SIGTERM).await;
+}
+
+#[tokio::test]
+async fn sigterm_exits_cleanly_and_stops_the_workers() {
+    let mut server = TestServer::start();
+    let id = server.create_session().await;
+    server.execute(&id, "1").await;
+    let workers = server.child_pids();
+    assert_eq!(workers.len(), 1);
+    let status = server.stop_with(Signal::SIGTERM);
+    assert!(status.success(), "{status:?}\n{}", server.log());
+    for pid in workers {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        assert!(
+            stat.is_empty()
+                || stat
+                    .rsplit_once(')')
+                    .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+            "worker {pid} outlived the server"
+        );
+    }
+}

@@ -1,0 +1,339 @@
+//! Test harness: the real `corral` binary on an ephemeral loopback port, an HTTP client for
+//! it, and process accounting. Every server started here is killed by PID when dropped.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+/// Upper bound for anything a test waits on.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// The interpreter sessions use: `CORRAL_TEST_PYTHON` (the test venv) or `python3`.
+pub fn python() -> String {
+    std::env::var("CORRAL_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned())
+}
+
+pub struct TestServer {
+    child: Child,
+    pub url: String,
+    pub data_dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+    log: Arc<Mutex<Vec<String>>>,
+    config: Option<String>,
+    pub http: reqwest::Client,
+}
+
+impl TestServer {
+    /// A server with the default configuration in a fresh data directory.
+    pub fn start() -> TestServer {
+        TestServer::start_with_config("")
+    }
+
+    /// A server with `config` (TOML) as its config file.
+    pub fn start_with_config(config: &str) -> TestServer {
+        let temp = tempfile::tempdir().expect("temporary directory");
+        let data_dir = temp.path().join("data");
+        let config = (!config.is_empty()).then(|| config.to_owned());
+        let mut server = TestServer::spawn(&data_dir, config.as_deref());
+        server._temp = Some(temp);
+        server
+    }
+
+    fn spawn(data_dir: &Path, config: Option<&str>) -> TestServer {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_corral"));
+        command
+            .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(["--python", &python()])
+            .env("CORRAL_LOG", "info")
+            .env_remove("CORRAL_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(config) = config {
+            std::fs::create_dir_all(data_dir).expect("data dir");
+            let path = data_dir.with_extension("toml");
+            std::fs::write(&path, config).expect("config file");
+            command.arg("--config").arg(path);
+        }
+        let mut child = command.spawn().expect("start corral serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (url_sender, url_receiver) = std::sync::mpsc::channel();
+        {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut url_sender = Some(url_sender);
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    if let Some(rest) = line.split("listening on ").nth(1) {
+                        if let Some(sender) = url_sender.take() {
+                            let url = rest.split_whitespace().next().unwrap_or("").to_owned();
+                            let _ = sender.send(url);
+                        }
+                    }
+                    log.lock().expect("log").push(line);
+                }
+            });
+        }
+        let url = match url_receiver.recv_timeout(DEADLINE) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "the server did not start:\n{}",
+                    log.lock().expect("log").join("\n")
+                );
+            }
+        };
+        TestServer {
+            child,
+            url,
+            data_dir: data_dir.to_owned(),
+            _temp: None,
+            log,
+            config: config.map(str::to_owned),
+            http: reqwest::Client::builder()
+                .timeout(DEADLINE)
+                .build()
+                .expect("http client"),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().expect("log").join("\n")
+    }
+
+    /// Sends `signal` and waits for the process to exit; returns its exit status.
+    pub fn stop_with(&mut self, signal: Signal) -> std::process::ExitStatus {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), signal);
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not exit after {signal}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops this server (with `signal`) and starts a new one on the same data directory.
+    pub fn restart_with(mut self, signal: Signal) -> TestServer {
+        self.stop_with(signal);
+        let temp = self._temp.take();
+        let mut next = TestServer::spawn(&self.data_dir, self.config.as_deref());
+        next._temp = temp;
+        next
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.url, path)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        response(self.http.get(self.url(path)).send().await).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        response(self.http.post(self.url(path)).json(&body).send().await).await
+    }
+
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, Value) {
+        response(
+            self.http
+                .post(self.url(path))
+                .header("content-type", content_type)
+                .body(body)
+                .send()
+                .await,
+        )
+        .await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> (u16, Value) {
+        response(self.http.patch(self.url(path)).json(&body).send().await).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        response(self.http.delete(self.url(path)).send().await).await
+    }
+
+    /// Creates a session and returns its id.
+    pub async fn create_session(&self) -> String {
+        let (status, body) = self.post("/v1/sessions", serde_json::json!({})).await;
+        assert_eq!(status, 201, "{body}");
+        body["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Runs code and returns the execution (asserting 200).
+    pub async fn execute(&self, session_id: &str, code: &str) -> Value {
+        let (status, body) = self
+            .post(
+                &format!("/v1/sessions/{session_id}/executions"),
+                serde_json::json!({ "code": code }),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Waits until the session is in `state`.
+    pub async fn wait_for_state(&self, session_id: &str, state: &str) -> Value {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let (_, body) = self.get(&format!("/v1/sessions/{session_id}")).await;
+            if body["state"] == state {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "session never became {state}: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Process ids whose parent is the server.
+    pub fn child_pids(&self) -> Vec<u32> {
+        child_pids(self.pid())
+    }
+
+    /// Waits until the server has exactly `count` child processes.
+    pub async fn wait_for_children(&self, count: usize) {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let children = self.child_pids();
+            if children.len() == count {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "expected {count} worker processes, found {children:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub async fn response(result: reqwest::Result<reqwest::Response>) -> (u16, Value) {
+    let response = result.expect("request sent");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    (status, body)
+}
+
+/// Live children of `parent` (zombies excluded), read from `/proc`.
+pub fn child_pids(parent: u32) -> Vec<u32> {
+    let mut children = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return children;
+    };
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the command name (which may contain spaces) start after the last ')'.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.first() == Some(&"Z") {
+            continue;
+        }
+        if fields.get(1).and_then(|ppid| ppid.parse::<u32>().ok()) == Some(parent) {
+            children.push(pid);
+        }
+    }
+    children
+}
+
+/// Reads a server-sent-event stream to its end: `(event, data)` pairs.
+pub async fn read_events(response: reqwest::Response) -> Vec<(String, Value)> {
+    let mut reader = EventReader::new(response);
+    let mut events = Vec::new();
+    while let Some(event) = reader.next().await {
+        events.push(event);
+    }
+    events
+}
+
+/// Incremental server-sent-event reader.
+pub struct EventReader {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl EventReader {
+    pub fn new(response: reqwest::Response) -> Self {
+        EventReader {
+            response,
+            buffer: String::new(),
+        }
+    }
+
+    /// The next `(event, data)`, skipping comments; `None` at the end of the stream.
+    pub async fn next(&mut self) -> Option<(String, Value)> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut name = String::from("message");
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(value) = line.strip_prefix("event:") {
+                        name = value.trim().to_owned();
+                    } else if let Some(value) = line.strip_prefix("data:") {
+                        data.push_str(value.strip_prefix(' ').unwrap_or(value));
+                    }
+                }
+                if data.is_empty() {
+                    continue;
+                }
+                return Some((
+                    name,
+                    serde_json::from_str(&data).unwrap_or(Value::String(data)),
+                ));
+            }
+            let chunk = tokio::time::timeout(DEADLINE, self.response.chunk())
+                .await
+                .expect("event stream stalled")
+                .expect("event stream read")?;
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+}
