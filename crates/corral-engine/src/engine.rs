@@ -10,7 +10,10 @@ use corral_core::{
     ExecEvent, ExecRequest, ExecutionRecord, Limits, SessionId, SessionRecord, SessionState,
 };
 use corral_store::{SessionQuery, Store};
-use corral_worker::{install_driver, HostIsolation, Worker, WorkerConfig};
+use corral_worker::{
+    discover_interpreter, install_driver, HostIsolation, Sandbox, SessionLimits, Worker,
+    WorkerConfig,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::session_task::{run_session, Control, ExecJob, LiveSession, TaskContext};
@@ -32,6 +35,10 @@ pub struct EngineConfig {
     /// The Python interpreter workers run.
     pub python: PathBuf,
     pub limits: Limits,
+    /// The sandbox sessions run in; `None` only when the operator disabled sandboxing.
+    pub sandbox: Option<Arc<Sandbox>>,
+    /// Resource limits of every session's sandbox.
+    pub session_limits: SessionLimits,
 }
 
 /// A runtime sessions can use.
@@ -48,6 +55,7 @@ pub struct EngineInfo {
     pub runtimes: Vec<RuntimeInfo>,
     pub limits: Limits,
     pub isolation: HostIsolation,
+    pub session_limits: SessionLimits,
     pub data_dir: PathBuf,
 }
 
@@ -106,13 +114,22 @@ impl Engine {
         let runtime_dir = config.data_dir.join("runtime");
         let driver_path = install_driver(&runtime_dir)
             .map_err(|error| EngineError::WorkerStart(error.to_string()))?;
+        let interpreter = discover_interpreter(&config.python)
+            .await
+            .map_err(|error| EngineError::WorkerStart(error.to_string()))?;
         let worker_config = WorkerConfig {
-            python: config.python.clone(),
+            python: interpreter.executable.clone(),
+            interpreter_paths: interpreter.installation_paths.clone(),
             driver_path,
             start_timeout: config.limits.start_timeout,
+            sandbox: config.sandbox.clone(),
+            session_limits: config.session_limits,
         };
         let workspaces_dir = config.data_dir.join("workspaces");
         // Workspaces of a previous run belong to sessions that are now dead.
+        if let Some(sandbox) = &config.sandbox {
+            sandbox.release_all_workspaces(&workspaces_dir);
+        }
         if workspaces_dir.exists() {
             if let Err(error) = std::fs::remove_dir_all(&workspaces_dir) {
                 tracing::warn!(%error, "could not clear old workspaces");
@@ -147,7 +164,8 @@ impl Engine {
                 language_version,
             }],
             limits: config.limits.clone(),
-            isolation: HostIsolation::probe(),
+            isolation: HostIsolation::probe(config.sandbox.as_deref()),
+            session_limits: config.session_limits,
             data_dir: config.data_dir.clone(),
         };
         Ok(Engine {

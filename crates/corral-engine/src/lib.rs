@@ -11,7 +11,7 @@ mod engine;
 mod error;
 mod session_task;
 
-pub use corral_worker::{HostIsolation, IsolationFeature};
+pub use corral_worker::{HostIsolation, IsolationFeature, Sandbox, SandboxSettings, SessionLimits};
 pub use engine::{
     CreateSession, Engine, EngineConfig, EngineInfo, ExecutionPage, PendingExecution, RuntimeInfo,
     SessionPage, SessionUpdate, RESTART_REASON,

@@ -22,47 +22,108 @@ pub struct HostIsolation {
 }
 
 impl HostIsolation {
-    /// Probes the host. Nothing is active yet: sessions run as plain child processes in
-    /// their own process group.
-    pub fn probe() -> Self {
+    /// What the host offers and, given the server's `sandbox` (`None` when the operator
+    /// disabled sandboxing), what every session actually gets.
+    pub fn probe(sandbox: Option<&crate::Sandbox>) -> Self {
         let user_namespaces = Path::new("/proc/self/ns/user").exists()
             && read_trimmed("/proc/sys/user/max_user_namespaces")
                 .and_then(|text| text.parse::<u64>().ok())
                 .is_none_or(|count| count > 0);
         let cgroup_v2 = read_trimmed("/sys/fs/cgroup/cgroup.controllers")
-            .or_else(|| read_trimmed("/sys/fs/cgroup/unified/cgroup.controllers"))
             .is_some_and(|controllers| !controllers.is_empty());
         let cgroup_v1 = Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists();
-        let cgroup_version = if cgroup_v2 {
+        let host_cgroup_version = if cgroup_v2 {
             Some(2)
         } else if cgroup_v1 {
             Some(1)
         } else {
             None
         };
-        let feature = |name, available| IsolationFeature {
+        let cgroup_version = match sandbox {
+            Some(sandbox) => sandbox.cgroup_version(),
+            None => None,
+        };
+        let sandboxed = sandbox.is_some();
+        let privileged = sandbox.is_some_and(crate::Sandbox::privileged);
+        let seccomp = Path::new("/proc/sys/kernel/seccomp").exists()
+            || read_trimmed("/proc/self/status").is_some_and(|status| status.contains("Seccomp:"));
+        let feature = |name, available: bool, active: bool| IsolationFeature {
             name,
             available,
-            // Only the process group (kill the whole tree) is applied so far.
-            active: name == "process_group",
+            active: available && active,
         };
         HostIsolation {
             features: vec![
-                feature("process_group", true),
-                feature("user_namespace", user_namespaces),
-                feature("pid_namespace", Path::new("/proc/self/ns/pid").exists()),
-                feature("mount_namespace", Path::new("/proc/self/ns/mnt").exists()),
-                feature("network_namespace", Path::new("/proc/self/ns/net").exists()),
-                feature("cgroups", cgroup_version.is_some()),
-                feature("seccomp", Path::new("/proc/sys/kernel/seccomp").exists()),
+                feature("process_group", true, true),
+                feature("user_namespace", user_namespaces, sandboxed),
+                feature("per_session_uid", user_namespaces, privileged),
+                feature(
+                    "pid_namespace",
+                    Path::new("/proc/self/ns/pid").exists(),
+                    sandboxed,
+                ),
+                feature(
+                    "mount_namespace",
+                    Path::new("/proc/self/ns/mnt").exists(),
+                    sandboxed,
+                ),
+                feature(
+                    "network_namespace",
+                    Path::new("/proc/self/ns/net").exists(),
+                    sandboxed,
+                ),
+                feature(
+                    "ipc_namespace",
+                    Path::new("/proc/self/ns/ipc").exists(),
+                    sandboxed,
+                ),
+                feature(
+                    "uts_namespace",
+                    Path::new("/proc/self/ns/uts").exists(),
+                    sandboxed,
+                ),
+                feature(
+                    "cgroups",
+                    host_cgroup_version.is_some(),
+                    cgroup_version.is_some(),
+                ),
+                feature("workspace_size_limit", true, privileged),
+                feature("rlimits", true, sandboxed),
+                feature("no_new_privs", true, sandboxed),
+                feature("capabilities_dropped", true, sandboxed),
+                feature("seccomp", seccomp, sandboxed),
             ],
-            cgroup_version,
+            cgroup_version: cgroup_version.or(host_cgroup_version),
         }
     }
 
-    /// Whether sessions are actually isolated from each other and the host.
+    /// Whether sessions are actually isolated from each other and the host: every namespace,
+    /// cgroup limits and seccomp are active.
     pub fn sandboxed(&self) -> bool {
-        false
+        let active = |name: &str| {
+            self.features
+                .iter()
+                .any(|feature| feature.name == name && feature.active)
+        };
+        [
+            "user_namespace",
+            "pid_namespace",
+            "mount_namespace",
+            "network_namespace",
+            "cgroups",
+            "seccomp",
+        ]
+        .into_iter()
+        .all(active)
+    }
+
+    /// Names of features the host offers but sessions do not get.
+    pub fn inactive(&self) -> Vec<&'static str> {
+        self.features
+            .iter()
+            .filter(|feature| !feature.active)
+            .map(|feature| feature.name)
+            .collect()
     }
 }
 

@@ -5,15 +5,29 @@
 //! with a cleared environment; signalling and killing worker process trees; and telling what
 //! isolation the host offers.
 //!
-//! Deliberately knows nothing of sessions, the protocol's messages or HTTP. Namespaces,
-//! cgroups and seccomp are the next step (see DESIGN.md); until they land this crate reports
-//! `sandboxed: false` and never claims isolation it does not apply.
+//! The sandbox (`sandbox` on the host, `launcher` in the `corral sandbox-init` process):
+//! user, PID, mount, network, IPC and UTS namespaces, a read-only view of the host with a
+//! private workspace, cgroup limits (`cgroup`), rlimits, no capabilities, `no_new_privs` and a
+//! seccomp filter (`seccomp`).
+//!
+//! Deliberately knows nothing of sessions, the protocol's messages or HTTP.
 
+mod cgroup;
 mod host;
+mod launcher;
+mod policy;
 mod process;
+mod sandbox;
+mod seccomp;
 
+pub use cgroup::SessionCgroup;
 pub use host::{HostIsolation, IsolationFeature};
+pub use launcher::launcher_main;
 pub use process::{interrupt, kill_process_group, spawn_worker, SpawnedWorker, WorkerCommand};
+pub use sandbox::{
+    sandbox_workspace, Sandbox, SandboxSettings, SandboxedWorker, SessionLimits, WorkerPlacement,
+};
+pub use seccomp::DENIED_SYSCALLS;
 
 /// Failures of this crate's operations.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +40,16 @@ pub enum SandboxError {
         #[source]
         source: std::io::Error,
     },
+    #[error("sandboxing is unavailable: {0}")]
+    Unavailable(String),
+    #[error("sandbox setup failed while {what}: {source}")]
+    Setup {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cgroup setup failed: {0}")]
+    Cgroup(String),
     #[error("could not signal process {pid}: {source}")]
     Signal {
         pid: u32,

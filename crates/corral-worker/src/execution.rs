@@ -229,7 +229,7 @@ impl Worker {
                     let exit = if killed_for_timeout {
                         WorkerExit { description: format!("execution exceeded its {}s timeout and ignored the interrupt; worker killed", spec.timeout.as_secs_f64()) }
                     } else {
-                        WorkerExit::from_status(status)
+                        self.describe_exit(status)
                     };
                     worker_exit = Some(self.mark_exited(exit));
                     drain_until = Some(Instant::now() + DRAIN_AFTER_EXIT);

@@ -10,12 +10,16 @@
 
 mod driver;
 mod execution;
+mod interpreter;
 mod stream_text;
 mod worker;
 
-pub use corral_sandbox::{HostIsolation, IsolationFeature};
+pub use corral_sandbox::{
+    launcher_main, HostIsolation, IsolationFeature, Sandbox, SandboxSettings, SessionLimits,
+};
 pub use driver::{install_driver, DRIVER_SOURCE};
 pub use execution::{ExecOutcome, ExecSpec};
+pub use interpreter::{discover_interpreter, Interpreter};
 pub use worker::{InterruptHandle, Worker, WorkerConfig, WorkerExit, WorkerInfo};
 
 /// Failures of this crate's operations.
@@ -31,6 +35,8 @@ pub enum WorkerError {
     ProtocolVersion { found: u32, expected: u32 },
     #[error("worker channel: {0}")]
     Channel(#[from] corral_protocol::FrameError),
+    #[error("the interpreter {python} could not be used: {detail}")]
+    Interpreter { python: String, detail: String },
     #[error("workspace {path}: {source}")]
     Workspace {
         path: String,

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use corral_protocol::{read_frame, write_frame, WorkerEvent, WorkerRequest, PROTOCOL_VERSION};
-use corral_sandbox::{spawn_worker, WorkerCommand};
+use corral_sandbox::{
+    spawn_worker, Sandbox, SessionCgroup, SessionLimits, WorkerCommand, WorkerPlacement,
+};
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::process::Child;
@@ -23,7 +25,20 @@ pub struct WorkerConfig {
     /// The installed driver script (see [`crate::install_driver`]).
     pub driver_path: PathBuf,
     pub start_timeout: Duration,
+    /// The sandbox every worker runs in; `None` runs workers as plain child processes (only
+    /// when the operator disabled sandboxing).
+    pub sandbox: Option<Arc<Sandbox>>,
+    /// Resource limits of each worker's sandbox.
+    pub session_limits: SessionLimits,
+    /// Directories of the interpreter's installation the sandbox must show the session.
+    pub interpreter_paths: Vec<PathBuf>,
 }
+
+/// Where the driver appears inside the sandbox.
+const SANDBOX_DRIVER_PATH: &str = "/run/corral/driver.py";
+
+/// Distinguishes the sandbox resources (cgroup, root directory) of workers.
+static NEXT_SANDBOX_NAME: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// What the worker said about itself when it became ready.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,23 +107,82 @@ pub struct Worker {
     pub(crate) alive: Arc<AtomicBool>,
     pub(crate) interrupt_requested: Arc<AtomicBool>,
     workspace: PathBuf,
+    sandbox: Option<SandboxResources>,
+    /// Kept after the worker is gone, to release the workspace.
+    sandbox_handle: Option<Arc<Sandbox>>,
+}
+
+/// What the sandbox holds for one worker until it is gone.
+#[derive(Debug)]
+struct SandboxResources {
+    sandbox: Arc<Sandbox>,
+    name: String,
+    cgroup: Option<SessionCgroup>,
 }
 
 impl Worker {
     /// Starts a worker with `workspace` (created if missing) as its working directory and
     /// waits until it reports ready.
     pub async fn start(config: &WorkerConfig, workspace: PathBuf) -> Result<Worker, WorkerError> {
-        std::fs::create_dir_all(&workspace).map_err(|source| WorkerError::Workspace {
+        let workspace_error = |source| WorkerError::Workspace {
             path: workspace.display().to_string(),
             source,
-        })?;
-        let command = WorkerCommand {
-            program: config.python.clone(),
-            args: vec![config.driver_path.clone().into_os_string()],
-            env: worker_environment(config, &workspace),
-            working_dir: workspace.clone(),
         };
-        let spawned = spawn_worker(&command)?;
+        let (command, sandbox) = match &config.sandbox {
+            None => {
+                std::fs::create_dir_all(&workspace).map_err(workspace_error)?;
+                let command = WorkerCommand {
+                    program: config.python.clone(),
+                    args: vec![config.driver_path.clone().into_os_string()],
+                    env: worker_environment(config, workspace.as_os_str()),
+                    working_dir: workspace.clone(),
+                };
+                (command, None)
+            }
+            Some(sandbox) => {
+                let uid = sandbox.prepare_workspace(&workspace, &config.session_limits)?;
+                let inside = WorkerCommand {
+                    program: resolve_program(&config.python),
+                    args: vec![SANDBOX_DRIVER_PATH.into()],
+                    env: worker_environment(config, corral_sandbox::sandbox_workspace().as_ref()),
+                    working_dir: corral_sandbox::sandbox_workspace().into(),
+                };
+                let name = format!(
+                    "{}-{}",
+                    std::process::id(),
+                    NEXT_SANDBOX_NAME.fetch_add(1, Ordering::Relaxed)
+                );
+                let wrapped = sandbox.wrap(
+                    &inside,
+                    WorkerPlacement {
+                        name: name.clone(),
+                        workspace: workspace.clone(),
+                        workspace_uid: uid,
+                        readonly_files: vec![(
+                            config.driver_path.clone(),
+                            SANDBOX_DRIVER_PATH.to_owned(),
+                        )],
+                        exposed_paths: config.interpreter_paths.clone(),
+                        limits: config.session_limits,
+                    },
+                )?;
+                let resources = SandboxResources {
+                    sandbox: sandbox.clone(),
+                    name,
+                    cgroup: wrapped.cgroup,
+                };
+                (wrapped.command, Some(resources))
+            }
+        };
+        let spawned = match spawn_worker(&command) {
+            Ok(spawned) => spawned,
+            Err(error) => {
+                if let Some(resources) = sandbox {
+                    resources.release_later();
+                }
+                return Err(error.into());
+            }
+        };
         let (control_reader, control_writer) = spawned.control.into_split();
         let events = spawn_frame_reader(control_reader);
         let stdout = spawn_pipe_reader(spawned.stdout);
@@ -131,6 +205,8 @@ impl Worker {
             alive: Arc::new(AtomicBool::new(true)),
             interrupt_requested: Arc::new(AtomicBool::new(false)),
             workspace,
+            sandbox,
+            sandbox_handle: config.sandbox.clone(),
         };
         match tokio::time::timeout(config.start_timeout, worker.wait_ready()).await {
             Ok(Ok(())) => Ok(worker),
@@ -200,7 +276,8 @@ impl Worker {
             }
             tokio::select! {
                 status = self.child.wait() => {
-                    return self.mark_exited(WorkerExit::from_status(status));
+                    let exit = self.describe_exit(status);
+                    return self.mark_exited(exit);
                 }
                 chunk = self.stdout.recv(), if self.stdout_open => {
                     if chunk.is_none() { self.stdout_open = false }
@@ -222,7 +299,26 @@ impl Worker {
             return exit.clone();
         }
         let status = self.child.wait().await;
-        self.mark_exited(WorkerExit::from_status(status))
+        let exit = self.describe_exit(status);
+        self.mark_exited(exit)
+    }
+
+    /// Why the worker ended: the memory limit when the OOM killer struck, else its status.
+    pub(crate) fn describe_exit(
+        &self,
+        status: std::io::Result<std::process::ExitStatus>,
+    ) -> WorkerExit {
+        let oom = self
+            .sandbox
+            .as_ref()
+            .and_then(|resources| resources.cgroup.as_ref())
+            .is_some_and(SessionCgroup::oom_killed);
+        if oom {
+            return WorkerExit {
+                description: "memory limit exceeded".to_owned(),
+            };
+        }
+        WorkerExit::from_status(status)
     }
 
     pub(crate) fn mark_exited(&mut self, exit: WorkerExit) -> WorkerExit {
@@ -230,6 +326,9 @@ impl Worker {
         // Whatever the worker left behind in its group goes with it.
         if let Err(error) = corral_sandbox::kill_process_group(self.info.pid) {
             tracing::debug!(%error, "process group already gone");
+        }
+        if let Some(resources) = self.sandbox.take() {
+            resources.release_later();
         }
         self.exited = Some(exit.clone());
         exit
@@ -266,15 +365,29 @@ impl Worker {
         if let Err(error) = corral_sandbox::kill_process_group(self.info.pid) {
             tracing::debug!(%error, "kill of process group failed");
         }
+        if let Some(cgroup) = self
+            .sandbox
+            .as_ref()
+            .and_then(|resources| resources.cgroup.as_ref())
+        {
+            cgroup.kill_all();
+        }
         if self.exited.is_none() {
             let _ = self.child.start_kill();
             let status = self.child.wait().await;
             self.exited = Some(WorkerExit::from_status(status));
         }
+        if let Some(resources) = self.sandbox.take() {
+            resources.release_later();
+        }
     }
 
     /// Removes the worker's workspace directory (after the worker is gone).
     pub fn remove_workspace(&self) {
+        if let Some(sandbox) = &self.sandbox_handle {
+            sandbox.release_workspace(&self.workspace);
+            return;
+        }
         if let Err(error) = std::fs::remove_dir_all(&self.workspace) {
             if error.kind() != std::io::ErrorKind::NotFound {
                 tracing::warn!(path = %self.workspace.display(), %error, "could not remove workspace");
@@ -283,9 +396,57 @@ impl Worker {
     }
 }
 
+impl SandboxResources {
+    /// Kills what is left in the cgroup and removes it and the root directory once empty
+    /// (processes of a torn-down PID namespace take a moment to go).
+    fn release_later(self) {
+        let release = move || {
+            for _ in 0..100 {
+                let removed = match &self.cgroup {
+                    Some(cgroup) => {
+                        cgroup.kill_all();
+                        cgroup.remove()
+                    }
+                    None => true,
+                };
+                if removed {
+                    self.sandbox.release_root(&self.name);
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            tracing::warn!(name = %self.name, "a session cgroup could not be removed");
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => drop(handle.spawn_blocking(release)),
+            Err(_) => release(),
+        }
+    }
+}
+
+/// An absolute path for `program`: as given when it has a `/`, else found on the server's
+/// `PATH` (inside the sandbox the server's `PATH` lookup is not available).
+fn resolve_program(program: &std::path::Path) -> PathBuf {
+    if program.is_absolute() {
+        return program.to_owned();
+    }
+    if program.components().count() > 1 {
+        return std::env::current_dir()
+            .map(|cwd| cwd.join(program))
+            .unwrap_or_else(|_| program.to_owned());
+    }
+    std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|directory| directory.join(program))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| program.to_owned())
+}
+
 fn worker_environment(
     config: &WorkerConfig,
-    workspace: &std::path::Path,
+    workspace: &std::ffi::OsStr,
 ) -> Vec<(OsString, OsString)> {
     let mut path = OsString::new();
     // The interpreter's own directory first, so `python` in a subprocess is the same venv.
@@ -300,7 +461,7 @@ fn worker_environment(
     path.push("/usr/local/bin:/usr/bin:/bin");
     vec![
         ("PATH".into(), path),
-        ("HOME".into(), workspace.as_os_str().to_owned()),
+        ("HOME".into(), workspace.to_owned()),
         ("LANG".into(), "C.UTF-8".into()),
         ("PYTHONIOENCODING".into(), "utf-8".into()),
         ("MPLBACKEND".into(), "Agg".into()),

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use corral_core::Limits;
+use corral_worker::SessionLimits;
 use serde::Deserialize;
 
 /// The config file (TOML). Every key is optional.
@@ -21,6 +22,53 @@ pub struct FileConfig {
     pub limits: FileLimits,
     #[serde(default)]
     pub mounts: FileMounts,
+    #[serde(default)]
+    pub sandbox: FileSandbox,
+}
+
+/// `[sandbox]` in the config file: per-session resource limits.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSandbox {
+    pub memory_mib: Option<u64>,
+    pub max_processes: Option<u64>,
+    pub cpus: Option<f64>,
+    pub workspace_mib: Option<u64>,
+    pub max_open_files: Option<u64>,
+    pub insecure_no_sandbox: Option<bool>,
+}
+
+impl FileSandbox {
+    pub fn limits(&self) -> anyhow::Result<SessionLimits> {
+        let defaults = SessionLimits::default();
+        const MIB: u64 = 1024 * 1024;
+        let limits = SessionLimits {
+            memory_bytes: self
+                .memory_mib
+                .map(|mib| mib * MIB)
+                .unwrap_or(defaults.memory_bytes),
+            max_processes: self.max_processes.unwrap_or(defaults.max_processes),
+            cpu_millicores: match self.cpus {
+                None => defaults.cpu_millicores,
+                Some(cpus) if cpus.is_finite() && cpus > 0.0 && cpus <= 1024.0 => {
+                    (cpus * 1000.0).round() as u64
+                }
+                Some(cpus) => bail!("sandbox.cpus must be a positive number, not {cpus}"),
+            },
+            workspace_bytes: self
+                .workspace_mib
+                .map(|mib| mib * MIB)
+                .unwrap_or(defaults.workspace_bytes),
+            max_open_files: self.max_open_files.unwrap_or(defaults.max_open_files),
+        };
+        if limits.memory_bytes < 32 * MIB {
+            bail!("sandbox.memory_mib must be at least 32");
+        }
+        if limits.max_processes < 8 || limits.max_open_files < 64 || limits.workspace_bytes < MIB {
+            bail!("sandbox.max_processes must be at least 8, max_open_files at least 64 and workspace_mib at least 1");
+        }
+        Ok(limits)
+    }
 }
 
 /// `[limits]` in the config file.
@@ -50,6 +98,9 @@ pub struct ServeConfig {
     pub python: PathBuf,
     pub limits: Limits,
     pub python_rce_mount: String,
+    pub session_limits: SessionLimits,
+    pub insecure_no_sandbox: bool,
+    pub config_file: Option<PathBuf>,
 }
 
 pub const DEFAULT_BIND: &str = "127.0.0.1:8000";

@@ -20,11 +20,28 @@ async fn healthz_and_info_describe_the_server() {
         .is_some_and(|version| version.starts_with("3.")));
     assert_eq!(info["limits"]["default_execution_timeout_seconds"], 60.0);
     assert_eq!(info["limits"]["output_cap_bytes_per_stream"], 1024 * 1024);
-    assert_eq!(info["isolation"]["sandboxed"], false);
+    assert_eq!(info["isolation"]["sandboxed"], true);
     let features = info["isolation"]["features"].as_array().expect("features");
-    assert!(features
-        .iter()
-        .any(|feature| feature["name"] == "process_group" && feature["active"] == true));
+    for name in [
+        "process_group",
+        "user_namespace",
+        "pid_namespace",
+        "mount_namespace",
+        "network_namespace",
+        "cgroups",
+        "seccomp",
+        "no_new_privs",
+        "capabilities_dropped",
+    ] {
+        assert!(
+            features
+                .iter()
+                .any(|feature| feature["name"] == name && feature["active"] == true),
+            "{name} is active: {features:?}"
+        );
+    }
+    assert_eq!(info["limits"]["session_memory_bytes"], 512 * 1024 * 1024);
+    assert_eq!(info["limits"]["session_max_processes"], 128);
 }
 
 #[tokio::test]

@@ -10,6 +10,9 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+/// The hidden command the server runs for each sandboxed worker (see `corral-sandbox`).
+pub const SANDBOX_INIT: &str = "sandbox-init";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "corral",
@@ -64,6 +67,10 @@ pub struct ServeArgs {
     /// Path prefix for the python_rce API (default `/`).
     #[arg(long, env = "CORRAL_PYTHON_RCE_MOUNT")]
     python_rce_mount: Option<String>,
+    /// Run sessions WITHOUT a sandbox (plain child processes). Only for hosts that cannot
+    /// sandbox and trusted code; the server refuses to start unsandboxed otherwise.
+    #[arg(long, env = "CORRAL_INSECURE_NO_SANDBOX")]
+    insecure_no_sandbox: bool,
 }
 
 #[derive(Debug, Args)]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use corral_api::{build_router, serve, ApiOptions};
 use corral_core::Limits;
-use corral_engine::{Engine, EngineConfig};
+use corral_engine::{Engine, EngineConfig, Sandbox, SandboxSettings};
 use corral_store::SqliteStore;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
@@ -17,6 +17,9 @@ use tokio::signal::unix::{signal, SignalKind};
 use super::ServeArgs;
 use crate::config::{self, FileConfig, ServeConfig, DEFAULT_BIND};
 
+/// Host uids given to sessions: a range no system account uses.
+const SESSION_UID_BASE: u32 = 300_000;
+const SESSION_UID_COUNT: u32 = 100_000;
 /// How long workers get to exit at shutdown before they are killed.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// How long in-flight HTTP requests get to finish once the workers are gone.
@@ -26,6 +29,12 @@ fn resolve(arguments: ServeArgs) -> anyhow::Result<ServeConfig> {
     let file = match &arguments.config {
         Some(path) => config::read_file(path)?,
         None => FileConfig::default(),
+    };
+    let config_file = match &arguments.config {
+        Some(path) => Some(
+            std::fs::canonicalize(path).with_context(|| format!("resolving {}", path.display()))?,
+        ),
+        None => None,
     };
     Ok(ServeConfig {
         bind: arguments
@@ -45,7 +54,39 @@ fn resolve(arguments: ServeArgs) -> anyhow::Result<ServeConfig> {
             .python_rce_mount
             .or(file.mounts.python_rce)
             .unwrap_or_else(|| "/".to_owned()),
+        session_limits: file.sandbox.limits()?,
+        insecure_no_sandbox: arguments.insecure_no_sandbox
+            || file.sandbox.insecure_no_sandbox.unwrap_or(false),
+        config_file,
     })
+}
+
+/// The sandbox sessions run in, or the reason the server must not start.
+fn sandbox(
+    config: &ServeConfig,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<Option<Arc<Sandbox>>> {
+    if config.insecure_no_sandbox {
+        tracing::warn!("sandboxing disabled by --insecure-no-sandbox: sessions run as plain processes with the server's rights");
+        return Ok(None);
+    }
+    let mut hidden_paths = vec![data_dir.to_owned()];
+    hidden_paths.extend(config.config_file.clone());
+    let settings = SandboxSettings {
+        launcher: std::env::current_exe()
+            .context("finding the corral binary for the sandbox launcher")?,
+        runtime_dir: data_dir.join("runtime").join("sandbox"),
+        hidden_paths,
+        uid_base: SESSION_UID_BASE,
+        uid_count: SESSION_UID_COUNT,
+        cgroup_root: "/sys/fs/cgroup".into(),
+    };
+    match Sandbox::new(settings) {
+        Ok(sandbox) => Ok(Some(Arc::new(sandbox))),
+        Err(error) => anyhow::bail!(
+            "this host cannot sandbox sessions ({error}); refusing to start. Pass --insecure-no-sandbox to run sessions unsandboxed (trusted code only)"
+        ),
+    }
 }
 
 pub async fn run(arguments: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -65,11 +106,19 @@ pub async fn run(arguments: ServeArgs) -> anyhow::Result<ExitCode> {
     let store = SqliteStore::open(&data_dir)
         .await
         .with_context(|| format!("opening the store in {}", data_dir.display()))?;
+    let sandbox = sandbox(&config, &data_dir)?;
+    if let Some(sandbox) = &sandbox {
+        if sandbox.cgroup_version().is_none() {
+            anyhow::bail!("no usable cgroup hierarchy (memory, pids, cpu) for session limits; refusing to start. Pass --insecure-no-sandbox to run sessions unsandboxed (trusted code only)");
+        }
+    }
     let engine = Engine::start(
         EngineConfig {
             data_dir: data_dir.clone(),
             python: config.python.clone(),
             limits: config.limits.clone(),
+            sandbox,
+            session_limits: config.session_limits,
         },
         Arc::new(store),
     )
@@ -99,6 +148,13 @@ pub async fn run(arguments: ServeArgs) -> anyhow::Result<ExitCode> {
             .collect();
         format!("NOT sandboxed (active: {})", active.join(", "))
     };
+    let inactive = info.isolation.inactive();
+    if !inactive.is_empty() {
+        tracing::warn!(
+            "isolation features not applied on this host: {}",
+            inactive.join(", ")
+        );
+    }
     tracing::info!(
         "corral listening on http://{address} data_dir={} python={} ({}) isolation={isolation}",
         data_dir.display(),

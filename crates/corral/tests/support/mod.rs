@@ -240,6 +240,21 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        unmount_below(&self.data_dir);
+    }
+}
+
+/// Unmounts what a killed server left mounted under `directory` (session workspaces), so the
+/// temporary directory can be removed.
+pub fn unmount_below(directory: &Path) {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let prefix = directory.to_string_lossy().into_owned();
+    for line in mountinfo.lines() {
+        if let Some(mount_point) = line.split(' ').nth(4) {
+            if mount_point.starts_with(&prefix) {
+                let _ = Command::new("umount").args(["-l", mount_point]).status();
+            }
+        }
     }
 }
 

@@ -43,6 +43,11 @@ pub async fn info(State(state): State<ApiState>) -> Json<InfoView> {
             execution_queue_capacity: limits.queue_capacity,
             max_code_bytes: limits.max_code_bytes,
             max_request_body_bytes: max_body_bytes(limits.max_code_bytes),
+            session_memory_bytes: info.session_limits.memory_bytes,
+            session_max_processes: info.session_limits.max_processes,
+            session_cpu_millicores: info.session_limits.cpu_millicores,
+            session_workspace_bytes: info.session_limits.workspace_bytes,
+            session_max_open_files: info.session_limits.max_open_files,
         },
         isolation: IsolationView {
             sandboxed: info.isolation.sandboxed(),

@@ -230,6 +230,15 @@ pub struct LimitsView {
     pub execution_queue_capacity: usize,
     pub max_code_bytes: usize,
     pub max_request_body_bytes: usize,
+    /// Memory of each session's process tree (cgroup limit).
+    pub session_memory_bytes: u64,
+    /// Processes and threads per session.
+    pub session_max_processes: u64,
+    /// CPU per session, in thousandths of a core.
+    pub session_cpu_millicores: u64,
+    /// Size of each session's workspace (and of its `/tmp`).
+    pub session_workspace_bytes: u64,
+    pub session_max_open_files: u64,
 }
 
 /// One isolation mechanism: does the host offer it, does corral apply it.

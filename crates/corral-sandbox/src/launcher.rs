@@ -1,0 +1,777 @@
+//! The sandbox launcher: the code behind `corral sandbox-init`, a small single-threaded
+//! process the server starts for each worker.
+//!
+//! The launcher (on the host) joins the session's cgroup, clones an init process into new
+//! user, PID, mount, network, IPC and UTS namespaces, writes its uid/gid maps and forwards
+//! signals to it. The init process assembles a read-only view of the host with a private
+//! `/workspace`, `/tmp`, `/dev` and `/proc`, pivots into it, brings up loopback, and starts the
+//! worker with no capabilities, `no_new_privs` and the seccomp filter; it then reaps orphans
+//! and exits with the worker's status, which tears the namespace down with everything in it.
+//!
+//! Knows nothing of sessions or the worker protocol.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+use nix::sys::resource::{setrlimit, Resource};
+use nix::sys::signal::{kill, sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{ForkResult, Gid, Pid, Uid};
+
+use crate::policy::{LaunchPolicy, SANDBOX_WORKSPACE};
+use crate::seccomp;
+
+/// Exit status of a launcher or init process that failed before the worker started.
+const SETUP_FAILED: i32 = 125;
+/// Stack for the cloned init process (it only runs setup code, then waits).
+const INIT_STACK_BYTES: usize = 1 << 20;
+/// Top-level host directories replaced by the sandbox's own.
+const REPLACED_TOP_LEVEL: [&str; 7] = [
+    "proc",
+    "sys",
+    "dev",
+    "run",
+    "tmp",
+    "workspace",
+    "lost+found",
+];
+/// Device nodes bound into the sandbox's `/dev`.
+const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+#[derive(Debug, thiserror::Error)]
+enum LaunchError {
+    #[error("bad policy: {0}")]
+    Policy(#[from] serde_json::Error),
+    #[error("{what}: {source}")]
+    Sys {
+        what: String,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Seccomp(#[from] seccomp::SeccompError),
+    #[error("capabilities: {0}")]
+    Capabilities(String),
+}
+
+fn sys<T>(what: impl FnOnce() -> String, result: nix::Result<T>) -> Result<T, LaunchError> {
+    result.map_err(|source| LaunchError::Sys {
+        what: what(),
+        source,
+    })
+}
+
+fn io<T>(what: impl FnOnce() -> String, result: std::io::Result<T>) -> Result<T, LaunchError> {
+    result.map_err(|source| LaunchError::Io {
+        what: what(),
+        source,
+    })
+}
+
+/// Entry point of `corral sandbox-init <policy-json>`; returns the process exit code.
+pub fn launcher_main(policy_json: &str) -> i32 {
+    match run_launcher(policy_json) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("corral sandbox: {error}");
+            SETUP_FAILED
+        }
+    }
+}
+
+fn forwarded_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGCHLD);
+    set
+}
+
+extern "C" fn ignore_signal(_: libc::c_int) {}
+
+/// Installs a no-op handler (so PID 1 can receive the signal at all) and blocks the signals
+/// that are then taken synchronously with `sigwait`.
+fn take_signals_synchronously() -> Result<(), LaunchError> {
+    let action = SigAction::new(
+        SigHandler::Handler(ignore_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for signal in forwarded_signals().iter() {
+        // SAFETY: the handler does nothing, so it is async-signal-safe.
+        sys(|| format!("sigaction {signal}"), unsafe {
+            sigaction(signal, &action)
+        })?;
+    }
+    sys(
+        || "blocking signals".to_owned(),
+        forwarded_signals().thread_block(),
+    )
+}
+
+/// Waits for `child`, forwarding SIGINT and SIGTERM to it and reaping any other child;
+/// returns the exit code that reports `child`'s end (128 + signal when killed).
+fn forward_until_exit(child: Pid) -> Result<i32, LaunchError> {
+    let set = forwarded_signals();
+    loop {
+        let signal = sys(|| "sigwait".to_owned(), set.wait())?;
+        match signal {
+            Signal::SIGINT | Signal::SIGTERM => {
+                let _ = kill(child, signal);
+            }
+            _ => loop {
+                match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::Exited(pid, code)) if pid == child => return Ok(code),
+                    Ok(WaitStatus::Signaled(pid, signal, _)) if pid == child => {
+                        return Ok(128 + signal as i32)
+                    }
+                    Ok(WaitStatus::StillAlive) | Err(_) => break,
+                    Ok(_) => continue,
+                }
+            },
+        }
+    }
+}
+
+fn run_launcher(policy_json: &str) -> Result<i32, LaunchError> {
+    let policy: LaunchPolicy = serde_json::from_str(policy_json)?;
+    let own_pid = std::process::id().to_string();
+    for procs in &policy.cgroup_procs {
+        io(
+            || format!("joining cgroup {}", procs.display()),
+            std::fs::write(procs, &own_pid),
+        )?;
+    }
+    let filters = seccomp::session_filters()?;
+    take_signals_synchronously()?;
+    let (go_read, go_write) = sys(|| "pipe".to_owned(), nix::unistd::pipe())?;
+    let mut stack = vec![0u8; INIT_STACK_BYTES];
+    let flags = CloneFlags::CLONE_NEWUSER
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWNET
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWUTS;
+    let init = {
+        let policy = &policy;
+        let filters = &filters;
+        let go_read = &go_read;
+        let go_write_raw = go_write.as_raw_fd();
+        let callback = Box::new(move || {
+            // The child does not need the write end; closing it lets it see the parent die.
+            let _ = nix::unistd::close(go_write_raw);
+            init_main(policy, go_read, filters) as isize
+        });
+        // SAFETY: this process is single-threaded (it is the freshly exec'd launcher), so the
+        // child may allocate and run arbitrary code; the stack outlives the child's use of it
+        // because the child never returns into this frame (it exits from `init_main`'s
+        // caller inside `clone`), and SIGCHLD is requested so `waitpid` sees it.
+        sys(|| "clone into new namespaces".to_owned(), unsafe {
+            nix::sched::clone(callback, &mut stack, flags, Some(libc::SIGCHLD))
+        })?
+    };
+    drop(go_read);
+    if let Err(error) = write_id_maps(init, &policy) {
+        let _ = kill(init, Signal::SIGKILL);
+        return Err(error);
+    }
+    sys(
+        || "releasing init".to_owned(),
+        nix::unistd::write(&go_write, b"g"),
+    )?;
+    drop(go_write);
+    // The launcher keeps nothing of the worker's channels open once the worker runs.
+    for descriptor in [0, 3] {
+        let _ = nix::unistd::close(descriptor);
+    }
+    forward_until_exit(init)
+}
+
+fn write_id_maps(init: Pid, policy: &LaunchPolicy) -> Result<(), LaunchError> {
+    let proc_dir = PathBuf::from(format!("/proc/{init}"));
+    if !policy.privileged_id_maps {
+        io(
+            || "writing setgroups".to_owned(),
+            std::fs::write(proc_dir.join("setgroups"), "deny"),
+        )?;
+    }
+    io(
+        || "writing uid_map".to_owned(),
+        std::fs::write(
+            proc_dir.join("uid_map"),
+            format!("0 {} 1\n", policy.host_uid),
+        ),
+    )?;
+    io(
+        || "writing gid_map".to_owned(),
+        std::fs::write(
+            proc_dir.join("gid_map"),
+            format!("0 {} 1\n", policy.host_gid),
+        ),
+    )
+}
+
+/// The namespace's init process.
+fn init_main(policy: &LaunchPolicy, go: &OwnedFd, filters: &[seccompiler::BpfProgram]) -> i32 {
+    match run_init(policy, go, filters) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("corral sandbox init: {error}");
+            SETUP_FAILED
+        }
+    }
+}
+
+fn run_init(
+    policy: &LaunchPolicy,
+    go: &OwnedFd,
+    filters: &[seccompiler::BpfProgram],
+) -> Result<i32, LaunchError> {
+    let mut byte = [0u8; 1];
+    let read = sys(
+        || "waiting for id maps".to_owned(),
+        nix::unistd::read(go.as_raw_fd(), &mut byte),
+    )?;
+    if read != 1 {
+        return Ok(SETUP_FAILED);
+    }
+    sys(
+        || "pdeathsig".to_owned(),
+        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL),
+    )?;
+    // Still with the host identity: open everything the sandbox is built from, since the
+    // session's own uid may not be able to reach it (a data directory under /root, say).
+    let sources = Sources::open(policy)?;
+    sys(
+        || "making mounts private".to_owned(),
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        ),
+    )?;
+    mount_tmpfs(
+        &policy.root_dir,
+        "size=1m,mode=0755,uid=0,gid=0",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+    )?;
+    sys(
+        || "entering the new root".to_owned(),
+        nix::unistd::chdir(&policy.root_dir),
+    )?;
+    if policy.privileged_id_maps {
+        sys(|| "setgroups".to_owned(), nix::unistd::setgroups(&[]))?;
+    }
+    sys(
+        || "setresgid".to_owned(),
+        nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0)),
+    )?;
+    sys(
+        || "setresuid".to_owned(),
+        nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)),
+    )?;
+    sys(
+        || "sethostname".to_owned(),
+        nix::unistd::sethostname("corral"),
+    )?;
+    build_filesystem(policy, &sources)?;
+    bring_up_loopback()?;
+    set_limits(policy)?;
+    // SAFETY: this process is single-threaded (a clone of the single-threaded launcher), so
+    // the child may allocate and run arbitrary code after fork.
+    match sys(|| "fork".to_owned(), unsafe { nix::unistd::fork() })? {
+        ForkResult::Child => {
+            let error = exec_worker(policy, filters);
+            eprintln!("corral sandbox worker: {error}");
+            // SAFETY: `_exit` is always safe; it skips the parent's atexit handlers.
+            unsafe { libc::_exit(SETUP_FAILED) }
+        }
+        ForkResult::Parent { child } => {
+            for descriptor in [0, 3] {
+                let _ = nix::unistd::close(descriptor);
+            }
+            forward_until_exit(child)
+        }
+    }
+}
+
+/// Runs in the worker process: drops every privilege, installs seccomp, execs the program.
+fn exec_worker(policy: &LaunchPolicy, filters: &[seccompiler::BpfProgram]) -> LaunchError {
+    match prepare_and_exec(policy, filters) {
+        Ok(never) => match never {},
+        Err(error) => error,
+    }
+}
+
+fn prepare_and_exec(
+    policy: &LaunchPolicy,
+    filters: &[seccompiler::BpfProgram],
+) -> Result<std::convert::Infallible, LaunchError> {
+    sys(
+        || "unblocking signals".to_owned(),
+        forwarded_signals().thread_unblock(),
+    )?;
+    for signal in forwarded_signals().iter() {
+        let action = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+        // SAFETY: restoring the default disposition installs no handler code.
+        sys(|| format!("sigaction {signal}"), unsafe {
+            sigaction(signal, &action)
+        })?;
+    }
+    sys(
+        || "pdeathsig".to_owned(),
+        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL),
+    )?;
+    drop_capabilities()?;
+    sys(
+        || "no_new_privs".to_owned(),
+        nix::sys::prctl::set_no_new_privs(),
+    )?;
+    sys(
+        || format!("chdir {SANDBOX_WORKSPACE}"),
+        nix::unistd::chdir(SANDBOX_WORKSPACE),
+    )?;
+    let program = c_string(&policy.program)?;
+    let args = policy
+        .args
+        .iter()
+        .map(|arg| c_string(arg))
+        .collect::<Result<Vec<_>, _>>()?;
+    let env = policy
+        .env
+        .iter()
+        .map(|(key, value)| c_string(&format!("{key}={value}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    seccomp::install(filters)?;
+    sys(
+        || format!("exec {}", policy.program),
+        nix::unistd::execve(&program, &args, &env),
+    )
+}
+
+fn c_string(text: &str) -> Result<CString, LaunchError> {
+    CString::new(text).map_err(|_| LaunchError::Io {
+        what: format!("{text:?}"),
+        source: std::io::Error::other("contains a NUL byte"),
+    })
+}
+
+fn drop_capabilities() -> Result<(), LaunchError> {
+    use caps::CapSet;
+    let fail = |error: caps::errors::CapsError| LaunchError::Capabilities(error.to_string());
+    for capability in caps::all() {
+        caps::drop(None, CapSet::Bounding, capability).map_err(fail)?;
+    }
+    caps::clear(None, CapSet::Ambient).map_err(fail)?;
+    caps::clear(None, CapSet::Inheritable).map_err(fail)?;
+    caps::clear(None, CapSet::Effective).map_err(fail)?;
+    caps::clear(None, CapSet::Permitted).map_err(fail)?;
+    Ok(())
+}
+
+fn set_limits(policy: &LaunchPolicy) -> Result<(), LaunchError> {
+    for (resource, value) in [
+        (Resource::RLIMIT_NOFILE, policy.max_open_files),
+        (Resource::RLIMIT_NPROC, policy.max_processes),
+        (Resource::RLIMIT_FSIZE, policy.max_file_bytes),
+        (Resource::RLIMIT_CORE, 0),
+    ] {
+        sys(
+            || format!("setrlimit {resource:?}"),
+            setrlimit(resource, value, value),
+        )?;
+    }
+    Ok(())
+}
+
+fn bring_up_loopback() -> Result<(), LaunchError> {
+    let socket = sys(
+        || "socket for loopback".to_owned(),
+        nix::sys::socket::socket(
+            nix::sys::socket::AddressFamily::Inet,
+            nix::sys::socket::SockType::Datagram,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+            None,
+        ),
+    )?;
+    // SAFETY: `ifreq` is plain old data; zeroed is a valid value.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (slot, byte) in request.ifr_name.iter_mut().zip(b"lo\0") {
+        *slot = *byte as libc::c_char;
+    }
+    // SAFETY: `request` is a valid, initialised `ifreq` naming an interface, and the socket
+    // is open; SIOCGIFFLAGS only writes the flags field of `request`.
+    let got = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS, &mut request) };
+    if got < 0 {
+        return Err(LaunchError::Io {
+            what: "reading loopback flags".to_owned(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    // SAFETY: SIOCGIFFLAGS filled the `ifru_flags` member of the union just above.
+    unsafe {
+        request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+    }
+    // SAFETY: as above; SIOCSIFFLAGS reads `request`.
+    let set = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS, &request) };
+    if set < 0 {
+        return Err(LaunchError::Io {
+            what: "bringing loopback up".to_owned(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
+/// `mount_setattr(2)` arguments.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+
+/// Makes the mount at `path` and every mount below it read-only, nosuid and nodev.
+fn make_tree_readonly(path: &Path) -> Result<(), LaunchError> {
+    let c_path = c_string(&path.to_string_lossy())?;
+    let attributes = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: `c_path` is a valid NUL-terminated string and `attributes` a valid
+    // `struct mount_attr` whose size is passed; the kernel only reads both.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            libc::AT_RECURSIVE,
+            &attributes as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if result == 0 {
+        return Ok(());
+    }
+    let error = std::io::Error::last_os_error();
+    if error.raw_os_error() != Some(libc::ENOSYS) {
+        return Err(LaunchError::Io {
+            what: format!("making {} read-only", path.display()),
+            source: error,
+        });
+    }
+    // Kernels before 5.12: remount the top of the tree read-only.
+    sys(
+        || format!("remounting {} read-only", path.display()),
+        mount(
+            None::<&str>,
+            path,
+            None::<&str>,
+            MsFlags::MS_REMOUNT
+                | MsFlags::MS_BIND
+                | MsFlags::MS_RDONLY
+                | MsFlags::MS_NOSUID
+                | MsFlags::MS_NODEV,
+            None::<&str>,
+        ),
+    )
+}
+
+fn mount_tmpfs(target: &Path, options: &str, flags: MsFlags) -> Result<(), LaunchError> {
+    sys(
+        || format!("mounting tmpfs on {}", target.display()),
+        mount(Some("tmpfs"), target, Some("tmpfs"), flags, Some(options)),
+    )
+}
+
+fn bind(source: &Path, target: &Path, flags: MsFlags) -> Result<(), LaunchError> {
+    sys(
+        || format!("binding {} on {}", source.display(), target.display()),
+        mount(
+            Some(source),
+            target,
+            None::<&str>,
+            MsFlags::MS_BIND | flags,
+            None::<&str>,
+        ),
+    )
+}
+
+fn make_directory(path: &Path) -> Result<(), LaunchError> {
+    io(
+        || format!("creating {}", path.display()),
+        std::fs::create_dir_all(path),
+    )
+}
+
+fn make_file(path: &Path) -> Result<(), LaunchError> {
+    if let Some(parent) = path.parent() {
+        make_directory(parent)?;
+    }
+    io(
+        || format!("creating {}", path.display()),
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map(drop),
+    )
+}
+
+/// Host things opened (`O_PATH`) with the launcher's host identity before it becomes the
+/// session's uid; bound into the sandbox through `/proc/self/fd`.
+struct Sources {
+    workspace: std::fs::File,
+    readonly_files: Vec<(std::fs::File, String)>,
+    /// Exposed directory, its closed ancestor (if any) and the open directory.
+    exposed: Vec<(PathBuf, Option<PathBuf>, std::fs::File)>,
+}
+
+fn open_path(path: &Path) -> Result<std::fs::File, LaunchError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    io(
+        || format!("opening {}", path.display()),
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+            .open(path),
+    )
+}
+
+fn fd_path(file: &std::fs::File) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()))
+}
+
+impl Sources {
+    fn open(policy: &LaunchPolicy) -> Result<Sources, LaunchError> {
+        let mut exposed = Vec::new();
+        for path in &policy.exposed_paths {
+            let Ok(file) = open_path(path) else {
+                continue;
+            };
+            exposed.push((path.clone(), closed_ancestor(path), file));
+        }
+        Ok(Sources {
+            workspace: open_path(&policy.workspace)?,
+            readonly_files: policy
+                .readonly_files
+                .iter()
+                .map(|(host, inside)| Ok((open_path(host)?, inside.clone())))
+                .collect::<Result<_, LaunchError>>()?,
+            exposed,
+        })
+    }
+}
+
+/// The highest proper ancestor of `path` that other users cannot enter, if any.
+fn closed_ancestor(path: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut ancestors: Vec<&Path> = path.ancestors().skip(1).collect();
+    ancestors.reverse();
+    ancestors
+        .into_iter()
+        .filter(|ancestor| ancestor.parent().is_some())
+        .find(|ancestor| {
+            std::fs::metadata(ancestor)
+                .map(|metadata| metadata.permissions().mode() & 0o001 == 0)
+                .unwrap_or(true)
+        })
+        .map(Path::to_owned)
+}
+
+/// Assembles the sandbox's root in the current directory (a fresh tmpfs) and pivots into it.
+fn build_filesystem(policy: &LaunchPolicy, sources: &Sources) -> Result<(), LaunchError> {
+    let root = Path::new(".");
+    // The host, read-only: each top-level directory bound recursively, symlinks recreated.
+    let entries = io(|| "listing /".to_owned(), std::fs::read_dir("/"))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if REPLACED_TOP_LEVEL
+            .iter()
+            .any(|replaced| name.as_bytes() == replaced.as_bytes())
+        {
+            continue;
+        }
+        let host_path = Path::new("/").join(&name);
+        let target = root.join(&name);
+        let Ok(file_type) = entry.file_type() else {
+            continue;
+        };
+        if file_type.is_symlink() {
+            if let Ok(link) = std::fs::read_link(&host_path) {
+                io(
+                    || format!("linking {}", target.display()),
+                    std::os::unix::fs::symlink(link, &target),
+                )?;
+            }
+        } else if file_type.is_dir() {
+            make_directory(&target)?;
+            bind(&host_path, &target, MsFlags::MS_REC)?;
+            make_tree_readonly(&target)?;
+        }
+    }
+
+    let sys_dir = root.join("sys");
+    make_directory(&sys_dir)?;
+    bind(Path::new("/sys"), &sys_dir, MsFlags::MS_REC)?;
+    make_tree_readonly(&sys_dir)?;
+
+    let dev = root.join("dev");
+    make_directory(&dev)?;
+    mount_tmpfs(&dev, "size=64k,mode=0755", MsFlags::MS_NOSUID)?;
+    for device in DEVICES {
+        let target = dev.join(device);
+        make_file(&target)?;
+        bind(&Path::new("/dev").join(device), &target, MsFlags::empty())?;
+    }
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        io(
+            || format!("linking /dev/{link}"),
+            std::os::unix::fs::symlink(target, dev.join(link)),
+        )?;
+    }
+    let shm = dev.join("shm");
+    make_directory(&shm)?;
+    let scratch = format!("size={},mode=1777", policy.tmp_bytes);
+    mount_tmpfs(&shm, &scratch, MsFlags::MS_NOSUID | MsFlags::MS_NODEV)?;
+
+    let proc_dir = root.join("proc");
+    make_directory(&proc_dir)?;
+    sys(
+        || "mounting /proc".to_owned(),
+        mount(
+            Some("proc"),
+            &proc_dir,
+            Some("proc"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            None::<&str>,
+        ),
+    )?;
+
+    let tmp = root.join("tmp");
+    make_directory(&tmp)?;
+    mount_tmpfs(&tmp, &scratch, MsFlags::MS_NOSUID | MsFlags::MS_NODEV)?;
+
+    let run = root.join("run");
+    make_directory(&run)?;
+    mount_tmpfs(
+        &run,
+        "size=1m,mode=0755",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+    )?;
+    for (host_file, sandbox_path) in &sources.readonly_files {
+        let target = root.join(sandbox_path.trim_start_matches('/'));
+        make_file(&target)?;
+        bind(&fd_path(host_file), &target, MsFlags::empty())?;
+        make_tree_readonly(&target)?;
+    }
+
+    let workspace = root.join(SANDBOX_WORKSPACE.trim_start_matches('/'));
+    make_directory(&workspace)?;
+    bind(&fd_path(&sources.workspace), &workspace, MsFlags::empty())?;
+    sys(
+        || "securing /workspace".to_owned(),
+        mount(
+            None::<&str>,
+            &workspace,
+            None::<&str>,
+            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            None::<&str>,
+        ),
+    )?;
+
+    let mut replaced: Vec<PathBuf> = Vec::new();
+    for (exposed, closed, directory) in &sources.exposed {
+        let Some(closed) = closed else {
+            continue;
+        };
+        let closed_target = root.join(closed.strip_prefix("/").unwrap_or(closed));
+        if !replaced.contains(&closed_target) {
+            mount_tmpfs(
+                &closed_target,
+                "size=64k,mode=0755,uid=0,gid=0",
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            )?;
+            replaced.push(closed_target);
+        }
+        let target = root.join(exposed.strip_prefix("/").unwrap_or(exposed));
+        make_directory(&target)?;
+        bind(&fd_path(directory), &target, MsFlags::MS_REC)?;
+        make_tree_readonly(&target)?;
+    }
+    for closed_target in &replaced {
+        sys(
+            || format!("making {} read-only", closed_target.display()),
+            mount(
+                None::<&str>,
+                closed_target,
+                None::<&str>,
+                MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                Some("size=64k,mode=0755"),
+            ),
+        )?;
+    }
+
+    for hidden in &policy.hidden_paths {
+        let relative = hidden.strip_prefix("/").unwrap_or(hidden);
+        let target = root.join(relative);
+        let Ok(metadata) = std::fs::symlink_metadata(&target) else {
+            continue;
+        };
+        if metadata.is_dir() {
+            mount_tmpfs(
+                &target,
+                "size=4k,mode=0000",
+                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            )?;
+        } else {
+            bind(Path::new("/dev/null"), &target, MsFlags::empty())?;
+        }
+    }
+
+    sys(
+        || "making / read-only".to_owned(),
+        mount(
+            None::<&str>,
+            root,
+            None::<&str>,
+            MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("size=1m,mode=0755"),
+        ),
+    )?;
+    sys(
+        || "pivot_root".to_owned(),
+        nix::unistd::pivot_root(".", "."),
+    )?;
+    sys(
+        || "detaching the host root".to_owned(),
+        umount2(".", MntFlags::MNT_DETACH),
+    )?;
+    sys(|| "chdir /".to_owned(), nix::unistd::chdir("/"))?;
+    Ok(())
+}

@@ -1,0 +1,45 @@
+//! What the launcher is told to build: the session's program, identity, filesystem view and
+//! limits. Serialised as JSON on the launcher's command line (the server's environment is
+//! never passed on).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything `corral sandbox-init` needs to start one sandboxed worker.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchPolicy {
+    /// Absolute path of the program, as seen inside the sandbox (the host is visible read-only).
+    pub program: String,
+    pub args: Vec<String>,
+    /// The program's whole environment.
+    pub env: Vec<(String, String)>,
+    /// Host uid and gid that root inside the session maps to.
+    pub host_uid: u32,
+    pub host_gid: u32,
+    /// Whether the launcher may write arbitrary id maps (it is root on the host).
+    pub privileged_id_maps: bool,
+    /// `cgroup.procs` files the launcher joins before starting the session.
+    pub cgroup_procs: Vec<PathBuf>,
+    /// An empty host directory the session's root filesystem is assembled on.
+    pub root_dir: PathBuf,
+    /// The session's workspace on the host, mounted at `/workspace`.
+    pub workspace: PathBuf,
+    /// Host files made visible read-only at a path inside the sandbox (e.g. the driver).
+    pub readonly_files: Vec<(PathBuf, String)>,
+    /// Host paths hidden inside the sandbox (data directory, config file).
+    pub hidden_paths: Vec<PathBuf>,
+    /// Host directories the session must be able to read even when an ancestor is closed to
+    /// other users (the interpreter's installation, e.g. under `/root`): the closed ancestor
+    /// is replaced by an empty directory holding only these paths.
+    pub exposed_paths: Vec<PathBuf>,
+    /// Size of the session's `/tmp` and `/dev/shm`.
+    pub tmp_bytes: u64,
+    pub max_open_files: u64,
+    pub max_processes: u64,
+    /// Largest file the session may write.
+    pub max_file_bytes: u64,
+}
+
+/// Where the workspace appears inside the sandbox.
+pub const SANDBOX_WORKSPACE: &str = "/workspace";

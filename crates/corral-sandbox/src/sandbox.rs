@@ -1,0 +1,296 @@
+//! The host side of the sandbox: decide what this host can enforce, prepare each session's
+//! workspace and cgroup, and turn a worker command into a launcher command.
+//!
+//! Runs in the server process; the namespace work happens in `launcher`, in its own process.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+
+use crate::cgroup::{CgroupHost, CgroupLimits, SessionCgroup};
+use crate::policy::{LaunchPolicy, SANDBOX_WORKSPACE};
+use crate::{SandboxError, WorkerCommand};
+
+/// Resource limits of one session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionLimits {
+    pub memory_bytes: u64,
+    pub max_processes: u64,
+    pub cpu_millicores: u64,
+    pub workspace_bytes: u64,
+    pub max_open_files: u64,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        SessionLimits {
+            memory_bytes: 512 * 1024 * 1024,
+            max_processes: 128,
+            cpu_millicores: 1000,
+            workspace_bytes: 256 * 1024 * 1024,
+            max_open_files: 1024,
+        }
+    }
+}
+
+/// How the server sets up sandboxes.
+#[derive(Clone, Debug)]
+pub struct SandboxSettings {
+    /// The `corral` binary, run as `corral sandbox-init <policy>`.
+    pub launcher: PathBuf,
+    /// Where empty root directories for sessions live (under the data directory).
+    pub runtime_dir: PathBuf,
+    /// Host paths the sessions must not see (data directory, config file).
+    pub hidden_paths: Vec<PathBuf>,
+    /// First host uid handed to sessions.
+    pub uid_base: u32,
+    /// Number of host uids sessions cycle through.
+    pub uid_count: u32,
+    /// The cgroup filesystem's mount point.
+    pub cgroup_root: PathBuf,
+}
+
+/// Where and how one worker is placed in its sandbox.
+#[derive(Clone, Debug)]
+pub struct WorkerPlacement {
+    /// Unique among live workers: names the cgroup and the root directory.
+    pub name: String,
+    /// The session's workspace on the host (see [`Sandbox::prepare_workspace`]).
+    pub workspace: PathBuf,
+    pub workspace_uid: u32,
+    /// Host files shown read-only at the given sandbox paths.
+    pub readonly_files: Vec<(PathBuf, String)>,
+    /// Host directories the session must be able to read (the interpreter's installation).
+    pub exposed_paths: Vec<PathBuf>,
+    pub limits: SessionLimits,
+}
+
+/// A running server's sandbox facility.
+#[derive(Debug)]
+pub struct Sandbox {
+    settings: SandboxSettings,
+    cgroups: Option<CgroupHost>,
+    privileged: bool,
+    next_uid: AtomicU32,
+}
+
+/// What the sandbox set up for one worker; released when the worker is gone.
+#[derive(Debug)]
+pub struct SandboxedWorker {
+    pub command: WorkerCommand,
+    pub cgroup: Option<SessionCgroup>,
+}
+
+impl Sandbox {
+    /// Checks what the host allows. Fails when user namespaces are unavailable.
+    pub fn new(settings: SandboxSettings) -> Result<Sandbox, SandboxError> {
+        let privileged = nix::unistd::geteuid().is_root();
+        let user_namespaces = Path::new("/proc/self/ns/user").exists()
+            && std::fs::read_to_string("/proc/sys/user/max_user_namespaces")
+                .ok()
+                .and_then(|text| text.trim().parse::<u64>().ok())
+                .is_none_or(|count| count > 0);
+        if !user_namespaces {
+            return Err(SandboxError::Unavailable(
+                "user namespaces are disabled on this host".to_owned(),
+            ));
+        }
+        std::fs::create_dir_all(&settings.runtime_dir).map_err(|source| SandboxError::Setup {
+            what: format!("creating {}", settings.runtime_dir.display()),
+            source,
+        })?;
+        let cgroups = CgroupHost::detect(&settings.cgroup_root);
+        if let Some(cgroups) = &cgroups {
+            cgroups.remove_stale();
+        }
+        let uid_base = settings.uid_base;
+        Ok(Sandbox {
+            settings,
+            cgroups,
+            privileged,
+            next_uid: AtomicU32::new(uid_base),
+        })
+    }
+
+    /// cgroup version in use, if any.
+    pub fn cgroup_version(&self) -> Option<u8> {
+        self.cgroups.as_ref().map(CgroupHost::version)
+    }
+
+    /// Whether each session gets its own host uid and a size-limited tmpfs workspace (needs
+    /// root on the host; unprivileged servers map every session to their own uid).
+    pub fn privileged(&self) -> bool {
+        self.privileged
+    }
+
+    fn allocate_uid(&self) -> u32 {
+        if !self.privileged {
+            return nix::unistd::geteuid().as_raw();
+        }
+        let offset = self.next_uid.fetch_add(1, Ordering::Relaxed) - self.settings.uid_base;
+        self.settings.uid_base + offset % self.settings.uid_count.max(1)
+    }
+
+    /// Creates `workspace` for a session (a size-limited tmpfs owned by the session's host uid
+    /// when privileged) and returns that uid. A workspace that already exists keeps its owner,
+    /// so a restarted worker finds its files.
+    pub fn prepare_workspace(
+        &self,
+        workspace: &Path,
+        limits: &SessionLimits,
+    ) -> Result<u32, SandboxError> {
+        let setup = |what: String| move |source| SandboxError::Setup { what, source };
+        if is_mount_point(workspace) {
+            let metadata = std::fs::metadata(workspace)
+                .map_err(setup(format!("reading {}", workspace.display())))?;
+            return Ok(std::os::unix::fs::MetadataExt::uid(&metadata));
+        }
+        std::fs::create_dir_all(workspace)
+            .map_err(setup(format!("creating {}", workspace.display())))?;
+        let uid = self.allocate_uid();
+        if self.privileged {
+            let options = format!(
+                "size={},mode=0700,uid={uid},gid={uid}",
+                limits.workspace_bytes
+            );
+            mount(
+                Some("tmpfs"),
+                workspace,
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                Some(options.as_str()),
+            )
+            .map_err(|source| SandboxError::Setup {
+                what: format!("mounting the workspace {}", workspace.display()),
+                source: source.into(),
+            })?;
+        }
+        Ok(uid)
+    }
+
+    /// Unmounts and removes a workspace.
+    pub fn release_workspace(&self, workspace: &Path) {
+        if is_mount_point(workspace) {
+            if let Err(error) = umount2(workspace, MntFlags::MNT_DETACH) {
+                tracing::warn!(path = %workspace.display(), %error, "could not unmount a workspace");
+            }
+        }
+        if let Err(error) = std::fs::remove_dir_all(workspace) {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %workspace.display(), %error, "could not remove a workspace");
+            }
+        }
+    }
+
+    /// Unmounts every workspace left under `directory` (after a crash) and removes it.
+    pub fn release_all_workspaces(&self, directory: &Path) {
+        if let Ok(entries) = std::fs::read_dir(directory) {
+            for entry in entries.flatten() {
+                self.release_workspace(&entry.path());
+            }
+        }
+    }
+
+    /// Wraps `command` (as it would run on the host) into a launcher command that runs it in
+    /// a fresh sandbox with `workspace` at `/workspace`. `readonly_files` are host files made
+    /// visible at the given sandbox paths.
+    pub fn wrap(
+        &self,
+        command: &WorkerCommand,
+        placement: WorkerPlacement,
+    ) -> Result<SandboxedWorker, SandboxError> {
+        let WorkerPlacement {
+            name,
+            workspace,
+            workspace_uid,
+            readonly_files,
+            exposed_paths,
+            limits,
+        } = placement;
+        let name = name.as_str();
+        let workspace = workspace.as_path();
+        let cgroup = match &self.cgroups {
+            Some(host) => Some(
+                host.create(
+                    name,
+                    CgroupLimits {
+                        memory_bytes: limits.memory_bytes,
+                        max_processes: limits.max_processes,
+                        cpu_millicores: limits.cpu_millicores,
+                    },
+                )
+                .map_err(|error| SandboxError::Cgroup(error.to_string()))?,
+            ),
+            None => None,
+        };
+        let root_dir = self.settings.runtime_dir.join(format!("root-{name}"));
+        std::fs::create_dir_all(&root_dir).map_err(|source| SandboxError::Setup {
+            what: format!("creating {}", root_dir.display()),
+            source,
+        })?;
+        let text = |value: &std::ffi::OsStr| value.to_string_lossy().into_owned();
+        let policy = LaunchPolicy {
+            program: command.program.to_string_lossy().into_owned(),
+            args: std::iter::once(text(command.program.as_os_str()))
+                .chain(command.args.iter().map(|arg| text(arg)))
+                .collect(),
+            env: command
+                .env
+                .iter()
+                .map(|(key, value)| (text(key), text(value)))
+                .collect(),
+            host_uid: workspace_uid,
+            host_gid: workspace_uid,
+            privileged_id_maps: self.privileged,
+            cgroup_procs: cgroup
+                .as_ref()
+                .map(SessionCgroup::procs_files)
+                .unwrap_or_default(),
+            root_dir,
+            workspace: workspace.to_owned(),
+            readonly_files,
+            hidden_paths: self.settings.hidden_paths.clone(),
+            exposed_paths,
+            tmp_bytes: limits.workspace_bytes,
+            max_open_files: limits.max_open_files,
+            max_processes: limits.max_processes,
+            max_file_bytes: limits.workspace_bytes,
+        };
+        let policy_json = serde_json::to_string(&policy).map_err(|error| SandboxError::Setup {
+            what: "encoding the launch policy".to_owned(),
+            source: std::io::Error::other(error),
+        })?;
+        Ok(SandboxedWorker {
+            command: WorkerCommand {
+                program: self.settings.launcher.clone(),
+                args: vec!["sandbox-init".into(), policy_json.into()],
+                env: Vec::new(),
+                working_dir: PathBuf::from("/"),
+            },
+            cgroup,
+        })
+    }
+
+    /// Removes the per-worker root directory after the worker is gone.
+    pub fn release_root(&self, name: &str) {
+        let _ = std::fs::remove_dir(self.settings.runtime_dir.join(format!("root-{name}")));
+    }
+}
+
+/// Where the session's workspace is inside the sandbox.
+pub fn sandbox_workspace() -> &'static str {
+    SANDBOX_WORKSPACE
+}
+
+/// Whether `path` is the root of a mount (its device differs from its parent's).
+fn is_mount_point(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(own), Some(Ok(parent))) = (
+        std::fs::metadata(path),
+        path.parent().map(std::fs::metadata),
+    ) else {
+        return false;
+    };
+    own.dev() != parent.dev()
+}
