@@ -136,6 +136,25 @@ impl From<EngineError> for Problem {
                 "shutting_down",
                 "the server is shutting down",
             ),
+            EngineError::File(file_error) => {
+                use corral_engine::FileError;
+                let detail = file_error.to_string();
+                match file_error {
+                    FileError::NotFound(_) => {
+                        Problem::new(StatusCode::NOT_FOUND, "file_not_found", detail)
+                    }
+                    FileError::InvalidPath(_) => {
+                        Problem::new(StatusCode::BAD_REQUEST, "invalid_path", detail)
+                    }
+                    FileError::WrongType(_) => {
+                        Problem::new(StatusCode::CONFLICT, "wrong_file_type", detail)
+                    }
+                    FileError::NoSpace(_) => {
+                        Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "workspace_full", detail)
+                    }
+                    FileError::Failed(_) => Problem::internal("file transfer failed", &file_error),
+                }
+            }
             EngineError::Store(ref cause) => Problem::internal("store error", cause),
         }
     }

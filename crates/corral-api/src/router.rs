@@ -67,6 +67,7 @@ pub enum RouterError {
     tags(
         (name = "sessions", description = "Native API: session lifecycle"),
         (name = "executions", description = "Native API: running code and its history"),
+        (name = "files", description = "Native API: files in a session's workspace"),
         (name = "system", description = "Health, information and this document"),
         (name = "python_rce", description = "Konfig's Python remote code executor API (seed 000)"),
     )
@@ -85,7 +86,18 @@ pub fn build_router(engine: Engine, options: &ApiOptions) -> Result<Router, Rout
         Some(prefix) => api.nest(prefix, python_rce::router()),
     };
     let (router, document) = api.split_for_parts();
-    let document = serde_json::to_value(&document).unwrap_or_default();
+    let mut document = serde_json::to_value(&document).unwrap_or_default();
+    // Catch-all segments are `{*path}` for the router, `{path}` in OpenAPI.
+    if let Some(paths) = document
+        .get_mut("paths")
+        .and_then(|paths| paths.as_object_mut())
+    {
+        let renamed: serde_json::Map<String, serde_json::Value> = std::mem::take(paths)
+            .into_iter()
+            .map(|(path, item)| (path.replace("{*", "{"), item))
+            .collect();
+        *paths = renamed;
+    }
     let request_id = HeaderName::from_static("x-request-id");
     Ok(router
         .fallback(unknown_route)

@@ -12,7 +12,7 @@ use corral_core::{
 use corral_store::{SessionQuery, Store};
 use corral_worker::{
     discover_interpreter, install_driver, HostIsolation, Sandbox, SessionLimits, Worker,
-    WorkerConfig,
+    WorkerConfig, WorkspaceFiles,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -480,6 +480,20 @@ impl Engine {
             }),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(self.ended_error(id).await),
         }
+    }
+
+    /// Access to a live session's workspace files (they are transferred inside its sandbox).
+    pub async fn workspace_files(&self, id: SessionId) -> Result<WorkspaceFiles, EngineError> {
+        let live = self.require_live(id).await?;
+        let handle = live
+            .interrupt
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        Ok(handle.workspace_files(
+            &self.inner.worker_config,
+            self.inner.workspaces_dir.join(id.to_string()),
+        ))
     }
 
     /// Sends an interrupt to the session's running execution (a no-op when idle).

@@ -27,6 +27,8 @@ pub enum EngineError {
     WorkerStart(String),
     #[error("the server is shutting down")]
     ShuttingDown,
+    #[error(transparent)]
+    File(#[from] corral_worker::FileError),
     #[error("store: {0}")]
     Store(#[from] corral_store::StoreError),
 }

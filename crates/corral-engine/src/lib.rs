@@ -11,7 +11,10 @@ mod engine;
 mod error;
 mod session_task;
 
-pub use corral_worker::{HostIsolation, IsolationFeature, Sandbox, SandboxSettings, SessionLimits};
+pub use corral_worker::{
+    FileDownload, FileEntry, FileError, HostIsolation, IsolationFeature, Sandbox, SandboxSettings,
+    SessionLimits, WorkspaceFiles,
+};
 pub use engine::{
     CreateSession, Engine, EngineConfig, EngineInfo, ExecutionPage, PendingExecution, RuntimeInfo,
     SessionPage, SessionUpdate, RESTART_REASON,

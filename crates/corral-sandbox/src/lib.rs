@@ -13,6 +13,7 @@
 //! Deliberately knows nothing of sessions, the protocol's messages or HTTP.
 
 mod cgroup;
+mod files;
 mod host;
 mod launcher;
 mod policy;
@@ -21,6 +22,9 @@ mod sandbox;
 mod seccomp;
 
 pub use cgroup::SessionCgroup;
+pub use files::{
+    files_main, relative_workspace_path, FileEntry, FileFailure, FileOperation, FILES_COMMAND,
+};
 pub use host::{HostIsolation, IsolationFeature};
 pub use launcher::launcher_main;
 pub use process::{interrupt, kill_process_group, spawn_worker, SpawnedWorker, WorkerCommand};

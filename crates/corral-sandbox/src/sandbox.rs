@@ -113,6 +113,11 @@ impl Sandbox {
         })
     }
 
+    /// The binary run as the sandbox launcher and file helper.
+    pub fn launcher(&self) -> &Path {
+        &self.settings.launcher
+    }
+
     /// cgroup version in use, if any.
     pub fn cgroup_version(&self) -> Option<u8> {
         self.cgroups.as_ref().map(CgroupHost::version)

@@ -10,15 +10,18 @@
 
 mod driver;
 mod execution;
+mod files;
 mod interpreter;
 mod stream_text;
 mod worker;
 
+pub use corral_sandbox::{files_main, FileEntry, FILES_COMMAND};
 pub use corral_sandbox::{
     launcher_main, HostIsolation, IsolationFeature, Sandbox, SandboxSettings, SessionLimits,
 };
 pub use driver::{install_driver, DRIVER_SOURCE};
 pub use execution::{ExecOutcome, ExecSpec};
+pub use files::{FileDownload, FileError, WorkspaceFiles};
 pub use interpreter::{discover_interpreter, Interpreter};
 pub use worker::{InterruptHandle, Worker, WorkerConfig, WorkerExit, WorkerInfo};
 

@@ -15,6 +15,7 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::process::Child;
 use tokio::sync::mpsc;
 
+use crate::files::{FileTarget, WorkspaceFiles};
 use crate::WorkerError;
 
 /// How to start workers; shared by all sessions.
@@ -79,6 +80,29 @@ pub struct InterruptHandle {
 }
 
 impl InterruptHandle {
+    /// Access to the workspace of this worker's sandbox, for file transfers.
+    pub fn workspace_files(
+        &self,
+        config: &WorkerConfig,
+        host_workspace: PathBuf,
+    ) -> WorkspaceFiles {
+        let helper = config
+            .sandbox
+            .as_ref()
+            .map(|sandbox| sandbox.launcher().to_owned())
+            .or_else(|| std::env::current_exe().ok())
+            .unwrap_or_else(|| PathBuf::from("corral"));
+        let target = match &config.sandbox {
+            Some(_) => FileTarget::Sandbox {
+                launcher_pid: self.pid,
+            },
+            None => FileTarget::Host {
+                workspace: host_workspace,
+            },
+        };
+        WorkspaceFiles { helper, target }
+    }
+
     /// SIGINT to the worker; the running cell (if any) gets `KeyboardInterrupt`.
     pub fn interrupt(&self) {
         if !self.alive.load(Ordering::SeqCst) {

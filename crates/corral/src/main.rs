@@ -10,11 +10,22 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     // The sandbox launcher must stay single-threaded: dispatch before anything starts threads.
-    let mut raw = std::env::args_os().skip(1);
-    if raw.next().as_deref() == Some(std::ffi::OsStr::new(cli::SANDBOX_INIT)) {
-        let policy = raw.next().unwrap_or_default();
-        let code = corral_worker::launcher_main(&policy.to_string_lossy());
-        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    // So must the file helper (it joins a session's namespaces).
+    let raw: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|argument| argument.to_string_lossy().into_owned())
+        .collect();
+    match raw.first().map(String::as_str) {
+        Some(cli::SANDBOX_INIT) => {
+            let policy = raw.get(1).map(String::as_str).unwrap_or_default();
+            let code = corral_worker::launcher_main(policy);
+            return ExitCode::from(u8::try_from(code).unwrap_or(1));
+        }
+        Some(corral_worker::FILES_COMMAND) => {
+            let code = corral_worker::files_main(&raw[1..]);
+            return ExitCode::from(u8::try_from(code).unwrap_or(1));
+        }
+        _ => {}
     }
     let arguments = cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -279,6 +279,10 @@ async fn openapi_document_covers_every_route() {
         "POST /v1/sessions/{id}/executions",
         "GET /v1/sessions/{id}/executions",
         "GET /v1/sessions/{id}/executions/{execution_count}",
+        "GET /v1/sessions/{id}/files",
+        "PUT /v1/sessions/{id}/files/{path}",
+        "GET /v1/sessions/{id}/files/{path}",
+        "DELETE /v1/sessions/{id}/files/{path}",
         "POST /sessions/create",
         "GET /sessions/list",
         "POST /sessions/execute",
@@ -293,7 +297,8 @@ async fn openapi_document_covers_every_route() {
         let (method, path) = route.split_once(' ').expect("method and path");
         let path = path
             .replace("{id}", &session)
-            .replace("{execution_count}", "1");
+            .replace("{execution_count}", "1")
+            .replace("{path}", "some/file.txt");
         let request = server
             .http
             .request(method.parse().expect("method"), server.url(&path));

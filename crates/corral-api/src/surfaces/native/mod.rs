@@ -4,6 +4,7 @@
 //! beyond input parsing. Errors are problem+json via [`crate::problem`].
 
 mod executions;
+mod files;
 mod sessions;
 mod system;
 pub mod views;
@@ -31,6 +32,12 @@ pub fn router() -> OpenApiRouter<ApiState> {
         .routes(routes!(sessions::refresh_session))
         .routes(routes!(executions::execute, executions::list_executions))
         .routes(routes!(executions::get_execution))
+        .routes(routes!(files::list_files))
+        .routes(routes!(
+            files::put_file,
+            files::get_file,
+            files::delete_file
+        ))
 }
 
 /// A session id from a path; anything that is not a UUID names no session (404).

@@ -169,7 +169,9 @@ impl RceError {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 detail: "the server is shutting down".to_owned(),
             },
-            EngineError::ExecutionNotFound { .. } | EngineError::Store(_) => {
+            EngineError::ExecutionNotFound { .. }
+            | EngineError::Store(_)
+            | EngineError::File(_) => {
                 tracing::error!(%error, "python_rce request failed");
                 RceError::Http {
                     status: StatusCode::INTERNAL_SERVER_ERROR,
