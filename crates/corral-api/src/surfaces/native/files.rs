@@ -14,6 +14,9 @@ use super::parse_session_id;
 use crate::problem::{Problem, ProblemBody};
 use crate::router::ApiState;
 
+/// Largest refused upload whose body is still read before answering.
+const DRAIN_BEFORE_REFUSAL_BYTES: u64 = 64 * 1024 * 1024;
+
 /// One entry of a directory listing.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct FileEntryView {
@@ -108,7 +111,13 @@ pub async fn put_file(
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit) {
+    if let Some(length) = declared.filter(|length| *length > limit) {
+        // Read a bounded amount of the body first, so the client sees the answer instead of
+        // a connection reset halfway through its upload.
+        if length <= DRAIN_BEFORE_REFUSAL_BYTES {
+            let mut stream = body.into_data_stream();
+            while let Some(Ok(_)) = futures::StreamExt::next(&mut stream).await {}
+        }
         return Err(Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "workspace_full",
