@@ -9,7 +9,25 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::problem::ProblemBody;
-use crate::views::{ExecutionList, ExecutionView, SessionList, SessionView};
+use crate::views::{ExecutionList, ExecutionView, FileList, FileWritten, SessionList, SessionView};
+
+/// Percent-encodes a workspace path for a URL, keeping `/` between segments.
+fn encode_path(path: &str) -> String {
+    path.split('/')
+        .map(|segment| {
+            segment
+                .bytes()
+                .map(|byte| match byte {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                        (byte as char).to_string()
+                    }
+                    _ => format!("%{byte:02X}"),
+                })
+                .collect::<String>()
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +150,105 @@ impl CorralClient {
                 .query(&[("limit", limit)]),
         )
         .await
+    }
+
+    /// Uploads `file` to `path` in the session's workspace, streaming it.
+    pub async fn put_file(
+        &self,
+        id: &str,
+        path: &str,
+        file: tokio::fs::File,
+    ) -> Result<FileWritten, ClientError> {
+        let length = file.metadata().await.map(|metadata| metadata.len()).ok();
+        let stream = tokio_util::io::ReaderStream::new(file);
+        let mut request = self
+            .http
+            .put(self.url(&format!("/v1/sessions/{id}/files/{}", encode_path(path))))
+            .header("content-type", "application/octet-stream")
+            .body(reqwest::Body::wrap_stream(stream));
+        if let Some(length) = length {
+            request = request.header("content-length", length);
+        }
+        self.send(request).await
+    }
+
+    /// Downloads `path` from the session's workspace into `writer`; returns the bytes copied.
+    pub async fn get_file(
+        &self,
+        id: &str,
+        path: &str,
+        writer: &mut (impl tokio::io::AsyncWrite + Unpin),
+    ) -> Result<u64, ClientError> {
+        use futures::StreamExt;
+        use tokio::io::AsyncWriteExt;
+        let transport = |source| ClientError::Transport {
+            url: self.base_url.clone(),
+            source,
+        };
+        let response = self
+            .http
+            .get(self.url(&format!("/v1/sessions/{id}/files/{}", encode_path(path))))
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = response.status();
+        if !status.is_success() {
+            let bytes = response.bytes().await.map_err(transport)?;
+            return Err(ClientError::Api {
+                status: status.as_u16(),
+                problem: serde_json::from_slice(&bytes).ok(),
+                body: String::from_utf8_lossy(&bytes).into_owned(),
+            });
+        }
+        let mut copied = 0u64;
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(transport)?;
+            writer
+                .write_all(&chunk)
+                .await
+                .map_err(|error| ClientError::Decode(error.to_string()))?;
+            copied += chunk.len() as u64;
+        }
+        writer
+            .flush()
+            .await
+            .map_err(|error| ClientError::Decode(error.to_string()))?;
+        Ok(copied)
+    }
+
+    /// Lists a directory of the session's workspace (`""` for the workspace itself).
+    pub async fn list_files(&self, id: &str, dir: &str) -> Result<FileList, ClientError> {
+        self.send(
+            self.http
+                .get(self.url(&format!("/v1/sessions/{id}/files")))
+                .query(&[("dir", dir)]),
+        )
+        .await
+    }
+
+    /// Deletes a file or directory of the session's workspace.
+    pub async fn delete_file(&self, id: &str, path: &str) -> Result<(), ClientError> {
+        let transport = |source| ClientError::Transport {
+            url: self.base_url.clone(),
+            source,
+        };
+        let response = self
+            .http
+            .delete(self.url(&format!("/v1/sessions/{id}/files/{}", encode_path(path))))
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let bytes = response.bytes().await.map_err(transport)?;
+        Err(ClientError::Api {
+            status: status.as_u16(),
+            problem: serde_json::from_slice(&bytes).ok(),
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        })
     }
 
     fn url(&self, path: &str) -> String {

@@ -161,3 +161,65 @@ fn bench_reports_every_measurement() {
     }
     assert_eq!(report["throughput"][1]["sessions"], 16);
 }
+
+#[tokio::test]
+async fn files_put_get_ls_rm() {
+    let server = TestServer::start();
+    let id = server.create_session().await;
+    let temp = tempfile::tempdir().expect("temp dir");
+    let local = temp.path().join("data.csv");
+    std::fs::write(&local, "a,b\n1,2\n").expect("write");
+    let put = corral(
+        &server,
+        &[
+            "files",
+            "put",
+            &id,
+            local.to_str().expect("path"),
+            "in/data.csv",
+        ],
+        None,
+    );
+    assert!(put.status.success(), "{}", text(&put.stderr));
+    let read = server.execute(&id, "open('in/data.csv').read()").await;
+    assert_eq!(read["result"]["text/plain"], "'a,b\\n1,2\\n'");
+
+    let listing = corral(&server, &["files", "ls", &id, "in"], None);
+    assert!(
+        text(&listing.stdout).contains("data.csv"),
+        "{}",
+        text(&listing.stdout)
+    );
+    let root = corral(&server, &["files", "ls", &id], None);
+    assert!(text(&root.stdout).contains("in/"), "{}", text(&root.stdout));
+
+    let to_stdout = corral(&server, &["files", "get", &id, "in/data.csv", "-"], None);
+    assert_eq!(text(&to_stdout.stdout), "a,b\n1,2\n");
+    let copy = temp.path().join("copy.csv");
+    let get = corral(
+        &server,
+        &[
+            "files",
+            "get",
+            &id,
+            "in/data.csv",
+            copy.to_str().expect("path"),
+        ],
+        None,
+    );
+    assert!(get.status.success(), "{}", text(&get.stderr));
+    assert_eq!(std::fs::read_to_string(&copy).expect("copy"), "a,b\n1,2\n");
+
+    let missing = corral(&server, &["files", "get", &id, "nope.txt", "-"], None);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        text(&missing.stderr).contains("404"),
+        "{}",
+        text(&missing.stderr)
+    );
+
+    let rm = corral(&server, &["files", "rm", &id, "in"], None);
+    assert!(rm.status.success());
+    let gone = server.execute(&id, "import os\nos.path.exists('in')").await;
+    assert_eq!(gone["result"]["text/plain"], "False");
+}

@@ -2,6 +2,7 @@
 
 mod bench;
 mod exec;
+mod files;
 mod serve;
 mod sessions;
 
@@ -33,6 +34,9 @@ enum Command {
     /// List, show and close sessions.
     #[command(subcommand)]
     Sessions(SessionsCommand),
+    /// Move files between this machine and a session's workspace.
+    #[command(subcommand)]
+    Files(FilesCommand),
     /// Measure session start and execution latency against a fresh server.
     Bench(BenchArgs),
 }
@@ -121,6 +125,46 @@ enum SessionsCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum FilesCommand {
+    /// Upload a local file into the session's workspace.
+    Put {
+        session: String,
+        local: PathBuf,
+        /// Path in the workspace (default: the local file's name).
+        remote: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Download a file from the session's workspace (`-` writes to standard output).
+    Get {
+        session: String,
+        remote: String,
+        /// Local path (default: the remote file's name).
+        local: Option<PathBuf>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// List a directory of the session's workspace.
+    Ls {
+        session: String,
+        /// Directory in the workspace (default: the workspace).
+        #[arg(default_value = "")]
+        dir: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Delete a file or directory in the session's workspace.
+    Rm {
+        session: String,
+        remote: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Samples per measurement.
@@ -142,6 +186,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(arguments) => serve::run(arguments).await,
         Command::Exec(arguments) => exec::run(arguments).await,
         Command::Sessions(command) => sessions::run(command).await,
+        Command::Files(command) => files::run(command).await,
         Command::Bench(arguments) => bench::run(arguments).await,
     }
 }

@@ -267,3 +267,5 @@ pub struct InfoView {
     pub isolation: IsolationView,
     pub live_sessions: usize,
 }
+
+pub use super::files::{FileEntryView, FileList, FileWritten};
