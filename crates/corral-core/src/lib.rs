@@ -14,7 +14,7 @@ pub use execution::{
     ErrorInfo, ExecEvent, ExecRequest, ExecutionRecord, ExecutionStatus, MimeBundle, OutputItem,
     StreamName,
 };
-pub use limits::Limits;
+pub use limits::{Limits, ResourceLimits};
 pub use session::{
     InvalidTransition, ParseSessionIdError, ParseSessionStateError, SessionId, SessionRecord,
     SessionState,

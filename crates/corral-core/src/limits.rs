@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 /// Per-execution and per-session limits, set by the operator.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -34,5 +36,86 @@ impl Default for Limits {
             max_code_bytes: 1024 * 1024,
             start_timeout: Duration::from_secs(30),
         }
+    }
+}
+
+/// What one session's sandbox may use. Missing fields (records written before a field
+/// existed) take the defaults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ResourceLimits {
+    /// Memory of the whole process tree, in bytes.
+    pub memory_bytes: u64,
+    /// Processes and threads.
+    pub max_processes: u64,
+    /// CPU time per wall-clock second, in thousandths of a core.
+    pub cpu_millicores: u64,
+    /// Size of the workspace (and of `/tmp`).
+    pub workspace_bytes: u64,
+    pub max_open_files: u64,
+}
+
+impl Default for ResourceLimits {
+    fn default() -> Self {
+        ResourceLimits {
+            memory_bytes: 512 * 1024 * 1024,
+            max_processes: 128,
+            cpu_millicores: 1000,
+            workspace_bytes: 256 * 1024 * 1024,
+            max_open_files: 1024,
+        }
+    }
+}
+
+impl ResourceLimits {
+    /// The smallest values a session can be given and still run Python.
+    pub const MINIMUM: ResourceLimits = ResourceLimits {
+        memory_bytes: 32 * 1024 * 1024,
+        max_processes: 8,
+        cpu_millicores: 10,
+        workspace_bytes: 1024 * 1024,
+        max_open_files: 64,
+    };
+
+    /// Names of the fields of `self` that exceed `maximum` or fall below the minimum.
+    pub fn violations(&self, maximum: &ResourceLimits) -> Vec<String> {
+        let minimum = ResourceLimits::MINIMUM;
+        let fields = [
+            (
+                "memory_bytes",
+                self.memory_bytes,
+                minimum.memory_bytes,
+                maximum.memory_bytes,
+            ),
+            (
+                "max_processes",
+                self.max_processes,
+                minimum.max_processes,
+                maximum.max_processes,
+            ),
+            (
+                "cpu_millicores",
+                self.cpu_millicores,
+                minimum.cpu_millicores,
+                maximum.cpu_millicores,
+            ),
+            (
+                "workspace_bytes",
+                self.workspace_bytes,
+                minimum.workspace_bytes,
+                maximum.workspace_bytes,
+            ),
+            (
+                "max_open_files",
+                self.max_open_files,
+                minimum.max_open_files,
+                maximum.max_open_files,
+            ),
+        ];
+        fields
+            .into_iter()
+            .filter(|(_, value, low, high)| value < low || value > high)
+            .map(|(name, value, low, high)| format!("{name} = {value} (allowed {low}..={high})"))
+            .collect()
     }
 }

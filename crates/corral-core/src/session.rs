@@ -10,6 +10,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::ResourceLimits;
+
 /// A session's identity: a UUID (v7, so ids sort by creation time), shown hyphenated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -173,6 +175,9 @@ pub struct SessionRecord {
     pub metadata: serde_json::Map<String, serde_json::Value>,
     /// `false` drains the session: queued work finishes, new work is refused.
     pub accepting_executions: bool,
+    /// The sandbox limits the session runs with.
+    #[serde(default)]
+    pub resources: ResourceLimits,
 }
 
 impl SessionRecord {
@@ -195,6 +200,7 @@ impl SessionRecord {
             execution_count: 0,
             metadata,
             accepting_executions: true,
+            resources: ResourceLimits::default(),
         }
     }
 }

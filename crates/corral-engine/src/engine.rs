@@ -37,8 +37,10 @@ pub struct EngineConfig {
     pub limits: Limits,
     /// The sandbox sessions run in; `None` only when the operator disabled sandboxing.
     pub sandbox: Option<Arc<Sandbox>>,
-    /// Resource limits of every session's sandbox.
+    /// Resource limits of a session that asks for none.
     pub session_limits: SessionLimits,
+    /// The most a session may ask for.
+    pub max_session_limits: SessionLimits,
 }
 
 /// A runtime sessions can use.
@@ -56,6 +58,7 @@ pub struct EngineInfo {
     pub limits: Limits,
     pub isolation: HostIsolation,
     pub session_limits: SessionLimits,
+    pub max_session_limits: SessionLimits,
     pub data_dir: PathBuf,
 }
 
@@ -66,6 +69,8 @@ pub struct CreateSession {
     pub metadata: serde_json::Map<String, serde_json::Value>,
     /// `None` is the default runtime.
     pub runtime: Option<String>,
+    /// `None` gives the operator's default limits.
+    pub resources: Option<SessionLimits>,
 }
 
 /// Changes to a session; `None` leaves a field as it is.
@@ -166,6 +171,7 @@ impl Engine {
             limits: config.limits.clone(),
             isolation: HostIsolation::probe(config.sandbox.as_deref()),
             session_limits: config.session_limits,
+            max_session_limits: config.max_session_limits,
             data_dir: config.data_dir.clone(),
         };
         Ok(Engine {
@@ -225,14 +231,25 @@ impl Engine {
         }
         validate_name(options.name.as_deref())?;
         validate_metadata(&options.metadata)?;
+        let resources = options.resources.unwrap_or(self.inner.info.session_limits);
+        let violations = resources.violations(&self.inner.info.max_session_limits);
+        if !violations.is_empty() {
+            return Err(EngineError::InvalidInput(format!(
+                "resource limits out of range: {}",
+                violations.join(", ")
+            )));
+        }
+        let mut worker_config = self.inner.worker_config.clone();
+        worker_config.session_limits = resources;
         let id = SessionId::new();
         let workspace = self.inner.workspaces_dir.join(id.to_string());
-        let worker = Worker::start(&self.inner.worker_config, workspace.clone())
+        let worker = Worker::start(&worker_config, workspace.clone())
             .await
             .map_err(|error| EngineError::WorkerStart(error.to_string()))?;
         let mut record =
             SessionRecord::new(id, runtime, options.name, options.metadata, Utc::now());
         record.state = SessionState::Idle;
+        record.resources = resources;
         if let Err(error) = self.inner.store.insert_session(&record).await {
             let mut worker = worker;
             worker.kill().await;
@@ -252,7 +269,7 @@ impl Engine {
         let registry = Arc::downgrade(&self.inner);
         let context = TaskContext {
             store: self.inner.store.clone(),
-            worker_config: self.inner.worker_config.clone(),
+            worker_config,
             workspace,
             interrupt_grace: self.inner.limits.interrupt_grace,
             output_cap_bytes: self.inner.limits.output_cap_bytes,

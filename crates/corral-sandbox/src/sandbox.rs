@@ -12,27 +12,8 @@ use crate::cgroup::{CgroupHost, CgroupLimits, SessionCgroup};
 use crate::policy::{LaunchPolicy, SANDBOX_WORKSPACE};
 use crate::{SandboxError, WorkerCommand};
 
-/// Resource limits of one session.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SessionLimits {
-    pub memory_bytes: u64,
-    pub max_processes: u64,
-    pub cpu_millicores: u64,
-    pub workspace_bytes: u64,
-    pub max_open_files: u64,
-}
-
-impl Default for SessionLimits {
-    fn default() -> Self {
-        SessionLimits {
-            memory_bytes: 512 * 1024 * 1024,
-            max_processes: 128,
-            cpu_millicores: 1000,
-            workspace_bytes: 256 * 1024 * 1024,
-            max_open_files: 1024,
-        }
-    }
-}
+/// Resource limits of one session (the shared vocabulary's type).
+pub use corral_core::ResourceLimits as SessionLimits;
 
 /// How the server sets up sandboxes.
 #[derive(Clone, Debug)]

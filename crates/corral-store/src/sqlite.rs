@@ -69,6 +69,7 @@ fn session_from_row(row: &SqliteRow) -> Result<SessionRecord, StoreError> {
     let state: String = row.try_get("state")?;
     let metadata: String = row.try_get("metadata")?;
     let execution_count: i64 = row.try_get("execution_count")?;
+    let resources: String = row.try_get("resources")?;
     Ok(SessionRecord {
         id: SessionId::from_str(&id).map_err(|error| StoreError::Corrupt(error.to_string()))?,
         name: row.try_get("name")?,
@@ -81,6 +82,7 @@ fn session_from_row(row: &SqliteRow) -> Result<SessionRecord, StoreError> {
         execution_count: u64::try_from(execution_count).unwrap_or_default(),
         metadata: from_json(&metadata, "session metadata")?,
         accepting_executions: row.try_get("accepting_executions")?,
+        resources: from_json(&resources, "session resources")?,
     })
 }
 
@@ -129,8 +131,8 @@ impl Store for SqliteStore {
     async fn insert_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO sessions (id, name, runtime, state, state_reason, created_at, \
-             last_activity_at, execution_count, metadata, accepting_executions) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             last_activity_at, execution_count, metadata, accepting_executions, resources) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(session.id.to_string())
         .bind(&session.name)
@@ -142,6 +144,7 @@ impl Store for SqliteStore {
         .bind(count_to_i64(session.execution_count))
         .bind(to_json(&session.metadata)?)
         .bind(session.accepting_executions)
+        .bind(to_json(&session.resources)?)
         .execute(&self.pool)
         .await?;
         Ok(())

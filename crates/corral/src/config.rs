@@ -36,11 +36,46 @@ pub struct FileSandbox {
     pub workspace_mib: Option<u64>,
     pub max_open_files: Option<u64>,
     pub insecure_no_sandbox: Option<bool>,
+    /// `[sandbox.maximum]`: the most a session may ask for at creation (same keys).
+    #[serde(default)]
+    pub maximum: FileSandboxMaximum,
+}
+
+/// `[sandbox.maximum]` in the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSandboxMaximum {
+    pub memory_mib: Option<u64>,
+    pub max_processes: Option<u64>,
+    pub cpus: Option<f64>,
+    pub workspace_mib: Option<u64>,
+    pub max_open_files: Option<u64>,
 }
 
 impl FileSandbox {
-    pub fn limits(&self) -> anyhow::Result<SessionLimits> {
-        let defaults = SessionLimits::default();
+    /// The default limits and the maximum a session may ask for.
+    pub fn limits_and_maximum(&self) -> anyhow::Result<(SessionLimits, SessionLimits)> {
+        let defaults = self.limits(SessionLimits::default())?;
+        let maximum = FileSandbox {
+            memory_mib: self.maximum.memory_mib,
+            max_processes: self.maximum.max_processes,
+            cpus: self.maximum.cpus,
+            workspace_mib: self.maximum.workspace_mib,
+            max_open_files: self.maximum.max_open_files,
+            ..FileSandbox::default()
+        }
+        .limits(defaults)?;
+        let violations = defaults.violations(&maximum);
+        if !violations.is_empty() {
+            bail!(
+                "[sandbox] defaults exceed [sandbox.maximum]: {}",
+                violations.join(", ")
+            );
+        }
+        Ok((defaults, maximum))
+    }
+
+    fn limits(&self, defaults: SessionLimits) -> anyhow::Result<SessionLimits> {
         const MIB: u64 = 1024 * 1024;
         let limits = SessionLimits {
             memory_bytes: self
@@ -61,11 +96,15 @@ impl FileSandbox {
                 .unwrap_or(defaults.workspace_bytes),
             max_open_files: self.max_open_files.unwrap_or(defaults.max_open_files),
         };
-        if limits.memory_bytes < 32 * MIB {
-            bail!("sandbox.memory_mib must be at least 32");
-        }
-        if limits.max_processes < 8 || limits.max_open_files < 64 || limits.workspace_bytes < MIB {
-            bail!("sandbox.max_processes must be at least 8, max_open_files at least 64 and workspace_mib at least 1");
+        let too_small = limits.violations(&SessionLimits {
+            memory_bytes: u64::MAX,
+            max_processes: u64::MAX,
+            cpu_millicores: u64::MAX,
+            workspace_bytes: u64::MAX,
+            max_open_files: u64::MAX,
+        });
+        if !too_small.is_empty() {
+            bail!("sandbox limits below the minimum: {}", too_small.join(", "));
         }
         Ok(limits)
     }
@@ -99,6 +138,7 @@ pub struct ServeConfig {
     pub limits: Limits,
     pub python_rce_mount: String,
     pub session_limits: SessionLimits,
+    pub max_session_limits: SessionLimits,
     pub insecure_no_sandbox: bool,
     pub config_file: Option<PathBuf>,
 }

@@ -36,6 +36,7 @@ fn resolve(arguments: ServeArgs) -> anyhow::Result<ServeConfig> {
         ),
         None => None,
     };
+    let (session_limits, max_session_limits) = file.sandbox.limits_and_maximum()?;
     Ok(ServeConfig {
         bind: arguments
             .bind
@@ -54,7 +55,8 @@ fn resolve(arguments: ServeArgs) -> anyhow::Result<ServeConfig> {
             .python_rce_mount
             .or(file.mounts.python_rce)
             .unwrap_or_else(|| "/".to_owned()),
-        session_limits: file.sandbox.limits()?,
+        session_limits,
+        max_session_limits,
         insecure_no_sandbox: arguments.insecure_no_sandbox
             || file.sandbox.insecure_no_sandbox.unwrap_or(false),
         config_file,
@@ -119,6 +121,7 @@ pub async fn run(arguments: ServeArgs) -> anyhow::Result<ExitCode> {
             limits: config.limits.clone(),
             sandbox,
             session_limits: config.session_limits,
+            max_session_limits: config.max_session_limits,
         },
         Arc::new(store),
     )

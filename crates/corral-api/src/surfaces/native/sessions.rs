@@ -40,6 +40,9 @@ pub async fn create_session(
             name: request.name,
             metadata: request.metadata.unwrap_or_default(),
             runtime: request.runtime,
+            resources: request
+                .limits
+                .map(|limits| limits.over(state.engine.info().session_limits)),
         })
         .await?;
     let location = format!("/v1/sessions/{}", record.id);

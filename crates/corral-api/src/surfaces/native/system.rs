@@ -48,6 +48,7 @@ pub async fn info(State(state): State<ApiState>) -> Json<InfoView> {
             session_cpu_millicores: info.session_limits.cpu_millicores,
             session_workspace_bytes: info.session_limits.workspace_bytes,
             session_max_open_files: info.session_limits.max_open_files,
+            session_maximum: info.max_session_limits.into(),
         },
         isolation: IsolationView {
             sandboxed: info.isolation.sandboxed(),

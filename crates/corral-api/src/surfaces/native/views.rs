@@ -4,7 +4,7 @@
 //! and never reach below the API crate. Requests reject unknown fields.
 
 use chrono::{DateTime, Utc};
-use corral_core::{ErrorInfo, ExecutionRecord, OutputItem, SessionRecord};
+use corral_core::{ErrorInfo, ExecutionRecord, OutputItem, ResourceLimits, SessionRecord};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
@@ -24,6 +24,59 @@ pub struct CreateSessionRequest {
     /// Runtime to start; `python3` (the default) is the only one so far.
     #[serde(default)]
     pub runtime: Option<String>,
+    /// Sandbox limits; each omitted field takes the server's default (see `/v1/info`), and
+    /// none may exceed the server's maximum.
+    #[serde(default)]
+    pub limits: Option<ResourceRequest>,
+}
+
+/// Resource limits asked for at creation.
+#[derive(Clone, Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceRequest {
+    pub memory_bytes: Option<u64>,
+    pub max_processes: Option<u64>,
+    pub cpu_millicores: Option<u64>,
+    pub workspace_bytes: Option<u64>,
+    pub max_open_files: Option<u64>,
+}
+
+impl ResourceRequest {
+    pub fn over(&self, defaults: ResourceLimits) -> ResourceLimits {
+        ResourceLimits {
+            memory_bytes: self.memory_bytes.unwrap_or(defaults.memory_bytes),
+            max_processes: self.max_processes.unwrap_or(defaults.max_processes),
+            cpu_millicores: self.cpu_millicores.unwrap_or(defaults.cpu_millicores),
+            workspace_bytes: self.workspace_bytes.unwrap_or(defaults.workspace_bytes),
+            max_open_files: self.max_open_files.unwrap_or(defaults.max_open_files),
+        }
+    }
+}
+
+/// A session's sandbox limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ResourceView {
+    /// Memory of the session's whole process tree.
+    pub memory_bytes: u64,
+    /// Processes and threads.
+    pub max_processes: u64,
+    /// CPU time per second, in thousandths of a core.
+    pub cpu_millicores: u64,
+    /// Size of the workspace (and of `/tmp`).
+    pub workspace_bytes: u64,
+    pub max_open_files: u64,
+}
+
+impl From<ResourceLimits> for ResourceView {
+    fn from(limits: ResourceLimits) -> Self {
+        ResourceView {
+            memory_bytes: limits.memory_bytes,
+            max_processes: limits.max_processes,
+            cpu_millicores: limits.cpu_millicores,
+            workspace_bytes: limits.workspace_bytes,
+            max_open_files: limits.max_open_files,
+        }
+    }
 }
 
 /// `PATCH /v1/sessions/{id}`: only the fields present change; `"name": null` clears the name.
@@ -80,6 +133,8 @@ pub struct SessionView {
     #[schema(value_type = Object)]
     pub metadata: JsonObject,
     pub accepting_executions: bool,
+    /// The sandbox limits the session runs with.
+    pub limits: ResourceView,
 }
 
 impl From<SessionRecord> for SessionView {
@@ -95,6 +150,7 @@ impl From<SessionRecord> for SessionView {
             execution_count: record.execution_count,
             metadata: record.metadata,
             accepting_executions: record.accepting_executions,
+            limits: record.resources.into(),
         }
     }
 }
@@ -239,6 +295,8 @@ pub struct LimitsView {
     /// Size of each session's workspace (and of its `/tmp`).
     pub session_workspace_bytes: u64,
     pub session_max_open_files: u64,
+    /// The most a session may ask for at creation.
+    pub session_maximum: ResourceView,
 }
 
 /// One isolation mechanism: does the host offer it, does corral apply it.
