@@ -9,7 +9,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::problem::ProblemBody;
-use crate::views::{ExecutionList, ExecutionView, FileList, FileWritten, SessionList, SessionView};
+use crate::views::{
+    ExecutionList, ExecutionView, FileList, FileWritten, InfoView, SessionList, SessionView,
+};
 
 /// Percent-encodes a workspace path for a URL, keeping `/` between segments.
 fn encode_path(path: &str) -> String {
@@ -80,6 +82,10 @@ impl CorralClient {
         self.send::<serde_json::Value>(self.http.get(self.url("/healthz")))
             .await
             .map(|_| ())
+    }
+
+    pub async fn info(&self) -> Result<InfoView, ClientError> {
+        self.send(self.http.get(self.url("/v1/info"))).await
     }
 
     pub async fn create_session(&self, name: Option<&str>) -> Result<SessionView, ClientError> {

@@ -40,8 +40,60 @@ struct Throughput {
 #[derive(Debug, Serialize)]
 struct Report {
     server: String,
+    sandboxed: Option<bool>,
     latencies: Vec<Latency>,
     throughput: Vec<Throughput>,
+    /// Proportional set size of one idle session's processes (sandbox launcher, init and
+    /// interpreter), averaged over the 16 parallel sessions; only for a server this command
+    /// started.
+    memory_per_session_kib: Option<u64>,
+}
+
+/// Live descendants of `root`, from `/proc`.
+fn descendants(root: u32) -> Vec<u32> {
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            let parent = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|parent| parent.parse::<u32>().ok());
+            if let Some(parent) = parent {
+                parents.push((pid, parent));
+            }
+        }
+    }
+    let mut found = vec![root];
+    let mut index = 0;
+    while index < found.len() {
+        let current = found[index];
+        found.extend(
+            parents
+                .iter()
+                .filter(|(_, parent)| *parent == current)
+                .map(|(pid, _)| *pid),
+        );
+        index += 1;
+    }
+    found.remove(0);
+    found
+}
+
+/// Proportional set size of a process, in KiB.
+fn pss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("Pss:"))
+        .and_then(|value| value.split_whitespace().next())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0)
 }
 
 fn latency(name: &'static str, mut samples: Vec<Duration>) -> Latency {
@@ -96,6 +148,9 @@ async fn start_server(arguments: &BenchArgs) -> anyhow::Result<(ChildServer, Str
     if let Some(python) = &arguments.python {
         command.arg("--python").arg(python);
     }
+    if arguments.insecure_no_sandbox {
+        command.arg("--insecure-no-sandbox");
+    }
     let mut child = command.spawn().context("starting the server")?;
     let stderr = child.stderr.take().context("the server's stderr")?;
     let server = ChildServer { child, data_dir };
@@ -125,7 +180,7 @@ async fn start_server(arguments: &BenchArgs) -> anyhow::Result<(ChildServer, Str
 
 pub async fn run(arguments: BenchArgs) -> anyhow::Result<ExitCode> {
     let iterations = arguments.iterations.max(1);
-    let (_server, url) = match &arguments.server {
+    let (server, url) = match &arguments.server {
         Some(url) => (None, url.clone()),
         None => {
             let (server, url) = start_server(&arguments).await?;
@@ -200,6 +255,15 @@ pub async fn run(arguments: BenchArgs) -> anyhow::Result<ExitCode> {
         task.await.context("a benchmark task panicked")??;
     }
     let parallel_elapsed = parallel_started.elapsed();
+    let memory_per_session_kib = server.as_ref().and_then(|server| {
+        let pid = server.child.id()?;
+        let total: u64 = descendants(pid).into_iter().map(pss_kib).sum();
+        Some(total / PARALLEL_SESSIONS as u64)
+    });
+    let sandboxed = match client.info().await {
+        Ok(info) => Some(info.isolation.sandboxed),
+        Err(_) => None,
+    };
     let sixteen_sessions = Throughput {
         name: "executions/s, 16 sessions",
         sessions: PARALLEL_SESSIONS,
@@ -213,6 +277,8 @@ pub async fn run(arguments: BenchArgs) -> anyhow::Result<ExitCode> {
 
     let report = Report {
         server: url,
+        sandboxed,
+        memory_per_session_kib,
         latencies: vec![
             latency("session create", create),
             latency("execute round trip", execute),
@@ -238,6 +304,17 @@ pub async fn run(arguments: BenchArgs) -> anyhow::Result<ExitCode> {
                 "{:<28} {:>7} {:>9.0} executions/s",
                 row.name, row.executions, row.executions_per_second
             );
+        }
+        if let Some(kib) = report.memory_per_session_kib {
+            println!(
+                "{:<28} {:>7} {:>9.1} MiB (PSS)",
+                "memory per idle session",
+                PARALLEL_SESSIONS,
+                kib as f64 / 1024.0
+            );
+        }
+        if let Some(sandboxed) = report.sandboxed {
+            println!("sandboxed: {sandboxed}");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -179,6 +179,9 @@ pub struct BenchArgs {
     /// Print the results as JSON.
     #[arg(long)]
     json: bool,
+    /// Start the benchmarked server without the sandbox (to measure what the sandbox costs).
+    #[arg(long)]
+    insecure_no_sandbox: bool,
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
