@@ -11,6 +11,9 @@ use corral_engine::EngineError;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+/// `Retry-After` for a full server: sessions end when clients close them or TTLs run out.
+const SESSION_CAP_RETRY_SECONDS: u64 = 5;
+
 /// The media type of every native error body.
 pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 
@@ -118,6 +121,15 @@ impl From<EngineError> for Problem {
                     error.to_string(),
                 );
                 problem.retry_after = Some(1);
+                problem
+            }
+            EngineError::TooManySessions { .. } => {
+                let mut problem = Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_sessions",
+                    error.to_string(),
+                );
+                problem.retry_after = Some(SESSION_CAP_RETRY_SECONDS);
                 problem
             }
             EngineError::InvalidInput(detail) => {

@@ -1,7 +1,7 @@
 //! `corral-core`: the shared vocabulary of corral.
 //!
 //! Owns the plain data types every other crate speaks in: session ids and states (with their
-//! legal transitions), execution requests and outcomes, MIME bundles and limits.
+//! legal transitions), execution requests and outcomes, MIME bundles, limits and session TTL rules.
 //!
 //! Deliberately does no IO, knows nothing of tokio, HTTP, SQL or processes, and holds no
 //! client-facing JSON shapes (each API surface in `corral-api` owns its own).
@@ -16,6 +16,6 @@ pub use execution::{
 };
 pub use limits::Limits;
 pub use session::{
-    InvalidTransition, ParseSessionIdError, ParseSessionStateError, SessionId, SessionRecord,
-    SessionState,
+    Expiry, InvalidTransition, ParseSessionIdError, ParseSessionStateError, SessionId,
+    SessionRecord, SessionState, SessionTtl,
 };

@@ -1,18 +1,26 @@
-//! The engine's public face: create, list, get, update, close, execute, interrupt, restart.
+//! The engine's public face: create, list, get, update, close, execute, interrupt, restart,
+//! refresh and shutdown; the server-wide session cap.
+//!
+//! Running a session is `session_task`'s job, expiring sessions the `reaper`'s, and counting
+//! unfinished work at shutdown `drain`'s; this module holds the registry and validates input.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::Utc;
 use corral_core::{
     ExecEvent, ExecRequest, ExecutionRecord, Limits, SessionId, SessionRecord, SessionState,
+    SessionTtl,
 };
 use corral_store::{SessionQuery, Store};
 use corral_worker::{install_driver, HostIsolation, Worker, WorkerConfig};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
+use crate::drain::Drain;
+use crate::reaper::run_reaper;
 use crate::session_task::{run_session, Control, ExecJob, LiveSession, TaskContext};
 use crate::EngineError;
 
@@ -20,6 +28,10 @@ use crate::EngineError;
 const PYTHON_RUNTIME: &str = "python3";
 /// Reason recorded for sessions found live in the store at start-up.
 pub const RESTART_REASON: &str = "server restarted";
+/// Reason recorded for sessions closed by a clean shutdown.
+pub const SHUTDOWN_REASON: &str = "server shutdown";
+/// How long closing the sessions at shutdown may take once executions have drained.
+const SHUTDOWN_CLOSE_DEADLINE: Duration = Duration::from_secs(10);
 /// Longest session name accepted.
 const MAX_NAME_CHARS: usize = 256;
 /// Largest metadata object accepted, serialised.
@@ -58,6 +70,10 @@ pub struct CreateSession {
     pub metadata: serde_json::Map<String, serde_json::Value>,
     /// `None` is the default runtime.
     pub runtime: Option<String>,
+    /// `None` is the operator's default; at most the operator's ceiling.
+    pub idle_ttl: Option<Duration>,
+    /// `None` is the operator's default; at most the operator's ceiling.
+    pub max_ttl: Option<Duration>,
 }
 
 /// Changes to a session; `None` leaves a field as it is.
@@ -89,14 +105,43 @@ pub struct Engine {
     inner: Arc<EngineInner>,
 }
 
-struct EngineInner {
+pub(crate) struct EngineInner {
     store: Arc<dyn Store>,
     worker_config: WorkerConfig,
     limits: Limits,
     workspaces_dir: PathBuf,
     info: EngineInfo,
     live: Mutex<HashMap<SessionId, Arc<LiveSession>>>,
-    shutting_down: std::sync::atomic::AtomicBool,
+    /// Sessions live or starting, against `limits.max_sessions`.
+    occupied_slots: Arc<AtomicUsize>,
+    drain: Arc<Drain>,
+    /// Wakes the reaper when a session's deadlines may have moved earlier.
+    reaper_wake: Arc<Notify>,
+}
+
+/// One of the server's `max_sessions` places, held from the start of a create until the
+/// session leaves the live set.
+struct SessionSlot {
+    occupied: Arc<AtomicUsize>,
+}
+
+impl SessionSlot {
+    fn claim(occupied: &Arc<AtomicUsize>, limit: usize) -> Option<SessionSlot> {
+        occupied
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |taken| {
+                (taken < limit).then_some(taken + 1)
+            })
+            .ok()
+            .map(|_| SessionSlot {
+                occupied: occupied.clone(),
+            })
+    }
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        self.occupied.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Engine {
@@ -150,17 +195,29 @@ impl Engine {
             isolation: HostIsolation::probe(),
             data_dir: config.data_dir.clone(),
         };
-        Ok(Engine {
-            inner: Arc::new(EngineInner {
-                store,
-                worker_config,
-                limits: config.limits,
-                workspaces_dir,
-                info,
-                live: Mutex::new(HashMap::new()),
-                shutting_down: std::sync::atomic::AtomicBool::new(false),
-            }),
-        })
+        let reaper_wake = Arc::new(Notify::new());
+        let inner = Arc::new(EngineInner {
+            store,
+            worker_config,
+            limits: config.limits,
+            workspaces_dir,
+            info,
+            live: Mutex::new(HashMap::new()),
+            occupied_slots: Arc::new(AtomicUsize::new(0)),
+            drain: Arc::new(Drain::default()),
+            reaper_wake: reaper_wake.clone(),
+        });
+        tokio::spawn(run_reaper(Arc::downgrade(&inner), reaper_wake));
+        Ok(Engine { inner })
+    }
+
+    pub(crate) fn from_inner(inner: Arc<EngineInner>) -> Engine {
+        Engine { inner }
+    }
+
+    /// Whether [`Engine::shutdown`] has begun (new sessions and executions are refused).
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.drain.is_closed()
     }
 
     pub fn info(&self) -> &EngineInfo {
@@ -192,13 +249,11 @@ impl Engine {
         &self,
         options: CreateSession,
     ) -> Result<SessionRecord, EngineError> {
-        if self
-            .inner
-            .shutting_down
-            .load(std::sync::atomic::Ordering::SeqCst)
-        {
+        // Shutdown waits for creations in progress, so none ends up live but unseen.
+        let Some(_work) = self.inner.drain.begin() else {
             return Err(EngineError::ShuttingDown);
-        }
+        };
+        let limits = &self.inner.limits;
         let runtime = options.runtime.unwrap_or_else(|| PYTHON_RUNTIME.to_owned());
         if runtime != PYTHON_RUNTIME {
             return Err(EngineError::InvalidInput(format!(
@@ -207,13 +262,32 @@ impl Engine {
         }
         validate_name(options.name.as_deref())?;
         validate_metadata(&options.metadata)?;
+        let ttl = SessionTtl {
+            idle: ttl_within(
+                "idle_ttl",
+                options.idle_ttl,
+                limits.idle_ttl,
+                limits.idle_ttl_ceiling,
+            )?,
+            max: ttl_within(
+                "max_ttl",
+                options.max_ttl,
+                limits.max_ttl,
+                limits.max_ttl_ceiling,
+            )?,
+        };
+        let slot = SessionSlot::claim(&self.inner.occupied_slots, limits.max_sessions).ok_or(
+            EngineError::TooManySessions {
+                limit: limits.max_sessions,
+            },
+        )?;
         let id = SessionId::new();
         let workspace = self.inner.workspaces_dir.join(id.to_string());
         let worker = Worker::start(&self.inner.worker_config, workspace.clone())
             .await
             .map_err(|error| EngineError::WorkerStart(error.to_string()))?;
         let mut record =
-            SessionRecord::new(id, runtime, options.name, options.metadata, Utc::now());
+            SessionRecord::new(id, runtime, options.name, options.metadata, ttl, Utc::now());
         record.state = SessionState::Idle;
         if let Err(error) = self.inner.store.insert_session(&record).await {
             let mut worker = worker;
@@ -246,6 +320,7 @@ impl Engine {
                         .unwrap_or_else(|poisoned| poisoned.into_inner())
                         .remove(&id);
                 }
+                drop(slot);
             }),
         };
         tokio::spawn(run_session(
@@ -255,6 +330,7 @@ impl Engine {
             control_receiver,
             context,
         ));
+        self.inner.reaper_wake.notify_one();
         Ok(record)
     }
 
@@ -443,7 +519,10 @@ impl Engine {
         if !live.record().accepting_executions {
             return Err(EngineError::NotAccepting(id));
         }
-        let (reply, answer) = oneshot::channel();
+        let Some(work) = self.inner.drain.begin() else {
+            return Err(EngineError::ShuttingDown);
+        };
+        let (reply, job_answer) = oneshot::channel();
         let job = ExecJob {
             code: request.code,
             timeout,
@@ -451,11 +530,21 @@ impl Engine {
             reply,
         };
         match live.jobs.try_send(job) {
-            Ok(()) => Ok(PendingExecution {
-                engine: self.clone(),
-                session_id: id,
-                answer,
-            }),
+            Ok(()) => {
+                // The execution counts as unfinished work until the session task answers,
+                // whether or not the caller still waits for it.
+                let (forward, answer) = oneshot::channel();
+                tokio::spawn(async move {
+                    let outcome = job_answer.await.ok();
+                    drop(work);
+                    let _ = forward.send(outcome);
+                });
+                Ok(PendingExecution {
+                    engine: self.clone(),
+                    session_id: id,
+                    answer,
+                })
+            }
             Err(mpsc::error::TrySendError::Full(_)) => Err(EngineError::QueueFull {
                 id,
                 capacity: limits.queue_capacity,
@@ -487,15 +576,28 @@ impl Engine {
         }
     }
 
-    /// Marks the session active now (extends its idle lifetime).
-    pub async fn refresh(&self, id: SessionId) -> Result<SessionRecord, EngineError> {
+    /// Marks the session active now, so its idle TTL counts from now; `idle_ttl` also
+    /// replaces the session's idle TTL (within the operator's ceiling).
+    pub async fn refresh(
+        &self,
+        id: SessionId,
+        idle_ttl: Option<Duration>,
+    ) -> Result<SessionRecord, EngineError> {
+        let limits = &self.inner.limits;
+        let idle_ttl = idle_ttl
+            .map(|ttl| ttl_within("idle_ttl", Some(ttl), ttl, limits.idle_ttl_ceiling))
+            .transpose()?;
         let live = self.require_live(id).await?;
         let record = {
             let mut record = live.record();
             record.last_activity_at = Utc::now();
+            if let Some(idle) = idle_ttl {
+                record.ttl.idle = idle;
+            }
             record.clone()
         };
         self.inner.store.update_session(&record).await?;
+        self.inner.reaper_wake.notify_one();
         Ok(record)
     }
 
@@ -540,23 +642,34 @@ impl Engine {
         })
     }
 
-    /// Stops every worker; stored records keep their state, so the next start reports them
-    /// as `dead` with reason `server restarted`. New sessions are refused from now on.
+    /// A clean stop: refuses new sessions and executions from now on, lets accepted
+    /// executions (running and queued) finish for up to `grace`, then closes every live
+    /// session with reason `server shutdown` — killing what still runs, which is recorded as
+    /// `killed` — so the store holds every session's final state.
     pub async fn shutdown(&self, grace: Duration) {
-        self.inner
-            .shutting_down
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        let sessions: Vec<Arc<LiveSession>> = self.live_map().values().cloned().collect();
-        let mut waits = Vec::new();
-        for session in sessions {
-            let (reply, answer) = oneshot::channel();
-            if session.control.send(Control::Abandon { reply }).is_ok() {
-                waits.push(answer);
-            }
+        if tokio::time::timeout(grace, self.inner.drain.close_and_wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                grace_seconds = grace.as_secs_f64(),
+                "executions still running at the end of the shutdown grace period are killed"
+            );
         }
-        let all = futures_join_all(waits);
-        if tokio::time::timeout(grace, all).await.is_err() {
-            tracing::warn!("some workers did not stop within the shutdown grace period");
+        let mut closing = tokio::task::JoinSet::new();
+        for record in self.live_sessions() {
+            let engine = self.clone();
+            closing.spawn(async move {
+                if let Err(error) = engine.close_session(record.id, SHUTDOWN_REASON).await {
+                    tracing::error!(session_id = %record.id, %error, "could not close a session at shutdown");
+                }
+            });
+        }
+        if tokio::time::timeout(SHUTDOWN_CLOSE_DEADLINE, closing.join_all())
+            .await
+            .is_err()
+        {
+            tracing::error!("some sessions did not close at shutdown; they will show as dead");
         }
     }
 
@@ -585,21 +698,37 @@ impl Engine {
 pub struct PendingExecution {
     engine: Engine,
     session_id: SessionId,
-    answer: oneshot::Receiver<Result<ExecutionRecord, EngineError>>,
+    /// `None` when the session ended without answering.
+    answer: oneshot::Receiver<Option<Result<ExecutionRecord, EngineError>>>,
 }
 
 impl PendingExecution {
     pub async fn finish(self) -> Result<ExecutionRecord, EngineError> {
         match self.answer.await {
-            Ok(result) => result,
-            Err(_) => Err(self.engine.ended_error(self.session_id).await),
+            Ok(Some(result)) => result,
+            Ok(None) | Err(_) => Err(self.engine.ended_error(self.session_id).await),
         }
     }
 }
 
-async fn futures_join_all(waits: Vec<oneshot::Receiver<()>>) {
-    for wait in waits {
-        let _ = wait.await;
+/// A requested TTL checked against the operator's ceiling; `None` is the default.
+fn ttl_within(
+    field: &str,
+    requested: Option<Duration>,
+    default: Duration,
+    ceiling: Duration,
+) -> Result<Duration, EngineError> {
+    match requested {
+        None => Ok(default),
+        Some(ttl) if ttl.is_zero() => Err(EngineError::InvalidInput(format!(
+            "{field} must be a positive number of seconds"
+        ))),
+        Some(ttl) if ttl > ceiling => Err(EngineError::InvalidInput(format!(
+            "{field} {}s exceeds the maximum of {}s",
+            ttl.as_secs_f64(),
+            ceiling.as_secs_f64()
+        ))),
+        Some(ttl) => Ok(ttl),
     }
 }
 

@@ -21,6 +21,8 @@ pub enum EngineError {
     NotAccepting(SessionId),
     #[error("session {id} already has {capacity} executions queued")]
     QueueFull { id: SessionId, capacity: usize },
+    #[error("the server already runs its limit of {limit} live sessions")]
+    TooManySessions { limit: usize },
     #[error("{0}")]
     InvalidInput(String),
     #[error("could not start a worker: {0}")]

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use corral_core::{
     ErrorInfo, ExecutionRecord, ExecutionStatus, MimeBundle, OutputItem, SessionId, SessionRecord,
-    SessionState,
+    SessionState, SessionTtl,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
@@ -69,6 +69,8 @@ fn session_from_row(row: &SqliteRow) -> Result<SessionRecord, StoreError> {
     let state: String = row.try_get("state")?;
     let metadata: String = row.try_get("metadata")?;
     let execution_count: i64 = row.try_get("execution_count")?;
+    let idle_ttl_ms: i64 = row.try_get("idle_ttl_ms")?;
+    let max_ttl_ms: i64 = row.try_get("max_ttl_ms")?;
     Ok(SessionRecord {
         id: SessionId::from_str(&id).map_err(|error| StoreError::Corrupt(error.to_string()))?,
         name: row.try_get("name")?,
@@ -81,7 +83,15 @@ fn session_from_row(row: &SqliteRow) -> Result<SessionRecord, StoreError> {
         execution_count: u64::try_from(execution_count).unwrap_or_default(),
         metadata: from_json(&metadata, "session metadata")?,
         accepting_executions: row.try_get("accepting_executions")?,
+        ttl: SessionTtl {
+            idle: Duration::from_millis(u64::try_from(idle_ttl_ms).unwrap_or_default()),
+            max: Duration::from_millis(u64::try_from(max_ttl_ms).unwrap_or_default()),
+        },
     })
+}
+
+fn duration_to_ms(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn execution_from_row(row: &SqliteRow) -> Result<ExecutionRecord, StoreError> {
@@ -122,15 +132,15 @@ fn count_to_i64(count: u64) -> i64 {
 const UPDATE_SESSION: &str =
     "UPDATE sessions SET name = ?, runtime = ?, state = ?, state_reason = ?, \
      created_at = ?, last_activity_at = ?, execution_count = ?, metadata = ?, \
-     accepting_executions = ? WHERE id = ?";
+     accepting_executions = ?, idle_ttl_ms = ?, max_ttl_ms = ? WHERE id = ?";
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn insert_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO sessions (id, name, runtime, state, state_reason, created_at, \
-             last_activity_at, execution_count, metadata, accepting_executions) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             last_activity_at, execution_count, metadata, accepting_executions, idle_ttl_ms, \
+             max_ttl_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(session.id.to_string())
         .bind(&session.name)
@@ -142,6 +152,8 @@ impl Store for SqliteStore {
         .bind(count_to_i64(session.execution_count))
         .bind(to_json(&session.metadata)?)
         .bind(session.accepting_executions)
+        .bind(duration_to_ms(session.ttl.idle))
+        .bind(duration_to_ms(session.ttl.max))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -271,6 +283,8 @@ fn bind_session_update<'q>(
         .bind(count_to_i64(session.execution_count))
         .bind(to_json(&session.metadata)?)
         .bind(session.accepting_executions)
+        .bind(duration_to_ms(session.ttl.idle))
+        .bind(duration_to_ms(session.ttl.max))
         .bind(session.id.to_string()))
 }
 
@@ -286,6 +300,10 @@ mod tests {
             "python3".into(),
             Some("one".into()),
             metadata,
+            SessionTtl {
+                idle: Duration::from_secs(60),
+                max: Duration::from_millis(3_600_500),
+            },
             now,
         )
     }
@@ -343,6 +361,7 @@ mod tests {
         assert_eq!(back.state_reason.as_deref(), Some("server restarted"));
         assert_eq!(back.execution_count, 1);
         assert_eq!(back.metadata, record.metadata);
+        assert_eq!(back.ttl, record.ttl);
         let execution = store
             .get_execution(record.id, 1)
             .await

@@ -1,5 +1,6 @@
 //! `corral serve`: resolve the configuration, open the store, start the engine, serve HTTP
-//! until SIGINT/SIGTERM, then stop the workers.
+//! until SIGINT/SIGTERM, then shut down cleanly: stop accepting, let running executions
+//! finish within the grace period, close every session (`server shutdown`), exit 0.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -15,11 +16,9 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::ServeArgs;
-use crate::config::{self, FileConfig, ServeConfig, DEFAULT_BIND};
+use crate::config::{self, FileConfig, ServeConfig, DEFAULT_BIND, DEFAULT_SHUTDOWN_GRACE};
 
-/// How long workers get to exit at shutdown before they are killed.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
-/// How long in-flight HTTP requests get to finish once the workers are gone.
+/// How long in-flight HTTP requests get to finish once the sessions are closed.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
 
 fn resolve(arguments: ServeArgs) -> anyhow::Result<ServeConfig> {
@@ -41,6 +40,11 @@ fn resolve(arguments: ServeArgs) -> anyhow::Result<ServeConfig> {
             .or(file.python)
             .unwrap_or_else(|| "python3".into()),
         limits: file.limits.apply(Limits::default())?,
+        shutdown_grace: config::seconds(
+            "shutdown_grace_seconds",
+            file.shutdown_grace_seconds,
+            DEFAULT_SHUTDOWN_GRACE,
+        )?,
         python_rce_mount: arguments
             .python_rce_mount
             .or(file.mounts.python_rce)
@@ -126,8 +130,27 @@ pub async fn run(arguments: ServeArgs) -> anyhow::Result<ExitCode> {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; shutting down"),
         _ = terminate.recv() => tracing::info!("SIGTERM received; shutting down"),
     }
+    // Stop accepting connections; requests already in flight go on. Running and queued
+    // executions get the grace period, then every session is closed and recorded.
+    // A second signal cuts the grace period short.
     let _ = stop_sender.send(true);
-    engine.shutdown(SHUTDOWN_GRACE).await;
+    tracing::info!(
+        grace_seconds = config.shutdown_grace.as_secs_f64(),
+        "no longer accepting connections; letting running executions finish"
+    );
+    let graceful = engine.shutdown(config.shutdown_grace);
+    tokio::pin!(graceful);
+    tokio::select! {
+        _ = &mut graceful => {}
+        _ = tokio::signal::ctrl_c() => {
+            tracing::warn!("second signal; closing every session now");
+            engine.shutdown(Duration::ZERO).await;
+        }
+        _ = terminate.recv() => {
+            tracing::warn!("second signal; closing every session now");
+            engine.shutdown(Duration::ZERO).await;
+        }
+    }
     match tokio::time::timeout(DRAIN_DEADLINE, &mut server).await {
         Ok(_) => tracing::info!("stopped"),
         Err(_) => {

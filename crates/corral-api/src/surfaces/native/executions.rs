@@ -1,7 +1,6 @@
 //! Execution routes: run code (JSON reply or server-sent events) and read history.
 
 use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -14,8 +13,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use utoipa::IntoParams;
 
-use super::parse_session_id;
 use super::views::{ErrorView, ExecuteRequest, ExecutionList, ExecutionView, OutputView};
+use super::{parse_seconds, parse_session_id};
 use crate::body::NativeJson;
 use crate::problem::{Problem, ProblemBody};
 use crate::router::ApiState;
@@ -47,19 +46,7 @@ pub async fn execute(
     NativeJson(request): NativeJson<ExecuteRequest>,
 ) -> Result<Response, Problem> {
     let id = parse_session_id(&id)?;
-    let timeout = match request.timeout {
-        None => None,
-        Some(seconds) if seconds.is_finite() && seconds > 0.0 && seconds <= 1.0e9 => {
-            Some(Duration::from_secs_f64(seconds))
-        }
-        Some(seconds) => {
-            return Err(Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_input",
-                format!("timeout must be a positive number of seconds; got {seconds}"),
-            ))
-        }
-    };
+    let timeout = parse_seconds("timeout", request.timeout)?;
     let exec_request = ExecRequest {
         code: request.code,
         timeout,

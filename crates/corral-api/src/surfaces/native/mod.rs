@@ -8,6 +8,9 @@ mod sessions;
 mod system;
 pub mod views;
 
+use std::time::Duration;
+
+use axum::http::StatusCode;
 use corral_core::SessionId;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -31,6 +34,21 @@ pub fn router() -> OpenApiRouter<ApiState> {
         .routes(routes!(sessions::refresh_session))
         .routes(routes!(executions::execute, executions::list_executions))
         .routes(routes!(executions::get_execution))
+}
+
+/// A number of seconds from a request body: positive and finite, or a 422 naming `field`.
+fn parse_seconds(field: &str, seconds: Option<f64>) -> Result<Option<Duration>, Problem> {
+    match seconds {
+        None => Ok(None),
+        Some(value) if value.is_finite() && value > 0.0 && value <= 1.0e9 => {
+            Ok(Some(Duration::from_secs_f64(value)))
+        }
+        Some(value) => Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+            format!("{field} must be a positive number of seconds; got {value}"),
+        )),
+    }
 }
 
 /// A session id from a path; anything that is not a UUID names no session (404).

@@ -9,8 +9,10 @@ use corral_engine::{CreateSession, SessionUpdate};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::parse_session_id;
-use super::views::{CreateSessionRequest, SessionList, SessionView, UpdateSessionRequest};
+use super::views::{
+    CreateSessionRequest, RefreshRequest, SessionList, SessionView, UpdateSessionRequest,
+};
+use super::{parse_seconds, parse_session_id};
 use crate::body::NativeJson;
 use crate::problem::{Problem, ProblemBody};
 use crate::router::ApiState;
@@ -27,19 +29,24 @@ const MAX_PAGE_SIZE: u32 = 1000;
         (status = 201, description = "The session is ready", body = SessionView,
             headers(("Location" = String, description = "The session's URL"))),
         (status = 400, description = "Malformed JSON", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 503, description = "No worker could be started", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, a TTL out of range", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "The server runs its maximum number of sessions", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "No worker could be started, or the server is shutting down", body = ProblemBody, content_type = "application/problem+json"),
     ))]
 pub async fn create_session(
     State(state): State<ApiState>,
     NativeJson(request): NativeJson<CreateSessionRequest>,
 ) -> Result<Response, Problem> {
+    let idle_ttl = parse_seconds("idle_ttl", request.idle_ttl)?;
+    let max_ttl = parse_seconds("max_ttl", request.max_ttl)?;
     let record = state
         .engine
         .create_session(CreateSession {
             name: request.name,
             metadata: request.metadata.unwrap_or_default(),
             runtime: request.runtime,
+            idle_ttl,
+            max_ttl,
         })
         .await?;
     let location = format!("/v1/sessions/{}", record.id);
@@ -210,18 +217,31 @@ pub async fn restart_session(
     Ok(Json(state.engine.restart(id).await?.into()))
 }
 
-/// Marks the session active now, extending its idle time to live.
+/// Marks the session active now, so its idle TTL counts from now (`expires_at` moves
+/// later); `idle_ttl` also replaces the session's idle TTL.
 #[utoipa::path(post, path = "/v1/sessions/{id}/refresh", tag = "sessions",
     params(("id" = String, Path, description = "Session id")),
+    request_body(content = RefreshRequest, description = "Optional; an empty body is fine"),
     responses(
         (status = 200, description = "The session", body = SessionView),
         (status = 404, description = "No such session", body = ProblemBody, content_type = "application/problem+json"),
         (status = 409, description = "The session has ended", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "idle_ttl out of range", body = ProblemBody, content_type = "application/problem+json"),
     ))]
 pub async fn refresh_session(
     State(state): State<ApiState>,
     Path(id): Path<String>,
+    request: Result<NativeJson<RefreshRequest>, Problem>,
 ) -> Result<Json<SessionView>, Problem> {
     let id = parse_session_id(&id)?;
-    Ok(Json(state.engine.refresh(id).await?.into()))
+    // An unknown session is a 404 whatever the body says.
+    let NativeJson(request) = match request {
+        Ok(request) => request,
+        Err(problem) => {
+            state.engine.get_session(id).await?;
+            return Err(problem);
+        }
+    };
+    let idle_ttl = parse_seconds("idle_ttl", request.idle_ttl)?;
+    Ok(Json(state.engine.refresh(id, idle_ttl).await?.into()))
 }

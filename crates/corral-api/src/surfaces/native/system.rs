@@ -43,6 +43,11 @@ pub async fn info(State(state): State<ApiState>) -> Json<InfoView> {
             execution_queue_capacity: limits.queue_capacity,
             max_code_bytes: limits.max_code_bytes,
             max_request_body_bytes: max_body_bytes(limits.max_code_bytes),
+            idle_ttl_seconds: limits.idle_ttl.as_secs_f64(),
+            idle_ttl_ceiling_seconds: limits.idle_ttl_ceiling.as_secs_f64(),
+            max_ttl_seconds: limits.max_ttl.as_secs_f64(),
+            max_ttl_ceiling_seconds: limits.max_ttl_ceiling.as_secs_f64(),
+            max_sessions: limits.max_sessions,
         },
         isolation: IsolationView {
             sandboxed: info.isolation.sandboxed(),

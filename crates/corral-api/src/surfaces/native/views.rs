@@ -24,6 +24,23 @@ pub struct CreateSessionRequest {
     /// Runtime to start; `python3` (the default) is the only one so far.
     #[serde(default)]
     pub runtime: Option<String>,
+    /// Seconds without activity (executions, refreshes) after which the session is closed
+    /// (`idle timeout`). Default and maximum in `/v1/info`.
+    #[serde(default)]
+    pub idle_ttl: Option<f64>,
+    /// Seconds after creation after which the session is closed whatever it is doing
+    /// (`max lifetime`). Default and maximum in `/v1/info`.
+    #[serde(default)]
+    pub max_ttl: Option<f64>,
+}
+
+/// `POST /v1/sessions/{id}/refresh`. Optional; an empty body is fine.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    /// A new idle TTL in seconds, counted from now (at most the maximum in `/v1/info`).
+    #[serde(default)]
+    pub idle_ttl: Option<f64>,
 }
 
 /// `PATCH /v1/sessions/{id}`: only the fields present change; `"name": null` clears the name.
@@ -80,10 +97,17 @@ pub struct SessionView {
     #[schema(value_type = Object)]
     pub metadata: JsonObject,
     pub accepting_executions: bool,
+    /// Seconds without activity before the session is closed.
+    pub idle_ttl: f64,
+    /// Seconds after creation before the session is closed.
+    pub max_ttl: f64,
+    /// When the session will be closed if nothing happens before then; null once it ended.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl From<SessionRecord> for SessionView {
     fn from(record: SessionRecord) -> Self {
+        let expires_at = record.expires_at();
         SessionView {
             id: record.id.to_string(),
             name: record.name,
@@ -95,6 +119,9 @@ impl From<SessionRecord> for SessionView {
             execution_count: record.execution_count,
             metadata: record.metadata,
             accepting_executions: record.accepting_executions,
+            idle_ttl: record.ttl.idle.as_secs_f64(),
+            max_ttl: record.ttl.max.as_secs_f64(),
+            expires_at,
         }
     }
 }
@@ -230,6 +257,16 @@ pub struct LimitsView {
     pub execution_queue_capacity: usize,
     pub max_code_bytes: usize,
     pub max_request_body_bytes: usize,
+    /// Idle TTL of sessions that ask for none.
+    pub idle_ttl_seconds: f64,
+    /// Largest idle TTL a session may ask for.
+    pub idle_ttl_ceiling_seconds: f64,
+    /// Max TTL of sessions that ask for none.
+    pub max_ttl_seconds: f64,
+    /// Largest max TTL a session may ask for.
+    pub max_ttl_ceiling_seconds: f64,
+    /// Sessions that may be live at once on this server.
+    pub max_sessions: usize,
 }
 
 /// One isolation mechanism: does the host offer it, does corral apply it.

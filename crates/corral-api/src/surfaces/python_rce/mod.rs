@@ -150,7 +150,7 @@ impl RceError {
                     &message,
                 )])
             }
-            EngineError::QueueFull { .. } => RceError::Http {
+            EngineError::QueueFull { .. } | EngineError::TooManySessions { .. } => RceError::Http {
                 status: StatusCode::TOO_MANY_REQUESTS,
                 detail: error.to_string(),
             },
