@@ -132,6 +132,20 @@ impl From<EngineError> for Problem {
                 problem.retry_after = Some(SESSION_CAP_RETRY_SECONDS);
                 problem
             }
+            EngineError::Unauthorized => Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid API key is required (Authorization: Bearer <key> or X-API-Key: <key>)",
+            ),
+            EngineError::Forbidden(detail) => {
+                Problem::new(StatusCode::FORBIDDEN, "forbidden", detail)
+            }
+            EngineError::KeyNotFound(_) => {
+                Problem::new(StatusCode::NOT_FOUND, "key_not_found", error.to_string())
+            }
+            EngineError::Randomness(ref cause) => {
+                Problem::internal("random number generator", cause)
+            }
             EngineError::InvalidInput(detail) => {
                 Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", detail)
             }
@@ -162,6 +176,12 @@ impl IntoResponse for Problem {
             header::CONTENT_TYPE,
             HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
         );
+        if self.status == StatusCode::UNAUTHORIZED {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"corral\""),
+            );
+        }
         if let Some(seconds) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }

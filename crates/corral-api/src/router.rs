@@ -67,6 +67,7 @@ pub enum RouterError {
     tags(
         (name = "sessions", description = "Native API: session lifecycle"),
         (name = "executions", description = "Native API: running code and its history"),
+        (name = "keys", description = "Native API: API keys"),
         (name = "system", description = "Health, information and this document"),
         (name = "python_rce", description = "Konfig's Python remote code executor API (seed 000)"),
     )

@@ -212,6 +212,8 @@ pub struct SessionRecord {
     /// `false` drains the session: queued work finishes, new work is refused.
     pub accepting_executions: bool,
     pub ttl: SessionTtl,
+    /// The tenant the session belongs to; only its keys (and admin keys) can reach it.
+    pub tenant: String,
 }
 
 impl SessionRecord {
@@ -236,6 +238,7 @@ impl SessionRecord {
             metadata,
             accepting_executions: true,
             ttl,
+            tenant: crate::DEFAULT_TENANT.to_owned(),
         }
     }
 

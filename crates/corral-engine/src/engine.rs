@@ -12,14 +12,15 @@ use std::time::Duration;
 
 use chrono::Utc;
 use corral_core::{
-    ExecEvent, ExecRequest, ExecutionRecord, Limits, SessionId, SessionRecord, SessionState,
-    SessionTtl,
+    ApiKeyRecord, ExecEvent, ExecRequest, ExecutionRecord, KeyScope, Limits, Principal, SessionId,
+    SessionRecord, SessionState, SessionTtl, DEFAULT_TENANT,
 };
 use corral_store::{SessionQuery, Store};
 use corral_worker::{install_driver, HostIsolation, Worker, WorkerConfig};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::drain::Drain;
+use crate::keys::{self, IssuedKey, NewKey};
 use crate::reaper::run_reaper;
 use crate::session_task::{run_session, Control, ExecJob, LiveSession, TaskContext};
 use crate::EngineError;
@@ -44,6 +45,9 @@ pub struct EngineConfig {
     /// The Python interpreter workers run.
     pub python: PathBuf,
     pub limits: Limits,
+    /// Requests without a key act as admin while the store has no active key. Only for a
+    /// server reachable from this host alone (bound to loopback).
+    pub open_mode: bool,
 }
 
 /// A runtime sessions can use.
@@ -117,6 +121,7 @@ pub(crate) struct EngineInner {
     drain: Arc<Drain>,
     /// Wakes the reaper when a session's deadlines may have moved earlier.
     reaper_wake: Arc<Notify>,
+    open_mode: bool,
 }
 
 /// One of the server's `max_sessions` places, held from the start of a create until the
@@ -206,6 +211,7 @@ impl Engine {
             occupied_slots: Arc::new(AtomicUsize::new(0)),
             drain: Arc::new(Drain::default()),
             reaper_wake: reaper_wake.clone(),
+            open_mode: config.open_mode,
         });
         tokio::spawn(run_reaper(Arc::downgrade(&inner), reaper_wake));
         Ok(Engine { inner })
@@ -247,8 +253,18 @@ impl Engine {
     /// Starts a session and returns it once its worker is ready (state `idle`).
     pub async fn create_session(
         &self,
+        caller: &Principal,
         options: CreateSession,
     ) -> Result<SessionRecord, EngineError> {
+        let tenant = match caller {
+            Principal::Admin => DEFAULT_TENANT.to_owned(),
+            Principal::Tenant(tenant) => tenant.clone(),
+            Principal::Session { .. } => {
+                return Err(EngineError::Forbidden(
+                    "a session key cannot create sessions".into(),
+                ))
+            }
+        };
         // Shutdown waits for creations in progress, so none ends up live but unseen.
         let Some(_work) = self.inner.drain.begin() else {
             return Err(EngineError::ShuttingDown);
@@ -289,6 +305,7 @@ impl Engine {
         let mut record =
             SessionRecord::new(id, runtime, options.name, options.metadata, ttl, Utc::now());
         record.state = SessionState::Idle;
+        record.tenant = tenant;
         if let Err(error) = self.inner.store.insert_session(&record).await {
             let mut worker = worker;
             worker.kill().await;
@@ -334,24 +351,35 @@ impl Engine {
         Ok(record)
     }
 
-    /// A session, live or ended.
-    pub async fn get_session(&self, id: SessionId) -> Result<SessionRecord, EngineError> {
-        if let Some(live) = self.live(id) {
-            return Ok(live.snapshot());
+    /// A session, live or ended, if `caller` may see it (others' sessions are not found).
+    pub async fn get_session(
+        &self,
+        caller: &Principal,
+        id: SessionId,
+    ) -> Result<SessionRecord, EngineError> {
+        let record = match self.live(id) {
+            Some(live) => live.snapshot(),
+            None => self
+                .inner
+                .store
+                .get_session(id)
+                .await?
+                .ok_or(EngineError::SessionNotFound(id))?,
+        };
+        if caller.can_access(&record) {
+            Ok(record)
+        } else {
+            Err(EngineError::SessionNotFound(id))
         }
-        self.inner
-            .store
-            .get_session(id)
-            .await?
-            .ok_or(EngineError::SessionNotFound(id))
     }
 
-    /// Every live session (starting, idle or busy), in creation order.
-    pub fn live_sessions(&self) -> Vec<SessionRecord> {
+    /// Every live session (starting, idle or busy) `caller` may see, in creation order.
+    pub fn live_sessions(&self, caller: &Principal) -> Vec<SessionRecord> {
         let mut sessions: Vec<SessionRecord> = self
             .live_map()
             .values()
             .map(|session| session.snapshot())
+            .filter(|record| caller.can_access(record))
             .collect();
         sessions.sort_by_key(|record| record.id);
         sessions
@@ -360,6 +388,7 @@ impl Engine {
     /// Sessions in creation order, optionally of one state, paged by `after`.
     pub async fn list_sessions(
         &self,
+        caller: &Principal,
         state: Option<SessionState>,
         after: Option<SessionId>,
         limit: u32,
@@ -373,6 +402,7 @@ impl Engine {
                     .live_map()
                     .values()
                     .map(|session| session.snapshot())
+                    .filter(|record| caller.can_access(record))
                     .filter(|record| record.state == state)
                     .filter(|record| after.is_none_or(|after| record.id > after))
                     .collect();
@@ -386,6 +416,7 @@ impl Engine {
                     .store
                     .list_sessions(&SessionQuery {
                         state,
+                        tenant: caller.tenant().map(str::to_owned),
                         after,
                         limit: limit + 1,
                     })
@@ -396,6 +427,7 @@ impl Engine {
                         Some(live) => live.snapshot(),
                         None => record,
                     })
+                    .filter(|record| caller.can_access(record))
                     .collect()
             }
         };
@@ -415,6 +447,7 @@ impl Engine {
     /// Renames, re-tags or drains a live session.
     pub async fn update_session(
         &self,
+        caller: &Principal,
         id: SessionId,
         update: SessionUpdate,
     ) -> Result<SessionRecord, EngineError> {
@@ -424,7 +457,7 @@ impl Engine {
         if let Some(metadata) = &update.metadata {
             validate_metadata(metadata)?;
         }
-        let live = self.require_live(id).await?;
+        let live = self.require_live(caller, id).await?;
         let record = {
             let mut record = live.record();
             if let Some(name) = update.name {
@@ -446,12 +479,16 @@ impl Engine {
     /// unchanged.
     pub async fn close_session(
         &self,
+        caller: &Principal,
         id: SessionId,
         reason: &str,
     ) -> Result<SessionRecord, EngineError> {
         let Some(live) = self.live(id) else {
-            return self.get_session(id).await;
+            return self.get_session(caller, id).await;
         };
+        if !caller.can_access(&live.snapshot()) {
+            return Err(EngineError::SessionNotFound(id));
+        }
         let (reply, answer) = oneshot::channel();
         if live
             .control
@@ -461,22 +498,23 @@ impl Engine {
             })
             .is_err()
         {
-            return self.get_session(id).await;
+            return self.get_session(caller, id).await;
         }
         match answer.await {
             Ok(record) => Ok(record),
             // The task ended another way (e.g. the worker died) before serving the close.
-            Err(_) => self.get_session(id).await,
+            Err(_) => self.get_session(caller, id).await,
         }
     }
 
     /// Runs code in a session, after whatever is queued before it, and returns the record.
     pub async fn execute(
         &self,
+        caller: &Principal,
         id: SessionId,
         request: ExecRequest,
     ) -> Result<ExecutionRecord, EngineError> {
-        self.submit(id, request, None).await?.finish().await
+        self.submit(caller, id, request, None).await?.finish().await
     }
 
     /// Validates and queues an execution; events are streamed to `events` as they happen,
@@ -484,6 +522,7 @@ impl Engine {
     /// input) come from here; the outcome comes from [`PendingExecution::finish`].
     pub async fn submit(
         &self,
+        caller: &Principal,
         id: SessionId,
         request: ExecRequest,
         events: Option<mpsc::UnboundedSender<ExecEvent>>,
@@ -515,7 +554,7 @@ impl Engine {
             }
             Some(timeout) => timeout,
         };
-        let live = self.require_live(id).await?;
+        let live = self.require_live(caller, id).await?;
         if !live.record().accepting_executions {
             return Err(EngineError::NotAccepting(id));
         }
@@ -554,8 +593,12 @@ impl Engine {
     }
 
     /// Sends an interrupt to the session's running execution (a no-op when idle).
-    pub async fn interrupt(&self, id: SessionId) -> Result<SessionRecord, EngineError> {
-        let live = self.require_live(id).await?;
+    pub async fn interrupt(
+        &self,
+        caller: &Principal,
+        id: SessionId,
+    ) -> Result<SessionRecord, EngineError> {
+        let live = self.require_live(caller, id).await?;
         live.interrupt
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -564,8 +607,12 @@ impl Engine {
     }
 
     /// Replaces the session's interpreter with a fresh one (same id, state lost).
-    pub async fn restart(&self, id: SessionId) -> Result<SessionRecord, EngineError> {
-        let live = self.require_live(id).await?;
+    pub async fn restart(
+        &self,
+        caller: &Principal,
+        id: SessionId,
+    ) -> Result<SessionRecord, EngineError> {
+        let live = self.require_live(caller, id).await?;
         let (reply, answer) = oneshot::channel();
         if live.control.send(Control::Restart { reply }).is_err() {
             return Err(self.ended_error(id).await);
@@ -580,6 +627,7 @@ impl Engine {
     /// replaces the session's idle TTL (within the operator's ceiling).
     pub async fn refresh(
         &self,
+        caller: &Principal,
         id: SessionId,
         idle_ttl: Option<Duration>,
     ) -> Result<SessionRecord, EngineError> {
@@ -587,7 +635,7 @@ impl Engine {
         let idle_ttl = idle_ttl
             .map(|ttl| ttl_within("idle_ttl", Some(ttl), ttl, limits.idle_ttl_ceiling))
             .transpose()?;
-        let live = self.require_live(id).await?;
+        let live = self.require_live(caller, id).await?;
         let record = {
             let mut record = live.record();
             record.last_activity_at = Utc::now();
@@ -603,10 +651,11 @@ impl Engine {
 
     pub async fn get_execution(
         &self,
+        caller: &Principal,
         id: SessionId,
         execution_count: u64,
     ) -> Result<ExecutionRecord, EngineError> {
-        self.get_session(id).await?;
+        self.get_session(caller, id).await?;
         self.inner
             .store
             .get_execution(id, execution_count)
@@ -619,11 +668,12 @@ impl Engine {
 
     pub async fn list_executions(
         &self,
+        caller: &Principal,
         id: SessionId,
         after: Option<u64>,
         limit: u32,
     ) -> Result<ExecutionPage, EngineError> {
-        self.get_session(id).await?;
+        self.get_session(caller, id).await?;
         let limit = limit.clamp(1, 1000);
         let mut executions = self
             .inner
@@ -657,10 +707,13 @@ impl Engine {
             );
         }
         let mut closing = tokio::task::JoinSet::new();
-        for record in self.live_sessions() {
+        for record in self.live_sessions(&Principal::Admin) {
             let engine = self.clone();
             closing.spawn(async move {
-                if let Err(error) = engine.close_session(record.id, SHUTDOWN_REASON).await {
+                if let Err(error) = engine
+                    .close_session(&Principal::Admin, record.id, SHUTDOWN_REASON)
+                    .await
+                {
                     tracing::error!(session_id = %record.id, %error, "could not close a session at shutdown");
                 }
             });
@@ -673,11 +726,106 @@ impl Engine {
         }
     }
 
-    async fn require_live(&self, id: SessionId) -> Result<Arc<LiveSession>, EngineError> {
+    /// The live session, if `caller` may reach it; otherwise not found, or why it ended.
+    async fn require_live(
+        &self,
+        caller: &Principal,
+        id: SessionId,
+    ) -> Result<Arc<LiveSession>, EngineError> {
         match self.live(id) {
-            Some(live) => Ok(live),
-            None => Err(self.ended_error(id).await),
+            Some(live) if caller.can_access(&live.snapshot()) => Ok(live),
+            Some(_) => Err(EngineError::SessionNotFound(id)),
+            None => {
+                let record = self.get_session(caller, id).await?;
+                Err(EngineError::SessionNotRunning {
+                    id,
+                    state: record.state,
+                    reason: record.state_reason,
+                })
+            }
         }
+    }
+
+    /// Who a request acts as: the principal of `presented`, or — with no key presented, in
+    /// open mode, while the store has no active key — admin.
+    pub async fn authenticate(&self, presented: Option<&str>) -> Result<Principal, EngineError> {
+        match presented {
+            Some(key) => keys::principal_for_key(self.inner.store.as_ref(), key)
+                .await?
+                .ok_or(EngineError::Unauthorized),
+            None if self.inner.open_mode && !self.inner.store.has_active_api_keys().await? => {
+                Ok(Principal::Admin)
+            }
+            None => Err(EngineError::Unauthorized),
+        }
+    }
+
+    /// Issues a key: admins any key; a tenant keys of its own tenant (tenant or session
+    /// scope); a session key none.
+    pub async fn issue_key(
+        &self,
+        caller: &Principal,
+        mut new: NewKey,
+    ) -> Result<IssuedKey, EngineError> {
+        match caller {
+            Principal::Admin => {}
+            Principal::Tenant(tenant) => {
+                if new.scope == KeyScope::Admin {
+                    return Err(EngineError::Forbidden(
+                        "a tenant key cannot issue admin keys".into(),
+                    ));
+                }
+                if new.tenant.as_ref().is_some_and(|named| named != tenant) {
+                    return Err(EngineError::Forbidden(
+                        "a tenant key issues keys of its own tenant only".into(),
+                    ));
+                }
+                new.tenant = Some(tenant.clone());
+                if let Some(session_id) = new.session_id {
+                    // Another tenant's session is not found, as everywhere else.
+                    self.get_session(caller, session_id).await?;
+                }
+            }
+            Principal::Session { .. } => {
+                return Err(EngineError::Forbidden(
+                    "a session key cannot manage keys".into(),
+                ))
+            }
+        }
+        keys::issue_key(self.inner.store.as_ref(), new).await
+    }
+
+    /// The keys `caller` may manage: all for admins, its tenant's for a tenant.
+    pub async fn list_keys(&self, caller: &Principal) -> Result<Vec<ApiKeyRecord>, EngineError> {
+        match caller {
+            Principal::Session { .. } => Err(EngineError::Forbidden(
+                "a session key cannot manage keys".into(),
+            )),
+            _ => keys::list_keys(self.inner.store.as_ref(), caller.tenant()).await,
+        }
+    }
+
+    /// Revokes a key `caller` may manage (others' keys are not found).
+    pub async fn revoke_key(
+        &self,
+        caller: &Principal,
+        id: &str,
+    ) -> Result<ApiKeyRecord, EngineError> {
+        if let Principal::Session { .. } = caller {
+            return Err(EngineError::Forbidden(
+                "a session key cannot manage keys".into(),
+            ));
+        }
+        let key = self
+            .inner
+            .store
+            .get_api_key(id)
+            .await?
+            .ok_or_else(|| EngineError::KeyNotFound(id.to_owned()))?;
+        if caller.tenant().is_some() && caller.tenant() != key.tenant.as_deref() {
+            return Err(EngineError::KeyNotFound(id.to_owned()));
+        }
+        keys::revoke_key(self.inner.store.as_ref(), id).await
     }
 
     /// The error for a session that is not live: not found, or its terminal state.

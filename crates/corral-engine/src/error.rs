@@ -25,6 +25,14 @@ pub enum EngineError {
     TooManySessions { limit: usize },
     #[error("{0}")]
     InvalidInput(String),
+    #[error("a valid API key is required")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("API key {0} not found")]
+    KeyNotFound(String),
+    #[error("the system's random number generator failed: {0}")]
+    Randomness(String),
     #[error("could not start a worker: {0}")]
     WorkerStart(String),
     #[error("the server is shutting down")]

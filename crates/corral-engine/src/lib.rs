@@ -3,7 +3,8 @@
 //! Owns the registry of live sessions, each session's task (one worker, a bounded FIFO queue
 //! of executions, close/restart control), execution-count assignment, timeouts and caps as
 //! configured, session TTLs and the reaper that enforces them, the server-wide session cap,
-//! graceful shutdown, and writing every state change through to the store.
+//! graceful shutdown, API keys and which tenant's sessions a caller may reach, and writing
+//! every state change through to the store.
 //!
 //! Deliberately knows nothing of HTTP or any client's JSON: surfaces in `corral-api` translate
 //! onto [`Engine`] calls and map [`EngineError`] to their own status codes.
@@ -11,6 +12,7 @@
 mod drain;
 mod engine;
 mod error;
+pub mod keys;
 mod reaper;
 mod session_task;
 

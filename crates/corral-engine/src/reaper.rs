@@ -10,6 +10,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use chrono::Utc;
+use corral_core::Principal;
 use tokio::sync::Notify;
 
 use crate::engine::{Engine, EngineInner};
@@ -30,7 +31,7 @@ pub(crate) async fn run_reaper(engine: Weak<EngineInner>, wake: Arc<Notify>) {
                 return;
             }
             let now = Utc::now();
-            let sessions = engine.live_sessions();
+            let sessions = engine.live_sessions(&Principal::Admin);
             let mut expired = tokio::task::JoinSet::new();
             for session in &sessions {
                 if let Some(expiry) = session.expiry(now) {
@@ -38,7 +39,10 @@ pub(crate) async fn run_reaper(engine: Weak<EngineInner>, wake: Arc<Notify>) {
                     let engine = engine.clone();
                     let id = session.id;
                     expired.spawn(async move {
-                        if let Err(error) = engine.close_session(id, expiry.reason()).await {
+                        if let Err(error) = engine
+                            .close_session(&Principal::Admin, id, expiry.reason())
+                            .await
+                        {
                             tracing::error!(session_id = %id, %error, "could not close an expired session");
                         }
                     });

@@ -262,6 +262,9 @@ async fn openapi_document_covers_every_route() {
         "POST /v1/sessions/{id}/executions",
         "GET /v1/sessions/{id}/executions",
         "GET /v1/sessions/{id}/executions/{execution_count}",
+        "POST /v1/keys",
+        "GET /v1/keys",
+        "DELETE /v1/keys/{key_id}",
         "POST /sessions/create",
         "GET /sessions/list",
         "POST /sessions/execute",
@@ -276,7 +279,8 @@ async fn openapi_document_covers_every_route() {
         let (method, path) = route.split_once(' ').expect("method and path");
         let path = path
             .replace("{id}", &session)
-            .replace("{execution_count}", "1");
+            .replace("{execution_count}", "1")
+            .replace("{key_id}", "nope");
         let request = server
             .http
             .request(method.parse().expect("method"), server.url(&path));

@@ -11,7 +11,7 @@ use anyhow::Context;
 use corral_api::{build_router, serve, ApiOptions};
 use corral_core::Limits;
 use corral_engine::{Engine, EngineConfig};
-use corral_store::SqliteStore;
+use corral_store::{SqliteStore, Store};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -69,11 +69,29 @@ pub async fn run(arguments: ServeArgs) -> anyhow::Result<ExitCode> {
     let store = SqliteStore::open(&data_dir)
         .await
         .with_context(|| format!("opening the store in {}", data_dir.display()))?;
+    let listener = TcpListener::bind(&config.bind)
+        .await
+        .with_context(|| format!("binding {}", config.bind))?;
+    let address = listener.local_addr().context("reading the bound address")?;
+    // Without keys anyone who can connect is admin: only acceptable on loopback.
+    let loopback = address.ip().is_loopback();
+    let has_keys = store
+        .has_active_api_keys()
+        .await
+        .context("reading API keys")?;
+    if !loopback && !has_keys {
+        anyhow::bail!(
+            "refusing to serve on {address} without API keys: anyone who can connect would be \
+             admin. Create one first: corral keys create --scope admin --data-dir {}",
+            data_dir.display()
+        );
+    }
     let engine = Engine::start(
         EngineConfig {
             data_dir: data_dir.clone(),
             python: config.python.clone(),
             limits: config.limits.clone(),
+            open_mode: loopback,
         },
         Arc::new(store),
     )
@@ -85,10 +103,6 @@ pub async fn run(arguments: ServeArgs) -> anyhow::Result<ExitCode> {
             python_rce_mount: config.python_rce_mount.clone(),
         },
     )?;
-    let listener = TcpListener::bind(&config.bind)
-        .await
-        .with_context(|| format!("binding {}", config.bind))?;
-    let address = listener.local_addr().context("reading the bound address")?;
     let info = engine.info();
     let runtime = info.runtimes.first();
     let isolation = if info.isolation.sandboxed() {

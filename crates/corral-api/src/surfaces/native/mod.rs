@@ -1,9 +1,11 @@
-//! The native API under `/v1` (plus `/healthz`): sessions, executions, info.
+//! The native API under `/v1` (plus `/healthz`): sessions, executions, keys, info.
+//! Every route but `/healthz` needs a caller ([`crate::auth::Caller`]).
 //!
 //! Handlers translate JSON to engine calls and engine records to JSON; no logic of their own
 //! beyond input parsing. Errors are problem+json via [`crate::problem`].
 
 mod executions;
+mod keys;
 mod sessions;
 mod system;
 pub mod views;
@@ -34,6 +36,8 @@ pub fn router() -> OpenApiRouter<ApiState> {
         .routes(routes!(sessions::refresh_session))
         .routes(routes!(executions::execute, executions::list_executions))
         .routes(routes!(executions::get_execution))
+        .routes(routes!(keys::create_key, keys::list_keys))
+        .routes(routes!(keys::revoke_key))
 }
 
 /// A number of seconds from a request body: positive and finite, or a 422 naming `field`.

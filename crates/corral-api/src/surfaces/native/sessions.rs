@@ -13,6 +13,7 @@ use super::views::{
     CreateSessionRequest, RefreshRequest, SessionList, SessionView, UpdateSessionRequest,
 };
 use super::{parse_seconds, parse_session_id};
+use crate::auth::Caller;
 use crate::body::NativeJson;
 use crate::problem::{Problem, ProblemBody};
 use crate::router::ApiState;
@@ -35,19 +36,23 @@ const MAX_PAGE_SIZE: u32 = 1000;
     ))]
 pub async fn create_session(
     State(state): State<ApiState>,
+    Caller(caller): Caller,
     NativeJson(request): NativeJson<CreateSessionRequest>,
 ) -> Result<Response, Problem> {
     let idle_ttl = parse_seconds("idle_ttl", request.idle_ttl)?;
     let max_ttl = parse_seconds("max_ttl", request.max_ttl)?;
     let record = state
         .engine
-        .create_session(CreateSession {
-            name: request.name,
-            metadata: request.metadata.unwrap_or_default(),
-            runtime: request.runtime,
-            idle_ttl,
-            max_ttl,
-        })
+        .create_session(
+            &caller,
+            CreateSession {
+                name: request.name,
+                metadata: request.metadata.unwrap_or_default(),
+                runtime: request.runtime,
+                idle_ttl,
+                max_ttl,
+            },
+        )
         .await?;
     let location = format!("/v1/sessions/{}", record.id);
     Ok((
@@ -77,6 +82,7 @@ pub struct ListSessionsQuery {
     ))]
 pub async fn list_sessions(
     State(state): State<ApiState>,
+    Caller(caller): Caller,
     query: Result<Query<ListSessionsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<SessionList>, Problem> {
     let bad_query = |detail: String| Problem::new(StatusCode::BAD_REQUEST, "invalid_query", detail);
@@ -109,7 +115,7 @@ pub async fn list_sessions(
     };
     let page = state
         .engine
-        .list_sessions(state_filter, after, limit)
+        .list_sessions(&caller, state_filter, after, limit)
         .await?;
     Ok(Json(SessionList {
         sessions: page.sessions.into_iter().map(SessionView::from).collect(),
@@ -126,10 +132,11 @@ pub async fn list_sessions(
     ))]
 pub async fn get_session(
     State(state): State<ApiState>,
+    Caller(caller): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<SessionView>, Problem> {
     let id = parse_session_id(&id)?;
-    Ok(Json(state.engine.get_session(id).await?.into()))
+    Ok(Json(state.engine.get_session(&caller, id).await?.into()))
 }
 
 /// Renames a session, replaces its metadata or stops it accepting executions.
@@ -144,6 +151,7 @@ pub async fn get_session(
     ))]
 pub async fn update_session(
     State(state): State<ApiState>,
+    Caller(caller): Caller,
     Path(id): Path<String>,
     NativeJson(request): NativeJson<UpdateSessionRequest>,
 ) -> Result<Json<SessionView>, Problem> {
@@ -151,6 +159,7 @@ pub async fn update_session(
     let record = state
         .engine
         .update_session(
+            &caller,
             id,
             SessionUpdate {
                 name: request.name,
@@ -172,13 +181,14 @@ pub async fn update_session(
     ))]
 pub async fn delete_session(
     State(state): State<ApiState>,
+    Caller(caller): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<SessionView>, Problem> {
     let id = parse_session_id(&id)?;
     Ok(Json(
         state
             .engine
-            .close_session(id, CLOSED_BY_CLIENT)
+            .close_session(&caller, id, CLOSED_BY_CLIENT)
             .await?
             .into(),
     ))
@@ -194,10 +204,11 @@ pub async fn delete_session(
     ))]
 pub async fn interrupt_session(
     State(state): State<ApiState>,
+    Caller(caller): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<SessionView>, Problem> {
     let id = parse_session_id(&id)?;
-    Ok(Json(state.engine.interrupt(id).await?.into()))
+    Ok(Json(state.engine.interrupt(&caller, id).await?.into()))
 }
 
 /// Replaces the interpreter with a fresh one: same session id and workspace files, no
@@ -211,10 +222,11 @@ pub async fn interrupt_session(
     ))]
 pub async fn restart_session(
     State(state): State<ApiState>,
+    Caller(caller): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<SessionView>, Problem> {
     let id = parse_session_id(&id)?;
-    Ok(Json(state.engine.restart(id).await?.into()))
+    Ok(Json(state.engine.restart(&caller, id).await?.into()))
 }
 
 /// Marks the session active now, so its idle TTL counts from now (`expires_at` moves
@@ -230,6 +242,7 @@ pub async fn restart_session(
     ))]
 pub async fn refresh_session(
     State(state): State<ApiState>,
+    Caller(caller): Caller,
     Path(id): Path<String>,
     request: Result<NativeJson<RefreshRequest>, Problem>,
 ) -> Result<Json<SessionView>, Problem> {
@@ -238,10 +251,12 @@ pub async fn refresh_session(
     let NativeJson(request) = match request {
         Ok(request) => request,
         Err(problem) => {
-            state.engine.get_session(id).await?;
+            state.engine.get_session(&caller, id).await?;
             return Err(problem);
         }
     };
     let idle_ttl = parse_seconds("idle_ttl", request.idle_ttl)?;
-    Ok(Json(state.engine.refresh(id, idle_ttl).await?.into()))
+    Ok(Json(
+        state.engine.refresh(&caller, id, idle_ttl).await?.into(),
+    ))
 }

@@ -6,6 +6,7 @@ use axum::Json;
 use super::views::{
     Health, InfoView, IsolationFeatureView, IsolationView, LimitsView, RuntimeView,
 };
+use crate::auth::Caller;
 use crate::body::max_body_bytes;
 use crate::router::ApiState;
 
@@ -20,8 +21,11 @@ pub async fn healthz() -> Json<Health> {
 
 /// Version, runtimes, limits and the isolation sessions get on this host.
 #[utoipa::path(get, path = "/v1/info", tag = "system",
-    responses((status = 200, description = "Server information", body = InfoView)))]
-pub async fn info(State(state): State<ApiState>) -> Json<InfoView> {
+    responses(
+        (status = 200, description = "Server information", body = InfoView),
+        (status = 401, description = "No valid API key", body = crate::problem::ProblemBody, content_type = "application/problem+json"),
+    ))]
+pub async fn info(State(state): State<ApiState>, _caller: Caller) -> Json<InfoView> {
     let info = state.engine.info();
     let limits = &info.limits;
     Json(InfoView {

@@ -4,7 +4,7 @@
 //! and never reach below the API crate. Requests reject unknown fields.
 
 use chrono::{DateTime, Utc};
-use corral_core::{ErrorInfo, ExecutionRecord, OutputItem, SessionRecord};
+use corral_core::{ApiKeyRecord, ErrorInfo, ExecutionRecord, OutputItem, SessionRecord};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
@@ -230,6 +230,65 @@ pub struct ExecutionList {
     pub executions: Vec<ExecutionView>,
     /// Pass as `after` to get the next page; `null` on the last page.
     pub next_after: Option<u64>,
+}
+
+/// `POST /v1/keys`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKeyRequest {
+    /// `admin`, `tenant` or `session`.
+    pub scope: String,
+    /// The tenant of a tenant key (a tenant key's own tenant by default).
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// The session of a session key.
+    #[serde(default)]
+    pub session_id: Option<String>,
+    /// A label for people.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// An API key without its secret.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct KeyView {
+    pub id: String,
+    pub name: Option<String>,
+    /// `admin`, `tenant` or `session`.
+    pub scope: String,
+    pub tenant: Option<String>,
+    pub session_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<ApiKeyRecord> for KeyView {
+    fn from(record: ApiKeyRecord) -> Self {
+        KeyView {
+            id: record.id,
+            name: record.name,
+            scope: record.scope.as_str().to_owned(),
+            tenant: record.tenant,
+            session_id: record.session_id.map(|id| id.to_string()),
+            created_at: record.created_at,
+            revoked_at: record.revoked_at,
+        }
+    }
+}
+
+/// A newly issued key: the only time `key` is shown.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct IssuedKeyView {
+    /// The key to present (`Authorization: Bearer <key>` or `X-API-Key: <key>`).
+    pub key: String,
+    #[serde(flatten)]
+    pub details: KeyView,
+}
+
+/// `GET /v1/keys`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct KeyList {
+    pub keys: Vec<KeyView>,
 }
 
 /// `GET /healthz`.
