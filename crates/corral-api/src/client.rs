@@ -10,7 +10,8 @@ use serde::Serialize;
 
 use crate::problem::ProblemBody;
 use crate::views::{
-    ExecutionList, ExecutionView, FileList, FileWritten, InfoView, SessionList, SessionView,
+    ExecutionList, ExecutionView, FileList, FileWritten, InfoView, IssuedKeyView, KeyList, KeyView,
+    SessionList, SessionView,
 };
 
 /// Percent-encodes a workspace path for a URL, keeping `/` between segments.
@@ -55,6 +56,7 @@ pub enum ClientError {
 pub struct CorralClient {
     base_url: String,
     http: reqwest::Client,
+    api_key: Option<String>,
 }
 
 impl CorralClient {
@@ -71,7 +73,32 @@ impl CorralClient {
         Ok(CorralClient {
             base_url: base_url.trim_end_matches('/').to_owned(),
             http,
+            api_key: None,
         })
+    }
+
+    /// Presents `api_key` (as `Authorization: Bearer`) on every request.
+    pub fn with_api_key(mut self, api_key: Option<String>) -> Self {
+        self.api_key = api_key;
+        self
+    }
+
+    /// `POST /v1/keys`.
+    pub async fn create_key(
+        &self,
+        request: &serde_json::Value,
+    ) -> Result<IssuedKeyView, ClientError> {
+        self.send(self.http.post(self.url("/v1/keys")).json(request))
+            .await
+    }
+
+    pub async fn list_keys(&self) -> Result<KeyList, ClientError> {
+        self.send(self.http.get(self.url("/v1/keys"))).await
+    }
+
+    pub async fn revoke_key(&self, id: &str) -> Result<KeyView, ClientError> {
+        self.send(self.http.delete(self.url(&format!("/v1/keys/{id}"))))
+            .await
     }
 
     pub fn base_url(&self) -> &str {
@@ -265,6 +292,10 @@ impl CorralClient {
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<T, ClientError> {
+        let request = match &self.api_key {
+            Some(key) => request.bearer_auth(key),
+            None => request,
+        };
         let response = request
             .send()
             .await

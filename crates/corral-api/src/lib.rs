@@ -1,10 +1,12 @@
 //! corral's HTTP layer: the only crate that knows HTTP and client JSON.
 //!
 //! It owns the router (`router`), the native `/v1` API and every compatibility surface
-//! (`surfaces`), problem+json errors (`problem`), body parsing (`body`), the OpenAPI document,
+//! (`surfaces`), problem+json errors (`problem`), body parsing (`body`), reading API keys
+//! from requests (`auth`), the OpenAPI document,
 //! and a small HTTP client of the native API for the CLI and benchmarks (`client`).
 //! It calls only the engine: no SQL, no processes, no syscalls.
 
+mod auth;
 mod body;
 pub mod client;
 mod problem;

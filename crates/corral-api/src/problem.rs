@@ -11,6 +11,9 @@ use corral_engine::EngineError;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+/// `Retry-After` for a full server: sessions end when clients close them or TTLs run out.
+const SESSION_CAP_RETRY_SECONDS: u64 = 5;
+
 /// The media type of every native error body.
 pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 
@@ -120,6 +123,29 @@ impl From<EngineError> for Problem {
                 problem.retry_after = Some(1);
                 problem
             }
+            EngineError::TooManySessions { .. } => {
+                let mut problem = Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_sessions",
+                    error.to_string(),
+                );
+                problem.retry_after = Some(SESSION_CAP_RETRY_SECONDS);
+                problem
+            }
+            EngineError::Unauthorized => Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid API key is required (Authorization: Bearer <key> or X-API-Key: <key>)",
+            ),
+            EngineError::Forbidden(detail) => {
+                Problem::new(StatusCode::FORBIDDEN, "forbidden", detail)
+            }
+            EngineError::KeyNotFound(_) => {
+                Problem::new(StatusCode::NOT_FOUND, "key_not_found", error.to_string())
+            }
+            EngineError::Randomness(ref cause) => {
+                Problem::internal("random number generator", cause)
+            }
             EngineError::InvalidInput(detail) => {
                 Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", detail)
             }
@@ -169,6 +195,12 @@ impl IntoResponse for Problem {
             header::CONTENT_TYPE,
             HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
         );
+        if self.status == StatusCode::UNAUTHORIZED {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"corral\""),
+            );
+        }
         if let Some(seconds) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }

@@ -68,6 +68,7 @@ pub enum RouterError {
         (name = "sessions", description = "Native API: session lifecycle"),
         (name = "executions", description = "Native API: running code and its history"),
         (name = "files", description = "Native API: files in a session's workspace"),
+        (name = "keys", description = "Native API: API keys"),
         (name = "system", description = "Health, information and this document"),
         (name = "python_rce", description = "Konfig's Python remote code executor API (seed 000)"),
     )

@@ -1,21 +1,26 @@
 //! `corral-core`: the shared vocabulary of corral.
 //!
 //! Owns the plain data types every other crate speaks in: session ids and states (with their
-//! legal transitions), execution requests and outcomes, MIME bundles and limits.
+//! legal transitions), execution requests and outcomes, MIME bundles, limits, session TTL rules, tenants, API
+//! key records and which sessions a principal may see.
 //!
 //! Deliberately does no IO, knows nothing of tokio, HTTP, SQL or processes, and holds no
 //! client-facing JSON shapes (each API surface in `corral-api` owns its own).
 
+mod access;
 mod execution;
 mod limits;
 mod session;
 
+pub use access::{
+    is_valid_tenant, ApiKeyRecord, KeyScope, Principal, DEFAULT_TENANT, MAX_TENANT_CHARS,
+};
 pub use execution::{
     ErrorInfo, ExecEvent, ExecRequest, ExecutionRecord, ExecutionStatus, MimeBundle, OutputItem,
     StreamName,
 };
 pub use limits::{Limits, ResourceLimits};
 pub use session::{
-    InvalidTransition, ParseSessionIdError, ParseSessionStateError, SessionId, SessionRecord,
-    SessionState,
+    Expiry, InvalidTransition, ParseSessionIdError, ParseSessionStateError, SessionId,
+    SessionRecord, SessionState, SessionTtl,
 };

@@ -23,6 +23,16 @@ pub struct Limits {
     pub max_code_bytes: usize,
     /// How long a new worker may take to say it is ready.
     pub start_timeout: Duration,
+    /// Idle TTL of a session that names none.
+    pub idle_ttl: Duration,
+    /// Longest idle TTL a client may ask for.
+    pub idle_ttl_ceiling: Duration,
+    /// Max TTL (lifetime) of a session that names none.
+    pub max_ttl: Duration,
+    /// Longest max TTL a client may ask for.
+    pub max_ttl_ceiling: Duration,
+    /// Sessions that may be live (starting, idle or busy) at once on this server.
+    pub max_sessions: usize,
 }
 
 impl Default for Limits {
@@ -35,6 +45,11 @@ impl Default for Limits {
             queue_capacity: 64,
             max_code_bytes: 1024 * 1024,
             start_timeout: Duration::from_secs(30),
+            idle_ttl: Duration::from_secs(30 * 60),
+            idle_ttl_ceiling: Duration::from_secs(24 * 3600),
+            max_ttl: Duration::from_secs(24 * 3600),
+            max_ttl_ceiling: Duration::from_secs(7 * 24 * 3600),
+            max_sessions: 256,
         }
     }
 }

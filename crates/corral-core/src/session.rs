@@ -1,10 +1,13 @@
-//! Sessions: identity, lifecycle states and the record the engine keeps for each session.
+//! Sessions: identity, lifecycle states, time-to-live rules and the record the engine keeps
+//! for each session.
 //!
-//! The state machine lives here so every crate agrees on which moves are legal; who performs
-//! the moves (the engine) and where they are stored (the store) are not this module's concern.
+//! The state machine and the expiry rules live here so every crate agrees on which moves are
+//! legal and when a session has outlived its TTLs; who performs the moves (the engine, its
+//! reaper) and where they are stored (the store) are not this module's concern.
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -158,6 +161,41 @@ pub struct InvalidTransition {
     pub to: SessionState,
 }
 
+/// How long a session may live: closed after `idle` without activity (an execution or a
+/// refresh), and after `max` since it was created whatever it is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionTtl {
+    pub idle: Duration,
+    pub max: Duration,
+}
+
+/// Which TTL ended a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expiry {
+    /// Idle longer than its idle TTL.
+    IdleTimeout,
+    /// Older than its max TTL.
+    MaxLifetime,
+}
+
+impl Expiry {
+    /// The reason recorded on the closed session.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Expiry::IdleTimeout => "idle timeout",
+            Expiry::MaxLifetime => "max lifetime",
+        }
+    }
+}
+
+/// `start + span`, saturating at the latest representable time.
+fn deadline(start: DateTime<Utc>, span: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(span)
+        .ok()
+        .and_then(|span| start.checked_add_signed(span))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 /// Everything the engine knows about one session, as stored.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SessionRecord {
@@ -178,6 +216,9 @@ pub struct SessionRecord {
     /// The sandbox limits the session runs with.
     #[serde(default)]
     pub resources: ResourceLimits,
+    pub ttl: SessionTtl,
+    /// The tenant the session belongs to; only its keys (and admin keys) can reach it.
+    pub tenant: String,
 }
 
 impl SessionRecord {
@@ -187,6 +228,7 @@ impl SessionRecord {
         runtime: String,
         name: Option<String>,
         metadata: serde_json::Map<String, serde_json::Value>,
+        ttl: SessionTtl,
         now: DateTime<Utc>,
     ) -> Self {
         SessionRecord {
@@ -201,7 +243,53 @@ impl SessionRecord {
             metadata,
             accepting_executions: true,
             resources: ResourceLimits::default(),
+            ttl,
+            tenant: crate::DEFAULT_TENANT.to_owned(),
         }
+    }
+
+    /// When the idle TTL runs out if nothing happens before then.
+    pub fn idle_deadline(&self) -> DateTime<Utc> {
+        deadline(self.last_activity_at, self.ttl.idle)
+    }
+
+    /// When the max TTL runs out.
+    pub fn max_deadline(&self) -> DateTime<Utc> {
+        deadline(self.created_at, self.ttl.max)
+    }
+
+    /// When a live session will be closed if nothing happens; `None` once it has ended.
+    pub fn expires_at(&self) -> Option<DateTime<Utc>> {
+        (!self.state.is_terminal()).then(|| self.idle_deadline().min(self.max_deadline()))
+    }
+
+    /// Whether a TTL has run out at `now`. The max TTL applies in every live state; the idle
+    /// TTL only while the session is idle (a running execution is activity).
+    pub fn expiry(&self, now: DateTime<Utc>) -> Option<Expiry> {
+        if self.state.is_terminal() {
+            None
+        } else if now >= self.max_deadline() {
+            Some(Expiry::MaxLifetime)
+        } else if self.state == SessionState::Idle && now >= self.idle_deadline() {
+            Some(Expiry::IdleTimeout)
+        } else {
+            None
+        }
+    }
+
+    /// The earliest moment [`SessionRecord::expiry`] could become `Some`, seen from `now`: for
+    /// a busy session the idle TTL can only start counting once it finishes, so no earlier
+    /// than `now + idle`.
+    pub fn next_expiry_check(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        if self.state.is_terminal() {
+            return None;
+        }
+        let idle = if self.state == SessionState::Idle {
+            self.idle_deadline()
+        } else {
+            deadline(now, self.ttl.idle).max(self.idle_deadline())
+        };
+        Some(idle.min(self.max_deadline()))
     }
 }
 
@@ -242,6 +330,63 @@ mod tests {
             assert_eq!(state.as_str().parse::<SessionState>().ok(), Some(state));
         }
         assert!("sleeping".parse::<SessionState>().is_err());
+    }
+
+    fn record(idle: u64, max: u64) -> (SessionRecord, DateTime<Utc>) {
+        let now = Utc::now();
+        let ttl = SessionTtl {
+            idle: Duration::from_secs(idle),
+            max: Duration::from_secs(max),
+        };
+        let mut record = SessionRecord::new(
+            SessionId::new(),
+            "python3".into(),
+            None,
+            Default::default(),
+            ttl,
+            now,
+        );
+        record.state = SessionState::Idle;
+        (record, now)
+    }
+
+    #[test]
+    fn idle_sessions_expire_after_their_idle_ttl() {
+        let (record, now) = record(10, 100);
+        assert_eq!(record.expiry(now), None);
+        assert_eq!(
+            record.expires_at(),
+            Some(now + chrono::Duration::seconds(10))
+        );
+        assert_eq!(
+            record.expiry(now + chrono::Duration::seconds(10)),
+            Some(Expiry::IdleTimeout)
+        );
+    }
+
+    #[test]
+    fn busy_sessions_expire_only_at_their_max_ttl() {
+        let (mut record, now) = record(10, 100);
+        record.state = SessionState::Busy;
+        assert_eq!(record.expiry(now + chrono::Duration::seconds(50)), None);
+        assert_eq!(
+            record.next_expiry_check(now + chrono::Duration::seconds(50)),
+            Some(now + chrono::Duration::seconds(60))
+        );
+        assert_eq!(
+            record.expiry(now + chrono::Duration::seconds(100)),
+            Some(Expiry::MaxLifetime)
+        );
+    }
+
+    #[test]
+    fn ended_sessions_never_expire_and_huge_ttls_saturate() {
+        let (mut record, now) = record(u64::MAX / 4, u64::MAX / 4);
+        assert_eq!(record.expires_at(), Some(DateTime::<Utc>::MAX_UTC));
+        record.state = SessionState::Closed;
+        assert_eq!(record.expires_at(), None);
+        assert_eq!(record.expiry(DateTime::<Utc>::MAX_UTC), None);
+        assert_eq!(record.next_expiry_check(now), None);
     }
 
     #[test]

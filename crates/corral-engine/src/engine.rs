@@ -1,21 +1,30 @@
-//! The engine's public face: create, list, get, update, close, execute, interrupt, restart.
+//! The engine's public face: create, list, get, update, close, execute, interrupt, restart,
+//! refresh and shutdown; the server-wide session cap.
+//!
+//! Running a session is `session_task`'s job, expiring sessions the `reaper`'s, and counting
+//! unfinished work at shutdown `drain`'s; this module holds the registry and validates input.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::Utc;
 use corral_core::{
-    ExecEvent, ExecRequest, ExecutionRecord, Limits, SessionId, SessionRecord, SessionState,
+    ApiKeyRecord, ExecEvent, ExecRequest, ExecutionRecord, KeyScope, Limits, Principal, SessionId,
+    SessionRecord, SessionState, SessionTtl, DEFAULT_TENANT,
 };
 use corral_store::{SessionQuery, Store};
 use corral_worker::{
     discover_interpreter, install_driver, HostIsolation, Sandbox, SessionLimits, Worker,
     WorkerConfig, WorkspaceFiles,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
+use crate::drain::Drain;
+use crate::keys::{self, IssuedKey, NewKey};
+use crate::reaper::run_reaper;
 use crate::session_task::{run_session, Control, ExecJob, LiveSession, TaskContext};
 use crate::EngineError;
 
@@ -23,6 +32,10 @@ use crate::EngineError;
 const PYTHON_RUNTIME: &str = "python3";
 /// Reason recorded for sessions found live in the store at start-up.
 pub const RESTART_REASON: &str = "server restarted";
+/// Reason recorded for sessions closed by a clean shutdown.
+pub const SHUTDOWN_REASON: &str = "server shutdown";
+/// How long closing the sessions at shutdown may take once executions have drained.
+const SHUTDOWN_CLOSE_DEADLINE: Duration = Duration::from_secs(10);
 /// Longest session name accepted.
 const MAX_NAME_CHARS: usize = 256;
 /// Largest metadata object accepted, serialised.
@@ -41,6 +54,9 @@ pub struct EngineConfig {
     pub session_limits: SessionLimits,
     /// The most a session may ask for.
     pub max_session_limits: SessionLimits,
+    /// Requests without a key act as admin while the store has no active key. Only for a
+    /// server reachable from this host alone (bound to loopback).
+    pub open_mode: bool,
 }
 
 /// A runtime sessions can use.
@@ -71,6 +87,10 @@ pub struct CreateSession {
     pub runtime: Option<String>,
     /// `None` gives the operator's default limits.
     pub resources: Option<SessionLimits>,
+    /// `None` is the operator's default; at most the operator's ceiling.
+    pub idle_ttl: Option<Duration>,
+    /// `None` is the operator's default; at most the operator's ceiling.
+    pub max_ttl: Option<Duration>,
 }
 
 /// Changes to a session; `None` leaves a field as it is.
@@ -102,14 +122,44 @@ pub struct Engine {
     inner: Arc<EngineInner>,
 }
 
-struct EngineInner {
+pub(crate) struct EngineInner {
     store: Arc<dyn Store>,
     worker_config: WorkerConfig,
     limits: Limits,
     workspaces_dir: PathBuf,
     info: EngineInfo,
     live: Mutex<HashMap<SessionId, Arc<LiveSession>>>,
-    shutting_down: std::sync::atomic::AtomicBool,
+    /// Sessions live or starting, against `limits.max_sessions`.
+    occupied_slots: Arc<AtomicUsize>,
+    drain: Arc<Drain>,
+    /// Wakes the reaper when a session's deadlines may have moved earlier.
+    reaper_wake: Arc<Notify>,
+    open_mode: bool,
+}
+
+/// One of the server's `max_sessions` places, held from the start of a create until the
+/// session leaves the live set.
+struct SessionSlot {
+    occupied: Arc<AtomicUsize>,
+}
+
+impl SessionSlot {
+    fn claim(occupied: &Arc<AtomicUsize>, limit: usize) -> Option<SessionSlot> {
+        occupied
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |taken| {
+                (taken < limit).then_some(taken + 1)
+            })
+            .ok()
+            .map(|_| SessionSlot {
+                occupied: occupied.clone(),
+            })
+    }
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        self.occupied.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Engine {
@@ -174,17 +224,30 @@ impl Engine {
             max_session_limits: config.max_session_limits,
             data_dir: config.data_dir.clone(),
         };
-        Ok(Engine {
-            inner: Arc::new(EngineInner {
-                store,
-                worker_config,
-                limits: config.limits,
-                workspaces_dir,
-                info,
-                live: Mutex::new(HashMap::new()),
-                shutting_down: std::sync::atomic::AtomicBool::new(false),
-            }),
-        })
+        let reaper_wake = Arc::new(Notify::new());
+        let inner = Arc::new(EngineInner {
+            store,
+            worker_config,
+            limits: config.limits,
+            workspaces_dir,
+            info,
+            live: Mutex::new(HashMap::new()),
+            occupied_slots: Arc::new(AtomicUsize::new(0)),
+            drain: Arc::new(Drain::default()),
+            reaper_wake: reaper_wake.clone(),
+            open_mode: config.open_mode,
+        });
+        tokio::spawn(run_reaper(Arc::downgrade(&inner), reaper_wake));
+        Ok(Engine { inner })
+    }
+
+    pub(crate) fn from_inner(inner: Arc<EngineInner>) -> Engine {
+        Engine { inner }
+    }
+
+    /// Whether [`Engine::shutdown`] has begun (new sessions and executions are refused).
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.drain.is_closed()
     }
 
     pub fn info(&self) -> &EngineInfo {
@@ -214,15 +277,23 @@ impl Engine {
     /// Starts a session and returns it once its worker is ready (state `idle`).
     pub async fn create_session(
         &self,
+        caller: &Principal,
         options: CreateSession,
     ) -> Result<SessionRecord, EngineError> {
-        if self
-            .inner
-            .shutting_down
-            .load(std::sync::atomic::Ordering::SeqCst)
-        {
+        let tenant = match caller {
+            Principal::Admin => DEFAULT_TENANT.to_owned(),
+            Principal::Tenant(tenant) => tenant.clone(),
+            Principal::Session { .. } => {
+                return Err(EngineError::Forbidden(
+                    "a session key cannot create sessions".into(),
+                ))
+            }
+        };
+        // Shutdown waits for creations in progress, so none ends up live but unseen.
+        let Some(_work) = self.inner.drain.begin() else {
             return Err(EngineError::ShuttingDown);
-        }
+        };
+        let limits = &self.inner.limits;
         let runtime = options.runtime.unwrap_or_else(|| PYTHON_RUNTIME.to_owned());
         if runtime != PYTHON_RUNTIME {
             return Err(EngineError::InvalidInput(format!(
@@ -241,15 +312,35 @@ impl Engine {
         }
         let mut worker_config = self.inner.worker_config.clone();
         worker_config.session_limits = resources;
+        let ttl = SessionTtl {
+            idle: ttl_within(
+                "idle_ttl",
+                options.idle_ttl,
+                limits.idle_ttl,
+                limits.idle_ttl_ceiling,
+            )?,
+            max: ttl_within(
+                "max_ttl",
+                options.max_ttl,
+                limits.max_ttl,
+                limits.max_ttl_ceiling,
+            )?,
+        };
+        let slot = SessionSlot::claim(&self.inner.occupied_slots, limits.max_sessions).ok_or(
+            EngineError::TooManySessions {
+                limit: limits.max_sessions,
+            },
+        )?;
         let id = SessionId::new();
         let workspace = self.inner.workspaces_dir.join(id.to_string());
         let worker = Worker::start(&worker_config, workspace.clone())
             .await
             .map_err(|error| EngineError::WorkerStart(error.to_string()))?;
         let mut record =
-            SessionRecord::new(id, runtime, options.name, options.metadata, Utc::now());
+            SessionRecord::new(id, runtime, options.name, options.metadata, ttl, Utc::now());
         record.state = SessionState::Idle;
         record.resources = resources;
+        record.tenant = tenant;
         if let Err(error) = self.inner.store.insert_session(&record).await {
             let mut worker = worker;
             worker.kill().await;
@@ -281,6 +372,7 @@ impl Engine {
                         .unwrap_or_else(|poisoned| poisoned.into_inner())
                         .remove(&id);
                 }
+                drop(slot);
             }),
         };
         tokio::spawn(run_session(
@@ -290,27 +382,39 @@ impl Engine {
             control_receiver,
             context,
         ));
+        self.inner.reaper_wake.notify_one();
         Ok(record)
     }
 
-    /// A session, live or ended.
-    pub async fn get_session(&self, id: SessionId) -> Result<SessionRecord, EngineError> {
-        if let Some(live) = self.live(id) {
-            return Ok(live.snapshot());
+    /// A session, live or ended, if `caller` may see it (others' sessions are not found).
+    pub async fn get_session(
+        &self,
+        caller: &Principal,
+        id: SessionId,
+    ) -> Result<SessionRecord, EngineError> {
+        let record = match self.live(id) {
+            Some(live) => live.snapshot(),
+            None => self
+                .inner
+                .store
+                .get_session(id)
+                .await?
+                .ok_or(EngineError::SessionNotFound(id))?,
+        };
+        if caller.can_access(&record) {
+            Ok(record)
+        } else {
+            Err(EngineError::SessionNotFound(id))
         }
-        self.inner
-            .store
-            .get_session(id)
-            .await?
-            .ok_or(EngineError::SessionNotFound(id))
     }
 
-    /// Every live session (starting, idle or busy), in creation order.
-    pub fn live_sessions(&self) -> Vec<SessionRecord> {
+    /// Every live session (starting, idle or busy) `caller` may see, in creation order.
+    pub fn live_sessions(&self, caller: &Principal) -> Vec<SessionRecord> {
         let mut sessions: Vec<SessionRecord> = self
             .live_map()
             .values()
             .map(|session| session.snapshot())
+            .filter(|record| caller.can_access(record))
             .collect();
         sessions.sort_by_key(|record| record.id);
         sessions
@@ -319,6 +423,7 @@ impl Engine {
     /// Sessions in creation order, optionally of one state, paged by `after`.
     pub async fn list_sessions(
         &self,
+        caller: &Principal,
         state: Option<SessionState>,
         after: Option<SessionId>,
         limit: u32,
@@ -332,6 +437,7 @@ impl Engine {
                     .live_map()
                     .values()
                     .map(|session| session.snapshot())
+                    .filter(|record| caller.can_access(record))
                     .filter(|record| record.state == state)
                     .filter(|record| after.is_none_or(|after| record.id > after))
                     .collect();
@@ -345,6 +451,7 @@ impl Engine {
                     .store
                     .list_sessions(&SessionQuery {
                         state,
+                        tenant: caller.tenant().map(str::to_owned),
                         after,
                         limit: limit + 1,
                     })
@@ -355,6 +462,7 @@ impl Engine {
                         Some(live) => live.snapshot(),
                         None => record,
                     })
+                    .filter(|record| caller.can_access(record))
                     .collect()
             }
         };
@@ -374,6 +482,7 @@ impl Engine {
     /// Renames, re-tags or drains a live session.
     pub async fn update_session(
         &self,
+        caller: &Principal,
         id: SessionId,
         update: SessionUpdate,
     ) -> Result<SessionRecord, EngineError> {
@@ -383,7 +492,7 @@ impl Engine {
         if let Some(metadata) = &update.metadata {
             validate_metadata(metadata)?;
         }
-        let live = self.require_live(id).await?;
+        let live = self.require_live(caller, id).await?;
         let record = {
             let mut record = live.record();
             if let Some(name) = update.name {
@@ -405,12 +514,16 @@ impl Engine {
     /// unchanged.
     pub async fn close_session(
         &self,
+        caller: &Principal,
         id: SessionId,
         reason: &str,
     ) -> Result<SessionRecord, EngineError> {
         let Some(live) = self.live(id) else {
-            return self.get_session(id).await;
+            return self.get_session(caller, id).await;
         };
+        if !caller.can_access(&live.snapshot()) {
+            return Err(EngineError::SessionNotFound(id));
+        }
         let (reply, answer) = oneshot::channel();
         if live
             .control
@@ -420,22 +533,23 @@ impl Engine {
             })
             .is_err()
         {
-            return self.get_session(id).await;
+            return self.get_session(caller, id).await;
         }
         match answer.await {
             Ok(record) => Ok(record),
             // The task ended another way (e.g. the worker died) before serving the close.
-            Err(_) => self.get_session(id).await,
+            Err(_) => self.get_session(caller, id).await,
         }
     }
 
     /// Runs code in a session, after whatever is queued before it, and returns the record.
     pub async fn execute(
         &self,
+        caller: &Principal,
         id: SessionId,
         request: ExecRequest,
     ) -> Result<ExecutionRecord, EngineError> {
-        self.submit(id, request, None).await?.finish().await
+        self.submit(caller, id, request, None).await?.finish().await
     }
 
     /// Validates and queues an execution; events are streamed to `events` as they happen,
@@ -443,6 +557,7 @@ impl Engine {
     /// input) come from here; the outcome comes from [`PendingExecution::finish`].
     pub async fn submit(
         &self,
+        caller: &Principal,
         id: SessionId,
         request: ExecRequest,
         events: Option<mpsc::UnboundedSender<ExecEvent>>,
@@ -474,11 +589,14 @@ impl Engine {
             }
             Some(timeout) => timeout,
         };
-        let live = self.require_live(id).await?;
+        let live = self.require_live(caller, id).await?;
         if !live.record().accepting_executions {
             return Err(EngineError::NotAccepting(id));
         }
-        let (reply, answer) = oneshot::channel();
+        let Some(work) = self.inner.drain.begin() else {
+            return Err(EngineError::ShuttingDown);
+        };
+        let (reply, job_answer) = oneshot::channel();
         let job = ExecJob {
             code: request.code,
             timeout,
@@ -486,11 +604,21 @@ impl Engine {
             reply,
         };
         match live.jobs.try_send(job) {
-            Ok(()) => Ok(PendingExecution {
-                engine: self.clone(),
-                session_id: id,
-                answer,
-            }),
+            Ok(()) => {
+                // The execution counts as unfinished work until the session task answers,
+                // whether or not the caller still waits for it.
+                let (forward, answer) = oneshot::channel();
+                tokio::spawn(async move {
+                    let outcome = job_answer.await.ok();
+                    drop(work);
+                    let _ = forward.send(outcome);
+                });
+                Ok(PendingExecution {
+                    engine: self.clone(),
+                    session_id: id,
+                    answer,
+                })
+            }
             Err(mpsc::error::TrySendError::Full(_)) => Err(EngineError::QueueFull {
                 id,
                 capacity: limits.queue_capacity,
@@ -500,8 +628,12 @@ impl Engine {
     }
 
     /// Access to a live session's workspace files (they are transferred inside its sandbox).
-    pub async fn workspace_files(&self, id: SessionId) -> Result<WorkspaceFiles, EngineError> {
-        let live = self.require_live(id).await?;
+    pub async fn workspace_files(
+        &self,
+        caller: &Principal,
+        id: SessionId,
+    ) -> Result<WorkspaceFiles, EngineError> {
+        let live = self.require_live(caller, id).await?;
         let handle = live
             .interrupt
             .lock()
@@ -514,8 +646,12 @@ impl Engine {
     }
 
     /// Sends an interrupt to the session's running execution (a no-op when idle).
-    pub async fn interrupt(&self, id: SessionId) -> Result<SessionRecord, EngineError> {
-        let live = self.require_live(id).await?;
+    pub async fn interrupt(
+        &self,
+        caller: &Principal,
+        id: SessionId,
+    ) -> Result<SessionRecord, EngineError> {
+        let live = self.require_live(caller, id).await?;
         live.interrupt
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -524,8 +660,12 @@ impl Engine {
     }
 
     /// Replaces the session's interpreter with a fresh one (same id, state lost).
-    pub async fn restart(&self, id: SessionId) -> Result<SessionRecord, EngineError> {
-        let live = self.require_live(id).await?;
+    pub async fn restart(
+        &self,
+        caller: &Principal,
+        id: SessionId,
+    ) -> Result<SessionRecord, EngineError> {
+        let live = self.require_live(caller, id).await?;
         let (reply, answer) = oneshot::channel();
         if live.control.send(Control::Restart { reply }).is_err() {
             return Err(self.ended_error(id).await);
@@ -536,24 +676,39 @@ impl Engine {
         }
     }
 
-    /// Marks the session active now (extends its idle lifetime).
-    pub async fn refresh(&self, id: SessionId) -> Result<SessionRecord, EngineError> {
-        let live = self.require_live(id).await?;
+    /// Marks the session active now, so its idle TTL counts from now; `idle_ttl` also
+    /// replaces the session's idle TTL (within the operator's ceiling).
+    pub async fn refresh(
+        &self,
+        caller: &Principal,
+        id: SessionId,
+        idle_ttl: Option<Duration>,
+    ) -> Result<SessionRecord, EngineError> {
+        let limits = &self.inner.limits;
+        let idle_ttl = idle_ttl
+            .map(|ttl| ttl_within("idle_ttl", Some(ttl), ttl, limits.idle_ttl_ceiling))
+            .transpose()?;
+        let live = self.require_live(caller, id).await?;
         let record = {
             let mut record = live.record();
             record.last_activity_at = Utc::now();
+            if let Some(idle) = idle_ttl {
+                record.ttl.idle = idle;
+            }
             record.clone()
         };
         self.inner.store.update_session(&record).await?;
+        self.inner.reaper_wake.notify_one();
         Ok(record)
     }
 
     pub async fn get_execution(
         &self,
+        caller: &Principal,
         id: SessionId,
         execution_count: u64,
     ) -> Result<ExecutionRecord, EngineError> {
-        self.get_session(id).await?;
+        self.get_session(caller, id).await?;
         self.inner
             .store
             .get_execution(id, execution_count)
@@ -566,11 +721,12 @@ impl Engine {
 
     pub async fn list_executions(
         &self,
+        caller: &Principal,
         id: SessionId,
         after: Option<u64>,
         limit: u32,
     ) -> Result<ExecutionPage, EngineError> {
-        self.get_session(id).await?;
+        self.get_session(caller, id).await?;
         let limit = limit.clamp(1, 1000);
         let mut executions = self
             .inner
@@ -589,31 +745,140 @@ impl Engine {
         })
     }
 
-    /// Stops every worker; stored records keep their state, so the next start reports them
-    /// as `dead` with reason `server restarted`. New sessions are refused from now on.
+    /// A clean stop: refuses new sessions and executions from now on, lets accepted
+    /// executions (running and queued) finish for up to `grace`, then closes every live
+    /// session with reason `server shutdown` — killing what still runs, which is recorded as
+    /// `killed` — so the store holds every session's final state.
     pub async fn shutdown(&self, grace: Duration) {
-        self.inner
-            .shutting_down
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        let sessions: Vec<Arc<LiveSession>> = self.live_map().values().cloned().collect();
-        let mut waits = Vec::new();
-        for session in sessions {
-            let (reply, answer) = oneshot::channel();
-            if session.control.send(Control::Abandon { reply }).is_ok() {
-                waits.push(answer);
-            }
+        if tokio::time::timeout(grace, self.inner.drain.close_and_wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                grace_seconds = grace.as_secs_f64(),
+                "executions still running at the end of the shutdown grace period are killed"
+            );
         }
-        let all = futures_join_all(waits);
-        if tokio::time::timeout(grace, all).await.is_err() {
-            tracing::warn!("some workers did not stop within the shutdown grace period");
+        let mut closing = tokio::task::JoinSet::new();
+        for record in self.live_sessions(&Principal::Admin) {
+            let engine = self.clone();
+            closing.spawn(async move {
+                if let Err(error) = engine
+                    .close_session(&Principal::Admin, record.id, SHUTDOWN_REASON)
+                    .await
+                {
+                    tracing::error!(session_id = %record.id, %error, "could not close a session at shutdown");
+                }
+            });
+        }
+        if tokio::time::timeout(SHUTDOWN_CLOSE_DEADLINE, closing.join_all())
+            .await
+            .is_err()
+        {
+            tracing::error!("some sessions did not close at shutdown; they will show as dead");
         }
     }
 
-    async fn require_live(&self, id: SessionId) -> Result<Arc<LiveSession>, EngineError> {
+    /// The live session, if `caller` may reach it; otherwise not found, or why it ended.
+    async fn require_live(
+        &self,
+        caller: &Principal,
+        id: SessionId,
+    ) -> Result<Arc<LiveSession>, EngineError> {
         match self.live(id) {
-            Some(live) => Ok(live),
-            None => Err(self.ended_error(id).await),
+            Some(live) if caller.can_access(&live.snapshot()) => Ok(live),
+            Some(_) => Err(EngineError::SessionNotFound(id)),
+            None => {
+                let record = self.get_session(caller, id).await?;
+                Err(EngineError::SessionNotRunning {
+                    id,
+                    state: record.state,
+                    reason: record.state_reason,
+                })
+            }
         }
+    }
+
+    /// Who a request acts as: the principal of `presented`, or — with no key presented, in
+    /// open mode, while the store has no active key — admin.
+    pub async fn authenticate(&self, presented: Option<&str>) -> Result<Principal, EngineError> {
+        match presented {
+            Some(key) => keys::principal_for_key(self.inner.store.as_ref(), key)
+                .await?
+                .ok_or(EngineError::Unauthorized),
+            None if self.inner.open_mode && !self.inner.store.has_active_api_keys().await? => {
+                Ok(Principal::Admin)
+            }
+            None => Err(EngineError::Unauthorized),
+        }
+    }
+
+    /// Issues a key: admins any key; a tenant keys of its own tenant (tenant or session
+    /// scope); a session key none.
+    pub async fn issue_key(
+        &self,
+        caller: &Principal,
+        mut new: NewKey,
+    ) -> Result<IssuedKey, EngineError> {
+        match caller {
+            Principal::Admin => {}
+            Principal::Tenant(tenant) => {
+                if new.scope == KeyScope::Admin {
+                    return Err(EngineError::Forbidden(
+                        "a tenant key cannot issue admin keys".into(),
+                    ));
+                }
+                if new.tenant.as_ref().is_some_and(|named| named != tenant) {
+                    return Err(EngineError::Forbidden(
+                        "a tenant key issues keys of its own tenant only".into(),
+                    ));
+                }
+                new.tenant = Some(tenant.clone());
+                if let Some(session_id) = new.session_id {
+                    // Another tenant's session is not found, as everywhere else.
+                    self.get_session(caller, session_id).await?;
+                }
+            }
+            Principal::Session { .. } => {
+                return Err(EngineError::Forbidden(
+                    "a session key cannot manage keys".into(),
+                ))
+            }
+        }
+        keys::issue_key(self.inner.store.as_ref(), new).await
+    }
+
+    /// The keys `caller` may manage: all for admins, its tenant's for a tenant.
+    pub async fn list_keys(&self, caller: &Principal) -> Result<Vec<ApiKeyRecord>, EngineError> {
+        match caller {
+            Principal::Session { .. } => Err(EngineError::Forbidden(
+                "a session key cannot manage keys".into(),
+            )),
+            _ => keys::list_keys(self.inner.store.as_ref(), caller.tenant()).await,
+        }
+    }
+
+    /// Revokes a key `caller` may manage (others' keys are not found).
+    pub async fn revoke_key(
+        &self,
+        caller: &Principal,
+        id: &str,
+    ) -> Result<ApiKeyRecord, EngineError> {
+        if let Principal::Session { .. } = caller {
+            return Err(EngineError::Forbidden(
+                "a session key cannot manage keys".into(),
+            ));
+        }
+        let key = self
+            .inner
+            .store
+            .get_api_key(id)
+            .await?
+            .ok_or_else(|| EngineError::KeyNotFound(id.to_owned()))?;
+        if caller.tenant().is_some() && caller.tenant() != key.tenant.as_deref() {
+            return Err(EngineError::KeyNotFound(id.to_owned()));
+        }
+        keys::revoke_key(self.inner.store.as_ref(), id).await
     }
 
     /// The error for a session that is not live: not found, or its terminal state.
@@ -634,21 +899,37 @@ impl Engine {
 pub struct PendingExecution {
     engine: Engine,
     session_id: SessionId,
-    answer: oneshot::Receiver<Result<ExecutionRecord, EngineError>>,
+    /// `None` when the session ended without answering.
+    answer: oneshot::Receiver<Option<Result<ExecutionRecord, EngineError>>>,
 }
 
 impl PendingExecution {
     pub async fn finish(self) -> Result<ExecutionRecord, EngineError> {
         match self.answer.await {
-            Ok(result) => result,
-            Err(_) => Err(self.engine.ended_error(self.session_id).await),
+            Ok(Some(result)) => result,
+            Ok(None) | Err(_) => Err(self.engine.ended_error(self.session_id).await),
         }
     }
 }
 
-async fn futures_join_all(waits: Vec<oneshot::Receiver<()>>) {
-    for wait in waits {
-        let _ = wait.await;
+/// A requested TTL checked against the operator's ceiling; `None` is the default.
+fn ttl_within(
+    field: &str,
+    requested: Option<Duration>,
+    default: Duration,
+    ceiling: Duration,
+) -> Result<Duration, EngineError> {
+    match requested {
+        None => Ok(default),
+        Some(ttl) if ttl.is_zero() => Err(EngineError::InvalidInput(format!(
+            "{field} must be a positive number of seconds"
+        ))),
+        Some(ttl) if ttl > ceiling => Err(EngineError::InvalidInput(format!(
+            "{field} {}s exceeds the maximum of {}s",
+            ttl.as_secs_f64(),
+            ceiling.as_secs_f64()
+        ))),
+        Some(ttl) => Ok(ttl),
     }
 }
 

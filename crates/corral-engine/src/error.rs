@@ -21,8 +21,18 @@ pub enum EngineError {
     NotAccepting(SessionId),
     #[error("session {id} already has {capacity} executions queued")]
     QueueFull { id: SessionId, capacity: usize },
+    #[error("the server already runs its limit of {limit} live sessions")]
+    TooManySessions { limit: usize },
     #[error("{0}")]
     InvalidInput(String),
+    #[error("a valid API key is required")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("API key {0} not found")]
+    KeyNotFound(String),
+    #[error("the system's random number generator failed: {0}")]
+    Randomness(String),
     #[error("could not start a worker: {0}")]
     WorkerStart(String),
     #[error("the server is shutting down")]

@@ -2,13 +2,18 @@
 //!
 //! Owns the registry of live sessions, each session's task (one worker, a bounded FIFO queue
 //! of executions, close/restart control), execution-count assignment, timeouts and caps as
-//! configured, and writing every state change through to the store.
+//! configured, session TTLs and the reaper that enforces them, the server-wide session cap,
+//! graceful shutdown, API keys and which tenant's sessions a caller may reach, and writing
+//! every state change through to the store.
 //!
 //! Deliberately knows nothing of HTTP or any client's JSON: surfaces in `corral-api` translate
 //! onto [`Engine`] calls and map [`EngineError`] to their own status codes.
 
+mod drain;
 mod engine;
 mod error;
+pub mod keys;
+mod reaper;
 mod session_task;
 
 pub use corral_worker::{
@@ -17,6 +22,6 @@ pub use corral_worker::{
 };
 pub use engine::{
     CreateSession, Engine, EngineConfig, EngineInfo, ExecutionPage, PendingExecution, RuntimeInfo,
-    SessionPage, SessionUpdate, RESTART_REASON,
+    SessionPage, SessionUpdate, RESTART_REASON, SHUTDOWN_REASON,
 };
 pub use error::EngineError;

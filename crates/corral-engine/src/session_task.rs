@@ -37,8 +37,6 @@ pub(crate) enum Control {
     Restart {
         reply: oneshot::Sender<Result<SessionRecord, EngineError>>,
     },
-    /// Server shutdown: kill the worker, leave the stored record as it is.
-    Abandon { reply: oneshot::Sender<()> },
 }
 
 /// What the rest of the engine holds of a live session.
@@ -113,7 +111,7 @@ pub(crate) async fn run_session(
     let reason = match &end {
         End::Died(reason) => Some((SessionState::Dead, reason.clone())),
         End::Closed(reason, _) => Some((SessionState::Closed, reason.clone())),
-        End::Abandoned | End::AbandonedWithReply(_) => None,
+        End::Abandoned => None,
     };
     let mut final_record = live.snapshot();
     if let Some((state, reason)) = reason {
@@ -132,9 +130,6 @@ pub(crate) async fn run_session(
         End::Closed(_, reply) => {
             let _ = reply.send(final_record);
         }
-        End::AbandonedWithReply(reply) => {
-            let _ = reply.send(());
-        }
         End::Died(_) | End::Abandoned => {}
     }
 }
@@ -143,7 +138,6 @@ enum End {
     Died(String),
     Closed(String, oneshot::Sender<SessionRecord>),
     Abandoned,
-    AbandonedWithReply(oneshot::Sender<()>),
 }
 
 enum Flow {
@@ -177,7 +171,6 @@ async fn handle_control(
 ) -> Flow {
     match request {
         Control::Close { reason, reply } => Flow::End(End::Closed(reason, reply)),
-        Control::Abandon { reply } => Flow::End(End::AbandonedWithReply(reply)),
         Control::Restart { reply } => match restart_worker(live, worker, context).await {
             Ok(record) => {
                 let _ = reply.send(Ok(record));

@@ -1,4 +1,5 @@
-//! `corral-store`: durable records of sessions and executions — the only crate with SQL.
+//! `corral-store`: durable records of sessions, executions, tenants and API keys — the only
+//! crate with SQL.
 //!
 //! Owns the [`Store`] trait, its SQLite implementation (WAL, created on first start) and the
 //! schema migrations under `migrations/`. PostgreSQL, for fleets of nodes, is a second
@@ -11,7 +12,7 @@ mod sqlite;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use corral_core::{ExecutionRecord, SessionId, SessionRecord, SessionState};
+use corral_core::{ApiKeyRecord, ExecutionRecord, SessionId, SessionRecord, SessionState};
 
 pub use sqlite::SqliteStore;
 
@@ -36,6 +37,8 @@ pub enum StoreError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionQuery {
     pub state: Option<SessionState>,
+    /// Only this tenant's sessions; `None` for every tenant.
+    pub tenant: Option<String>,
     /// Only sessions whose id sorts after this one (ids are time-ordered).
     pub after: Option<SessionId>,
     pub limit: u32,
@@ -75,4 +78,13 @@ pub trait Store: Send + Sync + 'static {
         reason: &str,
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError>;
+    /// Stores a new key, creating its tenant if it is new.
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError>;
+    async fn get_api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
+    /// Keys in creation order (revoked ones included), optionally of one tenant.
+    async fn list_api_keys(&self, tenant: Option<&str>) -> Result<Vec<ApiKeyRecord>, StoreError>;
+    /// Marks a key revoked; `false` if there is no such key or it was already revoked.
+    async fn revoke_api_key(&self, id: &str, now: DateTime<Utc>) -> Result<bool, StoreError>;
+    /// Whether any key is not revoked (no key at all means the server may run open).
+    async fn has_active_api_keys(&self) -> Result<bool, StoreError>;
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use corral_core::{
-    ErrorInfo, ExecutionRecord, ExecutionStatus, MimeBundle, OutputItem, SessionId, SessionRecord,
-    SessionState,
+    ApiKeyRecord, ErrorInfo, ExecutionRecord, ExecutionStatus, KeyScope, MimeBundle, OutputItem,
+    SessionId, SessionRecord, SessionState, SessionTtl,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
@@ -70,6 +70,8 @@ fn session_from_row(row: &SqliteRow) -> Result<SessionRecord, StoreError> {
     let metadata: String = row.try_get("metadata")?;
     let execution_count: i64 = row.try_get("execution_count")?;
     let resources: String = row.try_get("resources")?;
+    let idle_ttl_ms: i64 = row.try_get("idle_ttl_ms")?;
+    let max_ttl_ms: i64 = row.try_get("max_ttl_ms")?;
     Ok(SessionRecord {
         id: SessionId::from_str(&id).map_err(|error| StoreError::Corrupt(error.to_string()))?,
         name: row.try_get("name")?,
@@ -83,7 +85,35 @@ fn session_from_row(row: &SqliteRow) -> Result<SessionRecord, StoreError> {
         metadata: from_json(&metadata, "session metadata")?,
         accepting_executions: row.try_get("accepting_executions")?,
         resources: from_json(&resources, "session resources")?,
+        ttl: SessionTtl {
+            idle: Duration::from_millis(u64::try_from(idle_ttl_ms).unwrap_or_default()),
+            max: Duration::from_millis(u64::try_from(max_ttl_ms).unwrap_or_default()),
+        },
+        tenant: row.try_get("tenant")?,
     })
+}
+
+fn api_key_from_row(row: &SqliteRow) -> Result<ApiKeyRecord, StoreError> {
+    let scope: String = row.try_get("scope")?;
+    let session_id: Option<String> = row.try_get("session_id")?;
+    Ok(ApiKeyRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        scope: KeyScope::parse(&scope)
+            .ok_or_else(|| StoreError::Corrupt(format!("key scope {scope:?}")))?,
+        tenant: row.try_get("tenant")?,
+        session_id: session_id
+            .map(|id| SessionId::from_str(&id))
+            .transpose()
+            .map_err(|error| StoreError::Corrupt(error.to_string()))?,
+        secret_sha256: row.try_get("secret_sha256")?,
+        created_at: row.try_get("created_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+fn duration_to_ms(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn execution_from_row(row: &SqliteRow) -> Result<ExecutionRecord, StoreError> {
@@ -124,15 +154,15 @@ fn count_to_i64(count: u64) -> i64 {
 const UPDATE_SESSION: &str =
     "UPDATE sessions SET name = ?, runtime = ?, state = ?, state_reason = ?, \
      created_at = ?, last_activity_at = ?, execution_count = ?, metadata = ?, \
-     accepting_executions = ? WHERE id = ?";
+     accepting_executions = ?, idle_ttl_ms = ?, max_ttl_ms = ?, tenant = ? WHERE id = ?";
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn insert_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO sessions (id, name, runtime, state, state_reason, created_at, \
-             last_activity_at, execution_count, metadata, accepting_executions, resources) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             last_activity_at, execution_count, metadata, accepting_executions, resources, \
+             idle_ttl_ms, max_ttl_ms, tenant) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(session.id.to_string())
         .bind(&session.name)
@@ -145,6 +175,9 @@ impl Store for SqliteStore {
         .bind(to_json(&session.metadata)?)
         .bind(session.accepting_executions)
         .bind(to_json(&session.resources)?)
+        .bind(duration_to_ms(session.ttl.idle))
+        .bind(duration_to_ms(session.ttl.max))
+        .bind(&session.tenant)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -168,11 +201,12 @@ impl Store for SqliteStore {
     async fn list_sessions(&self, query: &SessionQuery) -> Result<Vec<SessionRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT * FROM sessions WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR id > ?2) \
-             ORDER BY id LIMIT ?3",
+             AND (?4 IS NULL OR tenant = ?4) ORDER BY id LIMIT ?3",
         )
         .bind(query.state.map(SessionState::as_str))
         .bind(query.after.map(|id| id.to_string()))
         .bind(i64::from(query.limit))
+        .bind(query.tenant.as_deref())
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(session_from_row).collect()
@@ -258,6 +292,70 @@ impl Store for SqliteStore {
         .await?;
         Ok(result.rows_affected())
     }
+
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
+        let mut transaction = self.pool.begin().await?;
+        if let Some(tenant) = &key.tenant {
+            sqlx::query("INSERT OR IGNORE INTO tenants (name, created_at) VALUES (?, ?)")
+                .bind(tenant)
+                .bind(key.created_at)
+                .execute(&mut *transaction)
+                .await?;
+        }
+        sqlx::query(
+            "INSERT INTO api_keys (id, name, scope, tenant, session_id, secret_sha256, \
+             created_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&key.id)
+        .bind(&key.name)
+        .bind(key.scope.as_str())
+        .bind(&key.tenant)
+        .bind(key.session_id.map(|id| id.to_string()))
+        .bind(&key.secret_sha256)
+        .bind(key.created_at)
+        .bind(key.revoked_at)
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    async fn get_api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM api_keys WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(api_key_from_row).transpose()
+    }
+
+    async fn list_api_keys(&self, tenant: Option<&str>) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM api_keys WHERE (?1 IS NULL OR tenant = ?1) ORDER BY created_at, id",
+        )
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(api_key_from_row).collect()
+    }
+
+    async fn revoke_api_key(&self, id: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let result =
+            sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+                .bind(now)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn has_active_api_keys(&self) -> Result<bool, StoreError> {
+        let row = sqlx::query(
+            "SELECT EXISTS (SELECT 1 FROM api_keys WHERE revoked_at IS NULL) AS active",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("active")?)
+    }
 }
 
 fn bind_session_update<'q>(
@@ -274,6 +372,9 @@ fn bind_session_update<'q>(
         .bind(count_to_i64(session.execution_count))
         .bind(to_json(&session.metadata)?)
         .bind(session.accepting_executions)
+        .bind(duration_to_ms(session.ttl.idle))
+        .bind(duration_to_ms(session.ttl.max))
+        .bind(&session.tenant)
         .bind(session.id.to_string()))
 }
 
@@ -289,6 +390,10 @@ mod tests {
             "python3".into(),
             Some("one".into()),
             metadata,
+            SessionTtl {
+                idle: Duration::from_secs(60),
+                max: Duration::from_millis(3_600_500),
+            },
             now,
         )
     }
@@ -346,6 +451,7 @@ mod tests {
         assert_eq!(back.state_reason.as_deref(), Some("server restarted"));
         assert_eq!(back.execution_count, 1);
         assert_eq!(back.metadata, record.metadata);
+        assert_eq!(back.ttl, record.ttl);
         let execution = store
             .get_execution(record.id, 1)
             .await
@@ -377,6 +483,7 @@ mod tests {
         let first = store
             .list_sessions(&SessionQuery {
                 state: None,
+                tenant: None,
                 after: None,
                 limit: 2,
             })
@@ -386,6 +493,7 @@ mod tests {
         let rest = store
             .list_sessions(&SessionQuery {
                 state: None,
+                tenant: None,
                 after: Some(ids[1]),
                 limit: 10,
             })
@@ -395,11 +503,77 @@ mod tests {
         let closed = store
             .list_sessions(&SessionQuery {
                 state: Some(SessionState::Closed),
+                tenant: None,
                 after: None,
                 limit: 10,
             })
             .await
             .expect("list");
         assert_eq!(closed.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn api_keys_are_stored_listed_by_tenant_and_revoked() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(directory.path()).await.expect("open");
+        assert!(!store.has_active_api_keys().await.expect("query"));
+        let key = |id: &str, tenant: Option<&str>| ApiKeyRecord {
+            id: id.into(),
+            name: Some("ci".into()),
+            scope: if tenant.is_some() {
+                KeyScope::Tenant
+            } else {
+                KeyScope::Admin
+            },
+            tenant: tenant.map(str::to_owned),
+            session_id: None,
+            secret_sha256: "00".repeat(32),
+            created_at: Utc::now(),
+            revoked_at: None,
+        };
+        store
+            .insert_api_key(&key("a1", Some("a")))
+            .await
+            .expect("insert");
+        store
+            .insert_api_key(&key("b1", Some("b")))
+            .await
+            .expect("insert");
+        store
+            .insert_api_key(&key("root", None))
+            .await
+            .expect("insert");
+        assert!(store.has_active_api_keys().await.expect("query"));
+        assert_eq!(store.list_api_keys(None).await.expect("list").len(), 3);
+        let only_a = store.list_api_keys(Some("a")).await.expect("list");
+        assert_eq!(
+            only_a.iter().map(|key| key.id.as_str()).collect::<Vec<_>>(),
+            ["a1"]
+        );
+        assert_eq!(only_a[0].tenant.as_deref(), Some("a"));
+        assert!(store
+            .revoke_api_key("a1", Utc::now())
+            .await
+            .expect("revoke"));
+        assert!(!store.revoke_api_key("a1", Utc::now()).await.expect("again"));
+        assert!(!store
+            .revoke_api_key("nope", Utc::now())
+            .await
+            .expect("unknown"));
+        let revoked = store
+            .get_api_key("a1")
+            .await
+            .expect("get")
+            .expect("present");
+        assert!(revoked.revoked_at.is_some());
+        store
+            .revoke_api_key("b1", Utc::now())
+            .await
+            .expect("revoke");
+        store
+            .revoke_api_key("root", Utc::now())
+            .await
+            .expect("revoke");
+        assert!(!store.has_active_api_keys().await.expect("query"));
     }
 }

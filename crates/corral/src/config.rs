@@ -18,6 +18,8 @@ pub struct FileConfig {
     pub bind: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub python: Option<PathBuf>,
+    /// How long running executions may take to finish after SIGTERM/SIGINT.
+    pub shutdown_grace_seconds: Option<f64>,
     #[serde(default)]
     pub limits: FileLimits,
     #[serde(default)]
@@ -120,6 +122,11 @@ pub struct FileLimits {
     pub output_cap_bytes: Option<usize>,
     pub execution_queue_capacity: Option<usize>,
     pub max_code_bytes: Option<usize>,
+    pub idle_ttl_seconds: Option<f64>,
+    pub idle_ttl_ceiling_seconds: Option<f64>,
+    pub max_ttl_seconds: Option<f64>,
+    pub max_ttl_ceiling_seconds: Option<f64>,
+    pub max_sessions: Option<usize>,
 }
 
 /// `[mounts]` in the config file.
@@ -141,9 +148,12 @@ pub struct ServeConfig {
     pub max_session_limits: SessionLimits,
     pub insecure_no_sandbox: bool,
     pub config_file: Option<PathBuf>,
+    pub shutdown_grace: Duration,
 }
 
 pub const DEFAULT_BIND: &str = "127.0.0.1:8000";
+/// How long running executions may take to finish at shutdown, unless configured.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// `$XDG_DATA_HOME/corral`, else `~/.local/share/corral`, else `./corral-data`.
 pub fn default_data_dir() -> PathBuf {
@@ -162,13 +172,14 @@ pub fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
 }
 
-fn seconds(name: &str, value: Option<f64>, default: Duration) -> anyhow::Result<Duration> {
+/// A positive number of seconds (below 10^9), or `default` when absent.
+pub fn seconds(name: &str, value: Option<f64>, default: Duration) -> anyhow::Result<Duration> {
     match value {
         None => Ok(default),
-        Some(value) if value.is_finite() && value > 0.0 && value < 1.0e7 => {
+        Some(value) if value.is_finite() && value > 0.0 && value < 1.0e9 => {
             Ok(Duration::from_secs_f64(value))
         }
-        Some(value) => bail!("limits.{name} must be a positive number of seconds, not {value}"),
+        Some(value) => bail!("{name} must be a positive number of seconds, not {value}"),
     }
 }
 
@@ -176,20 +187,41 @@ impl FileLimits {
     pub fn apply(&self, defaults: Limits) -> anyhow::Result<Limits> {
         let limits = Limits {
             default_exec_timeout: seconds(
-                "default_execution_timeout_seconds",
+                "limits.default_execution_timeout_seconds",
                 self.default_execution_timeout_seconds,
                 defaults.default_exec_timeout,
             )?,
             max_exec_timeout: seconds(
-                "max_execution_timeout_seconds",
+                "limits.max_execution_timeout_seconds",
                 self.max_execution_timeout_seconds,
                 defaults.max_exec_timeout,
             )?,
             interrupt_grace: seconds(
-                "interrupt_grace_seconds",
+                "limits.interrupt_grace_seconds",
                 self.interrupt_grace_seconds,
                 defaults.interrupt_grace,
             )?,
+            idle_ttl: seconds(
+                "limits.idle_ttl_seconds",
+                self.idle_ttl_seconds,
+                defaults.idle_ttl,
+            )?,
+            idle_ttl_ceiling: seconds(
+                "limits.idle_ttl_ceiling_seconds",
+                self.idle_ttl_ceiling_seconds,
+                defaults.idle_ttl_ceiling,
+            )?,
+            max_ttl: seconds(
+                "limits.max_ttl_seconds",
+                self.max_ttl_seconds,
+                defaults.max_ttl,
+            )?,
+            max_ttl_ceiling: seconds(
+                "limits.max_ttl_ceiling_seconds",
+                self.max_ttl_ceiling_seconds,
+                defaults.max_ttl_ceiling,
+            )?,
+            max_sessions: self.max_sessions.unwrap_or(defaults.max_sessions),
             output_cap_bytes: self.output_cap_bytes.unwrap_or(defaults.output_cap_bytes),
             queue_capacity: self
                 .execution_queue_capacity
@@ -200,11 +232,56 @@ impl FileLimits {
         if limits.default_exec_timeout > limits.max_exec_timeout {
             bail!("limits.default_execution_timeout_seconds is above limits.max_execution_timeout_seconds");
         }
-        if limits.queue_capacity == 0 || limits.output_cap_bytes == 0 || limits.max_code_bytes == 0
+        // When only one of a TTL's default and ceiling is configured, the other follows it
+        // (a default above its ceiling would refuse every create that names no TTL); when
+        // both are, they must agree.
+        let (idle_ttl, idle_ttl_ceiling) = fit_ttl(
+            limits.idle_ttl,
+            self.idle_ttl_seconds.is_some(),
+            limits.idle_ttl_ceiling,
+            self.idle_ttl_ceiling_seconds.is_some(),
+        );
+        let (max_ttl, max_ttl_ceiling) = fit_ttl(
+            limits.max_ttl,
+            self.max_ttl_seconds.is_some(),
+            limits.max_ttl_ceiling,
+            self.max_ttl_ceiling_seconds.is_some(),
+        );
+        let limits = Limits {
+            idle_ttl,
+            idle_ttl_ceiling,
+            max_ttl,
+            max_ttl_ceiling,
+            ..limits
+        };
+        if limits.idle_ttl > limits.idle_ttl_ceiling {
+            bail!("limits.idle_ttl_seconds is above limits.idle_ttl_ceiling_seconds");
+        }
+        if limits.max_ttl > limits.max_ttl_ceiling {
+            bail!("limits.max_ttl_seconds is above limits.max_ttl_ceiling_seconds");
+        }
+        if limits.queue_capacity == 0
+            || limits.output_cap_bytes == 0
+            || limits.max_code_bytes == 0
+            || limits.max_sessions == 0
         {
-            bail!("limits.execution_queue_capacity, output_cap_bytes and max_code_bytes must be positive");
+            bail!("limits.execution_queue_capacity, output_cap_bytes, max_code_bytes and max_sessions must be positive");
         }
         Ok(limits)
+    }
+}
+
+/// A TTL default and its ceiling, the unconfigured one moved to fit the configured one.
+fn fit_ttl(
+    default: Duration,
+    default_set: bool,
+    ceiling: Duration,
+    ceiling_set: bool,
+) -> (Duration, Duration) {
+    match (default_set, ceiling_set) {
+        (true, false) => (default, ceiling.max(default)),
+        (false, true) => (default.min(ceiling), ceiling),
+        _ => (default, ceiling),
     }
 }
 
@@ -225,5 +302,23 @@ mod tests {
             toml::from_str("[limits]\ndefault_execution_timeout_seconds = -1\n").expect("parses");
         assert!(bad.limits.apply(Limits::default()).is_err());
         assert!(toml::from_str::<FileConfig>("unknown = 1\n").is_err());
+    }
+
+    #[test]
+    fn ttl_defaults_must_fit_their_ceilings() {
+        let parse = |text: &str| {
+            toml::from_str::<FileConfig>(text)
+                .expect("parses")
+                .limits
+                .apply(Limits::default())
+        };
+        let raised = parse("[limits]\nidle_ttl_seconds = 1e8\n").expect("valid");
+        assert_eq!(raised.idle_ttl_ceiling, raised.idle_ttl);
+        let lowered = parse("[limits]\nmax_ttl_ceiling_seconds = 5\n").expect("valid");
+        assert_eq!(lowered.max_ttl, Duration::from_secs(5));
+        assert!(parse("[limits]\nidle_ttl_seconds = 20\nidle_ttl_ceiling_seconds = 10\n").is_err());
+        assert!(parse("[limits]\nmax_ttl_seconds = 20\nmax_ttl_ceiling_seconds = 10\n").is_err());
+        assert!(parse("[limits]\nmax_sessions = 0\n").is_err());
+        assert!(parse("[limits]\nmax_ttl_seconds = 0\n").is_err());
     }
 }

@@ -283,6 +283,9 @@ async fn openapi_document_covers_every_route() {
         "PUT /v1/sessions/{id}/files/{path}",
         "GET /v1/sessions/{id}/files/{path}",
         "DELETE /v1/sessions/{id}/files/{path}",
+        "POST /v1/keys",
+        "GET /v1/keys",
+        "DELETE /v1/keys/{key_id}",
         "POST /sessions/create",
         "GET /sessions/list",
         "POST /sessions/execute",
@@ -298,7 +301,8 @@ async fn openapi_document_covers_every_route() {
         let path = path
             .replace("{id}", &session)
             .replace("{execution_count}", "1")
-            .replace("{path}", "some/file.txt");
+            .replace("{path}", "some/file.txt")
+            .replace("{key_id}", "nope");
         let request = server
             .http
             .request(method.parse().expect("method"), server.url(&path));

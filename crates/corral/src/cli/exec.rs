@@ -4,7 +4,6 @@ use std::io::{Read, Write};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use corral_api::client::CorralClient;
 use corral_api::views::{ExecutionView, OutputView};
 
 use super::ExecArgs;
@@ -20,7 +19,7 @@ pub async fn run(arguments: ExecArgs) -> anyhow::Result<ExitCode> {
         }
         Some(code) => code.to_owned(),
     };
-    let client = CorralClient::new(&arguments.server.server)?;
+    let client = arguments.server.client()?;
     let execution = match &arguments.session {
         Some(session_id) => client.execute(session_id, &code, arguments.timeout).await?,
         None => {

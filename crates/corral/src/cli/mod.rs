@@ -1,8 +1,9 @@
-//! The command line: `serve`, `exec`, `sessions` and `bench`.
+//! The command line: `serve`, `exec`, `sessions`, `keys` and `bench`.
 
 mod bench;
 mod exec;
 mod files;
+mod keys;
 mod serve;
 mod sessions;
 
@@ -37,6 +38,9 @@ enum Command {
     /// Move files between this machine and a session's workspace.
     #[command(subcommand)]
     Files(FilesCommand),
+    /// Issue, list and revoke API keys (offline with --data-dir, else through the server).
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Measure session start and execution latency against a fresh server.
     Bench(BenchArgs),
 }
@@ -52,6 +56,60 @@ pub struct ServerArgs {
         global = true
     )]
     server: String,
+    /// API key to present (`Authorization: Bearer`).
+    #[arg(long, env = "CORRAL_API_KEY", global = true, hide_env_values = true)]
+    api_key: Option<String>,
+}
+
+impl ServerArgs {
+    pub fn client(&self) -> anyhow::Result<corral_api::client::CorralClient> {
+        Ok(corral_api::client::CorralClient::new(&self.server)?.with_api_key(self.api_key.clone()))
+    }
+}
+
+/// Where `corral keys` works: the store itself (offline, `--data-dir`) or a server.
+#[derive(Debug, Args)]
+pub struct KeysTarget {
+    /// Manage the keys in this data directory directly (no server needed).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Issue a key; it is printed once and cannot be shown again.
+    Create {
+        /// admin, tenant or session.
+        #[arg(long)]
+        scope: String,
+        /// Tenant of a tenant key.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Session of a session key.
+        #[arg(long)]
+        session: Option<String>,
+        /// A label for people.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        target: KeysTarget,
+    },
+    /// List keys (never their secrets).
+    List {
+        #[command(flatten)]
+        target: KeysTarget,
+    },
+    /// Revoke a key by id.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        target: KeysTarget,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -190,6 +248,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Exec(arguments) => exec::run(arguments).await,
         Command::Sessions(command) => sessions::run(command).await,
         Command::Files(command) => files::run(command).await,
+        Command::Keys(command) => keys::run(command).await,
         Command::Bench(arguments) => bench::run(arguments).await,
     }
 }

@@ -1,5 +1,6 @@
 //! `corral serve`: resolve the configuration, open the store, start the engine, serve HTTP
-//! until SIGINT/SIGTERM, then stop the workers.
+//! until SIGINT/SIGTERM, then shut down cleanly: stop accepting, let running executions
+//! finish within the grace period, close every session (`server shutdown`), exit 0.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -10,19 +11,17 @@ use anyhow::Context;
 use corral_api::{build_router, serve, ApiOptions};
 use corral_core::Limits;
 use corral_engine::{Engine, EngineConfig, Sandbox, SandboxSettings};
-use corral_store::SqliteStore;
+use corral_store::{SqliteStore, Store};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::ServeArgs;
-use crate::config::{self, FileConfig, ServeConfig, DEFAULT_BIND};
+use crate::config::{self, FileConfig, ServeConfig, DEFAULT_BIND, DEFAULT_SHUTDOWN_GRACE};
 
 /// Host uids given to sessions: a range no system account uses.
 const SESSION_UID_BASE: u32 = 300_000;
 const SESSION_UID_COUNT: u32 = 100_000;
-/// How long workers get to exit at shutdown before they are killed.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
-/// How long in-flight HTTP requests get to finish once the workers are gone.
+/// How long in-flight HTTP requests get to finish once the sessions are closed.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
 
 fn resolve(arguments: ServeArgs) -> anyhow::Result<ServeConfig> {
@@ -51,6 +50,11 @@ fn resolve(arguments: ServeArgs) -> anyhow::Result<ServeConfig> {
             .or(file.python)
             .unwrap_or_else(|| "python3".into()),
         limits: file.limits.apply(Limits::default())?,
+        shutdown_grace: config::seconds(
+            "shutdown_grace_seconds",
+            file.shutdown_grace_seconds,
+            DEFAULT_SHUTDOWN_GRACE,
+        )?,
         python_rce_mount: arguments
             .python_rce_mount
             .or(file.mounts.python_rce)
@@ -114,6 +118,23 @@ pub async fn run(arguments: ServeArgs) -> anyhow::Result<ExitCode> {
             anyhow::bail!("no usable cgroup hierarchy (memory, pids, cpu) for session limits; refusing to start. Pass --insecure-no-sandbox to run sessions unsandboxed (trusted code only)");
         }
     }
+    let listener = TcpListener::bind(&config.bind)
+        .await
+        .with_context(|| format!("binding {}", config.bind))?;
+    let address = listener.local_addr().context("reading the bound address")?;
+    // Without keys anyone who can connect is admin: only acceptable on loopback.
+    let loopback = address.ip().is_loopback();
+    let has_keys = store
+        .has_active_api_keys()
+        .await
+        .context("reading API keys")?;
+    if !loopback && !has_keys {
+        anyhow::bail!(
+            "refusing to serve on {address} without API keys: anyone who can connect would be \
+             admin. Create one first: corral keys create --scope admin --data-dir {}",
+            data_dir.display()
+        );
+    }
     let engine = Engine::start(
         EngineConfig {
             data_dir: data_dir.clone(),
@@ -122,6 +143,7 @@ pub async fn run(arguments: ServeArgs) -> anyhow::Result<ExitCode> {
             sandbox,
             session_limits: config.session_limits,
             max_session_limits: config.max_session_limits,
+            open_mode: loopback,
         },
         Arc::new(store),
     )
@@ -133,10 +155,6 @@ pub async fn run(arguments: ServeArgs) -> anyhow::Result<ExitCode> {
             python_rce_mount: config.python_rce_mount.clone(),
         },
     )?;
-    let listener = TcpListener::bind(&config.bind)
-        .await
-        .with_context(|| format!("binding {}", config.bind))?;
-    let address = listener.local_addr().context("reading the bound address")?;
     let info = engine.info();
     let runtime = info.runtimes.first();
     let isolation = if info.isolation.sandboxed() {
@@ -185,8 +203,27 @@ pub async fn run(arguments: ServeArgs) -> anyhow::Result<ExitCode> {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; shutting down"),
         _ = terminate.recv() => tracing::info!("SIGTERM received; shutting down"),
     }
+    // Stop accepting connections; requests already in flight go on. Running and queued
+    // executions get the grace period, then every session is closed and recorded.
+    // A second signal cuts the grace period short.
     let _ = stop_sender.send(true);
-    engine.shutdown(SHUTDOWN_GRACE).await;
+    tracing::info!(
+        grace_seconds = config.shutdown_grace.as_secs_f64(),
+        "no longer accepting connections; letting running executions finish"
+    );
+    let graceful = engine.shutdown(config.shutdown_grace);
+    tokio::pin!(graceful);
+    tokio::select! {
+        _ = &mut graceful => {}
+        _ = tokio::signal::ctrl_c() => {
+            tracing::warn!("second signal; closing every session now");
+            engine.shutdown(Duration::ZERO).await;
+        }
+        _ = terminate.recv() => {
+            tracing::warn!("second signal; closing every session now");
+            engine.shutdown(Duration::ZERO).await;
+        }
+    }
     match tokio::time::timeout(DRAIN_DEADLINE, &mut server).await {
         Ok(_) => tracing::info!("stopped"),
         Err(_) => {

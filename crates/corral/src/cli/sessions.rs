@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use corral_api::client::CorralClient;
 use corral_api::views::SessionView;
 
 use super::SessionsCommand;
@@ -17,7 +16,7 @@ pub async fn run(command: SessionsCommand) -> anyhow::Result<ExitCode> {
             json,
             server,
         } => {
-            let client = CorralClient::new(&server.server)?;
+            let client = server.client()?;
             let mut sessions = Vec::new();
             let mut cursor: Option<String> = None;
             loop {
@@ -37,13 +36,11 @@ pub async fn run(command: SessionsCommand) -> anyhow::Result<ExitCode> {
             }
         }
         SessionsCommand::Show { id, json, server } => {
-            let session = CorralClient::new(&server.server)?.get_session(&id).await?;
+            let session = server.client()?.get_session(&id).await?;
             print_session(&session, json)?;
         }
         SessionsCommand::Close { id, json, server } => {
-            let session = CorralClient::new(&server.server)?
-                .close_session(&id)
-                .await?;
+            let session = server.client()?.close_session(&id).await?;
             print_session(&session, json)?;
         }
     }

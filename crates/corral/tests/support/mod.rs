@@ -133,6 +133,18 @@ impl TestServer {
         }
     }
 
+    /// Waits for the process to exit by itself; returns its exit status.
+    pub fn wait_for_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the server did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Stops this server (with `signal`) and starts a new one on the same data directory.
     pub fn restart_with(mut self, signal: Signal) -> TestServer {
         self.stop_with(signal);

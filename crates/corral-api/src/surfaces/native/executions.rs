@@ -1,7 +1,6 @@
 //! Execution routes: run code (JSON reply or server-sent events) and read history.
 
 use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -14,8 +13,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use utoipa::IntoParams;
 
-use super::parse_session_id;
 use super::views::{ErrorView, ExecuteRequest, ExecutionList, ExecutionView, OutputView};
+use super::{parse_seconds, parse_session_id};
+use crate::auth::Caller;
 use crate::body::NativeJson;
 use crate::problem::{Problem, ProblemBody};
 use crate::router::ApiState;
@@ -42,36 +42,25 @@ const SSE_BUFFER: usize = 256;
     ))]
 pub async fn execute(
     State(state): State<ApiState>,
+    Caller(caller): Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
     NativeJson(request): NativeJson<ExecuteRequest>,
 ) -> Result<Response, Problem> {
     let id = parse_session_id(&id)?;
-    let timeout = match request.timeout {
-        None => None,
-        Some(seconds) if seconds.is_finite() && seconds > 0.0 && seconds <= 1.0e9 => {
-            Some(Duration::from_secs_f64(seconds))
-        }
-        Some(seconds) => {
-            return Err(Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_input",
-                format!("timeout must be a positive number of seconds; got {seconds}"),
-            ))
-        }
-    };
+    let timeout = parse_seconds("timeout", request.timeout)?;
     let exec_request = ExecRequest {
         code: request.code,
         timeout,
     };
     if !wants_event_stream(&headers) {
-        let record = state.engine.execute(id, exec_request).await?;
+        let record = state.engine.execute(&caller, id, exec_request).await?;
         return Ok(Json(ExecutionView::from(record)).into_response());
     }
     let (event_sender, mut event_receiver) = mpsc::unbounded_channel();
     let pending = state
         .engine
-        .submit(id, exec_request, Some(event_sender))
+        .submit(&caller, id, exec_request, Some(event_sender))
         .await?;
     let (sse_sender, sse_receiver) = mpsc::channel::<Result<Event, Infallible>>(SSE_BUFFER);
     tokio::spawn(async move {
@@ -151,6 +140,7 @@ pub struct ListExecutionsQuery {
     ))]
 pub async fn list_executions(
     State(state): State<ApiState>,
+    Caller(caller): Caller,
     Path(id): Path<String>,
     query: Result<Query<ListExecutionsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ExecutionList>, Problem> {
@@ -176,7 +166,10 @@ pub async fn list_executions(
             }
         },
     };
-    let page = state.engine.list_executions(id, after, limit).await?;
+    let page = state
+        .engine
+        .list_executions(&caller, id, after, limit)
+        .await?;
     Ok(Json(ExecutionList {
         executions: page
             .executions
@@ -197,6 +190,7 @@ pub async fn list_executions(
     ))]
 pub async fn get_execution(
     State(state): State<ApiState>,
+    Caller(caller): Caller,
     Path((id, execution_count)): Path<(String, String)>,
 ) -> Result<Json<ExecutionView>, Problem> {
     let id = parse_session_id(&id)?;
@@ -210,7 +204,7 @@ pub async fn get_execution(
     Ok(Json(
         state
             .engine
-            .get_execution(id, execution_count)
+            .get_execution(&caller, id, execution_count)
             .await?
             .into(),
     ))

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::parse_session_id;
+use crate::auth::Caller;
 use crate::problem::{Problem, ProblemBody};
 use crate::router::ApiState;
 
@@ -62,12 +63,13 @@ pub struct ListFilesQuery {
     ))]
 pub async fn list_files(
     State(state): State<ApiState>,
+    Caller(caller): Caller,
     Path(id): Path<String>,
     Query(query): Query<ListFilesQuery>,
 ) -> Result<Json<FileList>, Problem> {
     let id = parse_session_id(&id)?;
     let dir = query.dir.unwrap_or_default();
-    let files = state.engine.workspace_files(id).await?;
+    let files = state.engine.workspace_files(&caller, id).await?;
     let entries = files
         .list(&dir)
         .await
@@ -101,6 +103,7 @@ pub async fn list_files(
     ))]
 pub async fn put_file(
     State(state): State<ApiState>,
+    Caller(caller): Caller,
     Path((id, path)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
@@ -124,7 +127,7 @@ pub async fn put_file(
             format!("the file is larger than the workspace ({limit} bytes)"),
         ));
     }
-    let files = state.engine.workspace_files(id).await?;
+    let files = state.engine.workspace_files(&caller, id).await?;
     let size = files
         .put(&path, body.into_data_stream())
         .await
@@ -144,10 +147,11 @@ pub async fn put_file(
     ))]
 pub async fn get_file(
     State(state): State<ApiState>,
+    Caller(caller): Caller,
     Path((id, path)): Path<(String, String)>,
 ) -> Result<Response, Problem> {
     let id = parse_session_id(&id)?;
-    let files = state.engine.workspace_files(id).await?;
+    let files = state.engine.workspace_files(&caller, id).await?;
     let download = files
         .get(&path)
         .await
@@ -174,10 +178,11 @@ pub async fn get_file(
     ))]
 pub async fn delete_file(
     State(state): State<ApiState>,
+    Caller(caller): Caller,
     Path((id, path)): Path<(String, String)>,
 ) -> Result<StatusCode, Problem> {
     let id = parse_session_id(&id)?;
-    let files = state.engine.workspace_files(id).await?;
+    let files = state.engine.workspace_files(&caller, id).await?;
     files
         .delete(&path)
         .await

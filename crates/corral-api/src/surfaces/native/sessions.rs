@@ -9,8 +9,11 @@ use corral_engine::{CreateSession, SessionUpdate};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::parse_session_id;
-use super::views::{CreateSessionRequest, SessionList, SessionView, UpdateSessionRequest};
+use super::views::{
+    CreateSessionRequest, RefreshRequest, SessionList, SessionView, UpdateSessionRequest,
+};
+use super::{parse_seconds, parse_session_id};
+use crate::auth::Caller;
 use crate::body::NativeJson;
 use crate::problem::{Problem, ProblemBody};
 use crate::router::ApiState;
@@ -27,23 +30,32 @@ const MAX_PAGE_SIZE: u32 = 1000;
         (status = 201, description = "The session is ready", body = SessionView,
             headers(("Location" = String, description = "The session's URL"))),
         (status = 400, description = "Malformed JSON", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 503, description = "No worker could be started", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, a TTL out of range", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "The server runs its maximum number of sessions", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "No worker could be started, or the server is shutting down", body = ProblemBody, content_type = "application/problem+json"),
     ))]
 pub async fn create_session(
     State(state): State<ApiState>,
+    Caller(caller): Caller,
     NativeJson(request): NativeJson<CreateSessionRequest>,
 ) -> Result<Response, Problem> {
+    let idle_ttl = parse_seconds("idle_ttl", request.idle_ttl)?;
+    let max_ttl = parse_seconds("max_ttl", request.max_ttl)?;
     let record = state
         .engine
-        .create_session(CreateSession {
-            name: request.name,
-            metadata: request.metadata.unwrap_or_default(),
-            runtime: request.runtime,
-            resources: request
-                .limits
-                .map(|limits| limits.over(state.engine.info().session_limits)),
-        })
+        .create_session(
+            &caller,
+            CreateSession {
+                name: request.name,
+                metadata: request.metadata.unwrap_or_default(),
+                runtime: request.runtime,
+                idle_ttl,
+                max_ttl,
+                resources: request
+                    .limits
+                    .map(|limits| limits.over(state.engine.info().session_limits)),
+            },
+        )
         .await?;
     let location = format!("/v1/sessions/{}", record.id);
     Ok((
@@ -73,6 +85,7 @@ pub struct ListSessionsQuery {
     ))]
 pub async fn list_sessions(
     State(state): State<ApiState>,
+    Caller(caller): Caller,
     query: Result<Query<ListSessionsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<SessionList>, Problem> {
     let bad_query = |detail: String| Problem::new(StatusCode::BAD_REQUEST, "invalid_query", detail);
@@ -105,7 +118,7 @@ pub async fn list_sessions(
     };
     let page = state
         .engine
-        .list_sessions(state_filter, after, limit)
+        .list_sessions(&caller, state_filter, after, limit)
         .await?;
     Ok(Json(SessionList {
         sessions: page.sessions.into_iter().map(SessionView::from).collect(),
@@ -122,10 +135,11 @@ pub async fn list_sessions(
     ))]
 pub async fn get_session(
     State(state): State<ApiState>,
+    Caller(caller): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<SessionView>, Problem> {
     let id = parse_session_id(&id)?;
-    Ok(Json(state.engine.get_session(id).await?.into()))
+    Ok(Json(state.engine.get_session(&caller, id).await?.into()))
 }
 
 /// Renames a session, replaces its metadata or stops it accepting executions.
@@ -140,6 +154,7 @@ pub async fn get_session(
     ))]
 pub async fn update_session(
     State(state): State<ApiState>,
+    Caller(caller): Caller,
     Path(id): Path<String>,
     NativeJson(request): NativeJson<UpdateSessionRequest>,
 ) -> Result<Json<SessionView>, Problem> {
@@ -147,6 +162,7 @@ pub async fn update_session(
     let record = state
         .engine
         .update_session(
+            &caller,
             id,
             SessionUpdate {
                 name: request.name,
@@ -168,13 +184,14 @@ pub async fn update_session(
     ))]
 pub async fn delete_session(
     State(state): State<ApiState>,
+    Caller(caller): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<SessionView>, Problem> {
     let id = parse_session_id(&id)?;
     Ok(Json(
         state
             .engine
-            .close_session(id, CLOSED_BY_CLIENT)
+            .close_session(&caller, id, CLOSED_BY_CLIENT)
             .await?
             .into(),
     ))
@@ -190,10 +207,11 @@ pub async fn delete_session(
     ))]
 pub async fn interrupt_session(
     State(state): State<ApiState>,
+    Caller(caller): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<SessionView>, Problem> {
     let id = parse_session_id(&id)?;
-    Ok(Json(state.engine.interrupt(id).await?.into()))
+    Ok(Json(state.engine.interrupt(&caller, id).await?.into()))
 }
 
 /// Replaces the interpreter with a fresh one: same session id and workspace files, no
@@ -207,24 +225,41 @@ pub async fn interrupt_session(
     ))]
 pub async fn restart_session(
     State(state): State<ApiState>,
+    Caller(caller): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<SessionView>, Problem> {
     let id = parse_session_id(&id)?;
-    Ok(Json(state.engine.restart(id).await?.into()))
+    Ok(Json(state.engine.restart(&caller, id).await?.into()))
 }
 
-/// Marks the session active now, extending its idle time to live.
+/// Marks the session active now, so its idle TTL counts from now (`expires_at` moves
+/// later); `idle_ttl` also replaces the session's idle TTL.
 #[utoipa::path(post, path = "/v1/sessions/{id}/refresh", tag = "sessions",
     params(("id" = String, Path, description = "Session id")),
+    request_body(content = RefreshRequest, description = "Optional; an empty body is fine"),
     responses(
         (status = 200, description = "The session", body = SessionView),
         (status = 404, description = "No such session", body = ProblemBody, content_type = "application/problem+json"),
         (status = 409, description = "The session has ended", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "idle_ttl out of range", body = ProblemBody, content_type = "application/problem+json"),
     ))]
 pub async fn refresh_session(
     State(state): State<ApiState>,
+    Caller(caller): Caller,
     Path(id): Path<String>,
+    request: Result<NativeJson<RefreshRequest>, Problem>,
 ) -> Result<Json<SessionView>, Problem> {
     let id = parse_session_id(&id)?;
-    Ok(Json(state.engine.refresh(id).await?.into()))
+    // An unknown session is a 404 whatever the body says.
+    let NativeJson(request) = match request {
+        Ok(request) => request,
+        Err(problem) => {
+            state.engine.get_session(&caller, id).await?;
+            return Err(problem);
+        }
+    };
+    let idle_ttl = parse_seconds("idle_ttl", request.idle_ttl)?;
+    Ok(Json(
+        state.engine.refresh(&caller, id, idle_ttl).await?.into(),
+    ))
 }

@@ -6,6 +6,7 @@ use axum::Json;
 use super::views::{
     Health, InfoView, IsolationFeatureView, IsolationView, LimitsView, RuntimeView,
 };
+use crate::auth::Caller;
 use crate::body::max_body_bytes;
 use crate::router::ApiState;
 
@@ -20,8 +21,11 @@ pub async fn healthz() -> Json<Health> {
 
 /// Version, runtimes, limits and the isolation sessions get on this host.
 #[utoipa::path(get, path = "/v1/info", tag = "system",
-    responses((status = 200, description = "Server information", body = InfoView)))]
-pub async fn info(State(state): State<ApiState>) -> Json<InfoView> {
+    responses(
+        (status = 200, description = "Server information", body = InfoView),
+        (status = 401, description = "No valid API key", body = crate::problem::ProblemBody, content_type = "application/problem+json"),
+    ))]
+pub async fn info(State(state): State<ApiState>, _caller: Caller) -> Json<InfoView> {
     let info = state.engine.info();
     let limits = &info.limits;
     Json(InfoView {
@@ -49,6 +53,11 @@ pub async fn info(State(state): State<ApiState>) -> Json<InfoView> {
             session_workspace_bytes: info.session_limits.workspace_bytes,
             session_max_open_files: info.session_limits.max_open_files,
             session_maximum: info.max_session_limits.into(),
+            idle_ttl_seconds: limits.idle_ttl.as_secs_f64(),
+            idle_ttl_ceiling_seconds: limits.idle_ttl_ceiling.as_secs_f64(),
+            max_ttl_seconds: limits.max_ttl.as_secs_f64(),
+            max_ttl_ceiling_seconds: limits.max_ttl_ceiling.as_secs_f64(),
+            max_sessions: limits.max_sessions,
         },
         isolation: IsolationView {
             sandboxed: info.isolation.sandboxed(),

@@ -4,7 +4,9 @@
 //! and never reach below the API crate. Requests reject unknown fields.
 
 use chrono::{DateTime, Utc};
-use corral_core::{ErrorInfo, ExecutionRecord, OutputItem, ResourceLimits, SessionRecord};
+use corral_core::{
+    ApiKeyRecord, ErrorInfo, ExecutionRecord, OutputItem, ResourceLimits, SessionRecord,
+};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
@@ -28,6 +30,23 @@ pub struct CreateSessionRequest {
     /// none may exceed the server's maximum.
     #[serde(default)]
     pub limits: Option<ResourceRequest>,
+    /// Seconds without activity (executions, refreshes) after which the session is closed
+    /// (`idle timeout`). Default and maximum in `/v1/info`.
+    #[serde(default)]
+    pub idle_ttl: Option<f64>,
+    /// Seconds after creation after which the session is closed whatever it is doing
+    /// (`max lifetime`). Default and maximum in `/v1/info`.
+    #[serde(default)]
+    pub max_ttl: Option<f64>,
+}
+
+/// `POST /v1/sessions/{id}/refresh`. Optional; an empty body is fine.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    /// A new idle TTL in seconds, counted from now (at most the maximum in `/v1/info`).
+    #[serde(default)]
+    pub idle_ttl: Option<f64>,
 }
 
 /// Resource limits asked for at creation.
@@ -135,10 +154,17 @@ pub struct SessionView {
     pub accepting_executions: bool,
     /// The sandbox limits the session runs with.
     pub limits: ResourceView,
+    /// Seconds without activity before the session is closed.
+    pub idle_ttl: f64,
+    /// Seconds after creation before the session is closed.
+    pub max_ttl: f64,
+    /// When the session will be closed if nothing happens before then; null once it ended.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl From<SessionRecord> for SessionView {
     fn from(record: SessionRecord) -> Self {
+        let expires_at = record.expires_at();
         SessionView {
             id: record.id.to_string(),
             name: record.name,
@@ -151,6 +177,9 @@ impl From<SessionRecord> for SessionView {
             metadata: record.metadata,
             accepting_executions: record.accepting_executions,
             limits: record.resources.into(),
+            idle_ttl: record.ttl.idle.as_secs_f64(),
+            max_ttl: record.ttl.max.as_secs_f64(),
+            expires_at,
         }
     }
 }
@@ -261,6 +290,65 @@ pub struct ExecutionList {
     pub next_after: Option<u64>,
 }
 
+/// `POST /v1/keys`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKeyRequest {
+    /// `admin`, `tenant` or `session`.
+    pub scope: String,
+    /// The tenant of a tenant key (a tenant key's own tenant by default).
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// The session of a session key.
+    #[serde(default)]
+    pub session_id: Option<String>,
+    /// A label for people.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// An API key without its secret.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct KeyView {
+    pub id: String,
+    pub name: Option<String>,
+    /// `admin`, `tenant` or `session`.
+    pub scope: String,
+    pub tenant: Option<String>,
+    pub session_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<ApiKeyRecord> for KeyView {
+    fn from(record: ApiKeyRecord) -> Self {
+        KeyView {
+            id: record.id,
+            name: record.name,
+            scope: record.scope.as_str().to_owned(),
+            tenant: record.tenant,
+            session_id: record.session_id.map(|id| id.to_string()),
+            created_at: record.created_at,
+            revoked_at: record.revoked_at,
+        }
+    }
+}
+
+/// A newly issued key: the only time `key` is shown.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct IssuedKeyView {
+    /// The key to present (`Authorization: Bearer <key>` or `X-API-Key: <key>`).
+    pub key: String,
+    #[serde(flatten)]
+    pub details: KeyView,
+}
+
+/// `GET /v1/keys`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct KeyList {
+    pub keys: Vec<KeyView>,
+}
+
 /// `GET /healthz`.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct Health {
@@ -297,6 +385,16 @@ pub struct LimitsView {
     pub session_max_open_files: u64,
     /// The most a session may ask for at creation.
     pub session_maximum: ResourceView,
+    /// Idle TTL of sessions that ask for none.
+    pub idle_ttl_seconds: f64,
+    /// Largest idle TTL a session may ask for.
+    pub idle_ttl_ceiling_seconds: f64,
+    /// Max TTL of sessions that ask for none.
+    pub max_ttl_seconds: f64,
+    /// Largest max TTL a session may ask for.
+    pub max_ttl_ceiling_seconds: f64,
+    /// Sessions that may be live at once on this server.
+    pub max_sessions: usize,
 }
 
 /// One isolation mechanism: does the host offer it, does corral apply it.

@@ -9,17 +9,21 @@
 
 mod validation;
 
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use corral_core::{ExecRequest, ExecutionRecord, ExecutionStatus, OutputItem, SessionState};
+use corral_core::{
+    ExecRequest, ExecutionRecord, ExecutionStatus, OutputItem, Principal, SessionState,
+};
 use corral_engine::EngineError;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::auth::authenticate;
 use crate::body::{read_bytes, BodyError, BodyLimit};
 use crate::router::ApiState;
 use validation::{ValidationError, Validator};
@@ -150,7 +154,7 @@ impl RceError {
                     &message,
                 )])
             }
-            EngineError::QueueFull { .. } => RceError::Http {
+            EngineError::QueueFull { .. } | EngineError::TooManySessions { .. } => RceError::Http {
                 status: StatusCode::TOO_MANY_REQUESTS,
                 detail: error.to_string(),
             },
@@ -169,7 +173,17 @@ impl RceError {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 detail: "the server is shutting down".to_owned(),
             },
+            EngineError::Unauthorized => RceError::Http {
+                status: StatusCode::UNAUTHORIZED,
+                detail: "Not authenticated".to_owned(),
+            },
+            EngineError::Forbidden(ref detail) => RceError::Http {
+                status: StatusCode::FORBIDDEN,
+                detail: detail.clone(),
+            },
             EngineError::ExecutionNotFound { .. }
+            | EngineError::KeyNotFound(_)
+            | EngineError::Randomness(_)
             | EngineError::Store(_)
             | EngineError::File(_) => {
                 tracing::error!(%error, "python_rce request failed");
@@ -179,6 +193,20 @@ impl RceError {
                 }
             }
         }
+    }
+}
+
+/// The authenticated caller, or FastAPI's 401 `{"detail": "Not authenticated"}`.
+struct RceCaller(Principal);
+
+impl FromRequestParts<ApiState> for RceCaller {
+    type Rejection = RceError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, RceError> {
+        authenticate(parts, state)
+            .await
+            .map(RceCaller)
+            .map_err(|error| RceError::from_engine(error, ""))
     }
 }
 
@@ -224,10 +252,11 @@ impl<S: Send + Sync> FromRequest<S> for RceBody {
     responses((status = 200, description = "Successful Response", body = SessionCreateResponse)))]
 async fn session_create(
     State(state): State<ApiState>,
+    RceCaller(caller): RceCaller,
 ) -> Result<Json<SessionCreateResponse>, RceError> {
     let record = state
         .engine
-        .create_session(Default::default())
+        .create_session(&caller, Default::default())
         .await
         .map_err(|error| RceError::from_engine(error, ""))?;
     Ok(Json(SessionCreateResponse {
@@ -239,8 +268,11 @@ async fn session_create(
 #[utoipa::path(get, path = "/sessions/list", tag = "python_rce", operation_id = "Session_list",
     summary = "List Sessions",
     responses((status = 200, description = "Successful Response", body = SessionListResponse)))]
-async fn session_list(State(state): State<ApiState>) -> Json<SessionListResponse> {
-    let mut live = state.engine.live_sessions();
+async fn session_list(
+    State(state): State<ApiState>,
+    RceCaller(caller): RceCaller,
+) -> Json<SessionListResponse> {
+    let mut live = state.engine.live_sessions(&caller);
     live.sort_by_key(|record| record.id);
     Json(SessionListResponse {
         sessions: live
@@ -263,6 +295,7 @@ async fn session_list(State(state): State<ApiState>) -> Json<SessionListResponse
     ))]
 async fn session_execute(
     State(state): State<ApiState>,
+    RceCaller(caller): RceCaller,
     RceBody(body): RceBody,
 ) -> Result<Json<ExecutionResult>, RceError> {
     let mut validator = Validator::new(&body);
@@ -281,6 +314,7 @@ async fn session_execute(
     let record = state
         .engine
         .execute(
+            &caller,
             id,
             ExecRequest {
                 code,
@@ -303,6 +337,7 @@ async fn session_execute(
     ))]
 async fn session_close(
     State(state): State<ApiState>,
+    RceCaller(caller): RceCaller,
     RceBody(body): RceBody,
 ) -> Result<Json<SessionCloseResponse>, RceError> {
     let mut validator = Validator::new(&body);
@@ -321,7 +356,7 @@ async fn session_close(
     // A session that already ended is gone from this API's point of view, as in the original.
     let record = state
         .engine
-        .get_session(id)
+        .get_session(&caller, id)
         .await
         .map_err(|error| RceError::from_engine(error, &session_id))?;
     if record.state.is_terminal() {
@@ -329,7 +364,7 @@ async fn session_close(
     }
     state
         .engine
-        .close_session(id, CLOSED_BY_CLIENT)
+        .close_session(&caller, id, CLOSED_BY_CLIENT)
         .await
         .map_err(|error| RceError::from_engine(error, &session_id))?;
     Ok(Json(SessionCloseResponse {

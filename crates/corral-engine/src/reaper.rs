@@ -1,0 +1,68 @@
+//! The reaper: closes live sessions whose idle TTL or max TTL has run out, recording
+//! `idle timeout` or `max lifetime` as the reason.
+//!
+//! It sleeps until the earliest moment a session could expire (or until woken because a
+//! session was created or refreshed) and never holds the engine alive: it stops when the
+//! engine is dropped or shuts down. Which session has expired is decided by
+//! [`corral_core::SessionRecord::expiry`]; closing is [`Engine::close_session`].
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use chrono::Utc;
+use corral_core::Principal;
+use tokio::sync::Notify;
+
+use crate::engine::{Engine, EngineInner};
+
+/// Longest nap between checks when no session is close to expiring.
+const LONGEST_NAP: Duration = Duration::from_secs(60);
+/// Shortest nap, so a clock that disagrees with the deadlines cannot spin the loop.
+const SHORTEST_NAP: Duration = Duration::from_millis(10);
+
+pub(crate) async fn run_reaper(engine: Weak<EngineInner>, wake: Arc<Notify>) {
+    loop {
+        let nap = {
+            let Some(inner) = engine.upgrade() else {
+                return;
+            };
+            let engine = Engine::from_inner(inner);
+            if engine.is_shutting_down() {
+                return;
+            }
+            let now = Utc::now();
+            let sessions = engine.live_sessions(&Principal::Admin);
+            let mut expired = tokio::task::JoinSet::new();
+            for session in &sessions {
+                if let Some(expiry) = session.expiry(now) {
+                    tracing::info!(session_id = %session.id, reason = expiry.reason(), "session expired");
+                    let engine = engine.clone();
+                    let id = session.id;
+                    expired.spawn(async move {
+                        if let Err(error) = engine
+                            .close_session(&Principal::Admin, id, expiry.reason())
+                            .await
+                        {
+                            tracing::error!(session_id = %id, %error, "could not close an expired session");
+                        }
+                    });
+                }
+            }
+            if !expired.is_empty() {
+                expired.join_all().await;
+                continue;
+            }
+            sessions
+                .iter()
+                .filter_map(|session| session.next_expiry_check(now))
+                .min()
+                .map(|next| (next - now).to_std().unwrap_or(Duration::ZERO))
+                .unwrap_or(LONGEST_NAP)
+                .clamp(SHORTEST_NAP, LONGEST_NAP)
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(nap) => {}
+            _ = wake.notified() => {}
+        }
+    }
+}

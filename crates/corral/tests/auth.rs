@@ -1,0 +1,370 @@
+//! API keys and tenants against the real server: open mode only without keys (and only on
+//! loopback), bearer and X-API-Key, scopes, tenant isolation on every route of every surface
+//! (the route list comes from `/openapi.json`, so no route escapes), offline key management.
+
+mod support;
+
+use std::process::Command;
+
+use serde_json::{json, Value};
+use support::TestServer;
+
+async fn send(
+    server: &TestServer,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = server
+        .http
+        .request(method.parse().expect("method"), server.url(path));
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    support::response(request.send().await).await
+}
+
+async fn issue(server: &TestServer, by: Option<&str>, body: Value) -> (String, String) {
+    let (status, issued) = send(server, "POST", "/v1/keys", by, Some(body)).await;
+    assert_eq!(status, 201, "{issued}");
+    (
+        issued["key"].as_str().expect("key").to_owned(),
+        issued["id"].as_str().expect("id").to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn open_until_the_first_key_then_keys_are_required() {
+    let server = TestServer::start();
+    let (status, _) = server.get("/v1/sessions").await;
+    assert_eq!(status, 200, "open mode on loopback without keys");
+    let (admin, _) = issue(&server, None, json!({"scope": "admin", "name": "root"})).await;
+    assert!(admin.starts_with("corral_"));
+
+    let response = server
+        .http
+        .get(server.url("/v1/sessions"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(response.status(), 401);
+    assert!(response.headers()["www-authenticate"]
+        .to_str()
+        .expect("header")
+        .starts_with("Bearer"));
+    let problem: Value = response.json().await.expect("problem");
+    assert_eq!(problem["code"], "unauthorized");
+
+    let (status, _) = send(&server, "GET", "/v1/sessions", Some(&admin), None).await;
+    assert_eq!(status, 200, "Authorization: Bearer");
+    let response = server
+        .http
+        .get(server.url("/v1/sessions"))
+        .header("x-api-key", &admin)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(response.status(), 200, "X-API-Key");
+
+    let forged = format!("{}0", &admin[..admin.len() - 1]);
+    for bad in [forged.as_str(), "corral_nothing_here", "x"] {
+        let (status, body) = send(&server, "GET", "/v1/sessions", Some(bad), None).await;
+        assert_eq!(status, 401, "{bad}");
+        assert!(!body.to_string().contains(bad), "keys are never echoed");
+    }
+    for public in ["/healthz", "/openapi.json"] {
+        let (status, _) = server.get(public).await;
+        assert_eq!(status, 200, "{public}");
+    }
+    assert!(!server.log().contains(&admin), "keys are never logged");
+    assert!(!server.log().contains(&forged), "keys are never logged");
+
+    let (status, keys) = send(&server, "GET", "/v1/keys", Some(&admin), None).await;
+    assert_eq!(status, 200);
+    assert!(
+        keys["keys"][0].get("key").is_none() && !keys.to_string().contains(&admin),
+        "listing never shows secrets: {keys}"
+    );
+}
+
+/// Fills a documented route's path parameters.
+fn fill(path: &str, session: &str, key_id: &str) -> String {
+    path.replace("{id}", session)
+        .replace("{execution_count}", "1")
+        .replace("{key_id}", key_id)
+}
+
+#[tokio::test]
+async fn every_route_needs_a_key_and_hides_other_tenants() {
+    let server = TestServer::start();
+    let (admin, _) = issue(&server, None, json!({"scope": "admin"})).await;
+    let (alice, alice_key_id) = issue(
+        &server,
+        Some(&admin),
+        json!({"scope": "tenant", "tenant": "alice"}),
+    )
+    .await;
+    let (bob, _) = issue(
+        &server,
+        Some(&admin),
+        json!({"scope": "tenant", "tenant": "bob"}),
+    )
+    .await;
+    let (status, session) = send(
+        &server,
+        "POST",
+        "/v1/sessions",
+        Some(&alice),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 201, "{session}");
+    let alices = session["id"].as_str().expect("id").to_owned();
+    let (status, _) = send(
+        &server,
+        "POST",
+        &format!("/v1/sessions/{alices}/executions"),
+        Some(&alice),
+        Some(json!({"code": "secret = 42"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    let (_, document) = server.get("/openapi.json").await;
+    let mut routes = Vec::new();
+    for (path, item) in document["paths"].as_object().expect("paths") {
+        for method in item.as_object().expect("item").keys() {
+            routes.push((method.to_uppercase(), path.clone()));
+        }
+    }
+    assert!(routes.len() >= 20, "{routes:?}");
+    let public = ["/healthz", "/openapi.json"];
+    for (method, path) in &routes {
+        let concrete = fill(path, &alices, &alice_key_id);
+        // A valid body for the route, naming Alice's session where a body can.
+        let body = (method != "GET" && method != "DELETE").then(|| match path.as_str() {
+            "/v1/keys" => json!({"scope": "session", "session_id": alices}),
+            "/sessions/execute" | "/sessions/close" => {
+                json!({"session_id": alices, "code": "secret"})
+            }
+            _ if path.ends_with("/executions") => json!({"code": "secret"}),
+            _ => json!({}),
+        });
+        let (status, reply) = send(&server, method, &concrete, None, body.clone()).await;
+        if public.contains(&path.as_str()) {
+            assert_eq!(status, 200, "{method} {path} is public");
+            continue;
+        }
+        assert_eq!(status, 401, "{method} {path} without a key: {reply}");
+
+        // Bob must not reach, or even see, anything of Alice's.
+        let (status, reply) = send(&server, method, &concrete, Some(&bob), body).await;
+        let text = reply.to_string();
+        if path.contains('{') {
+            assert_eq!(
+                status, 404,
+                "{method} {path} with another tenant's key: {reply}"
+            );
+        } else {
+            match (method.as_str(), path.as_str()) {
+                // Bodies naming Alice's session.
+                ("POST", "/sessions/execute" | "/sessions/close" | "/v1/keys") => {
+                    assert_eq!(status, 404, "{method} {path}: {reply}")
+                }
+                // Creating is allowed (in Bob's tenant); listing shows only Bob's.
+                ("POST", "/v1/sessions" | "/sessions/create")
+                | ("GET", "/v1/sessions" | "/sessions/list" | "/v1/keys" | "/v1/info") => {
+                    assert!(status < 300, "{method} {path}: {status} {reply}")
+                }
+                _ => panic!("route {method} {path} is not covered by this test; add it"),
+            }
+        }
+        assert!(
+            // A 404 may repeat the id the client sent; nothing else may show it.
+            !text.contains(&alices) || status == 404,
+            "{method} {path} leaked Alice's session: {text}"
+        );
+        assert!(
+            !text.contains(&alice_key_id) || status == 404,
+            "{method} {path}: {text}"
+        );
+    }
+    // Alice still reaches her session and its state.
+    let (status, execution) = send(
+        &server,
+        "POST",
+        &format!("/v1/sessions/{alices}/executions"),
+        Some(&alice),
+        Some(json!({"code": "secret"})),
+    )
+    .await;
+    assert_eq!(
+        (status, &execution["result"]["text/plain"]),
+        (200, &json!("42"))
+    );
+    // Admin sees every tenant.
+    let (_, all) = send(&server, "GET", "/v1/sessions", Some(&admin), None).await;
+    assert!(all.to_string().contains(&alices));
+}
+
+#[tokio::test]
+async fn session_keys_reach_one_session_and_tenants_cannot_escalate() {
+    let server = TestServer::start();
+    let (admin, _) = issue(&server, None, json!({"scope": "admin"})).await;
+    let (tenant, _) = issue(
+        &server,
+        Some(&admin),
+        json!({"scope": "tenant", "tenant": "acme"}),
+    )
+    .await;
+    let mut sessions = Vec::new();
+    for _ in 0..2 {
+        let (_, session) = send(
+            &server,
+            "POST",
+            "/v1/sessions",
+            Some(&tenant),
+            Some(json!({})),
+        )
+        .await;
+        assert_eq!(session["state"], "idle");
+        sessions.push(session["id"].as_str().expect("id").to_owned());
+    }
+    let (one, _) = issue(
+        &server,
+        Some(&tenant),
+        json!({"scope": "session", "session_id": sessions[0]}),
+    )
+    .await;
+    let (status, _) = send(
+        &server,
+        "GET",
+        &format!("/v1/sessions/{}", sessions[0]),
+        Some(&one),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = send(
+        &server,
+        "GET",
+        &format!("/v1/sessions/{}", sessions[1]),
+        Some(&one),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404, "the tenant's other session is out of reach");
+    let (_, listed) = send(&server, "GET", "/v1/sessions", Some(&one), None).await;
+    assert_eq!(listed["sessions"].as_array().map(Vec::len), Some(1));
+    let (status, problem) =
+        send(&server, "POST", "/v1/sessions", Some(&one), Some(json!({}))).await;
+    assert_eq!((status, &problem["code"]), (403, &json!("forbidden")));
+    let (status, _) = send(&server, "GET", "/v1/keys", Some(&one), None).await;
+    assert_eq!(status, 403);
+
+    let (status, _) = send(
+        &server,
+        "POST",
+        "/v1/keys",
+        Some(&tenant),
+        Some(json!({"scope": "admin"})),
+    )
+    .await;
+    assert_eq!(status, 403, "a tenant cannot mint admin keys");
+    let (status, _) = send(
+        &server,
+        "POST",
+        "/v1/keys",
+        Some(&tenant),
+        Some(json!({"scope": "tenant", "tenant": "other"})),
+    )
+    .await;
+    assert_eq!(status, 403, "nor keys of another tenant");
+    for bad in [
+        json!({"scope": "root"}),
+        json!({"scope": "tenant", "tenant": "Not Valid"}),
+    ] {
+        let (status, _) = send(&server, "POST", "/v1/keys", Some(&admin), Some(bad.clone())).await;
+        assert_eq!(status, 422, "{bad}");
+    }
+}
+
+fn corral(arguments: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(arguments)
+        .env_remove("CORRAL_API_KEY")
+        .output()
+        .expect("run corral")
+}
+
+#[tokio::test]
+async fn keys_are_managed_offline_and_revocation_is_immediate() {
+    let server = TestServer::start();
+    let data_dir = server.data_dir.to_str().expect("utf-8 path").to_owned();
+    let created = corral(&[
+        "keys",
+        "create",
+        "--scope",
+        "tenant",
+        "--tenant",
+        "acme",
+        "--name",
+        "ci",
+        "--data-dir",
+        &data_dir,
+    ]);
+    assert!(created.status.success(), "{created:?}");
+    let key = String::from_utf8(created.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned();
+    assert!(key.starts_with("corral_"), "{key}");
+    let (status, _) = server.get("/v1/sessions").await;
+    assert_eq!(status, 401, "the server is no longer open");
+    let (status, _) = send(&server, "GET", "/v1/sessions", Some(&key), None).await;
+    assert_eq!(status, 200);
+
+    let listed = corral(&["keys", "list", "--json", "--data-dir", &data_dir]);
+    let keys: Value = serde_json::from_slice(&listed.stdout).expect("json");
+    assert_eq!(keys[0]["tenant"], "acme");
+    assert!(!String::from_utf8_lossy(&listed.stdout).contains(&key));
+    let id = keys[0]["id"].as_str().expect("id").to_owned();
+
+    // Through the server too, with the key itself.
+    let over_http = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(["keys", "list", "--json", "--server", &server.url])
+        .env("CORRAL_API_KEY", &key)
+        .output()
+        .expect("run");
+    assert!(over_http.status.success(), "{over_http:?}");
+
+    let revoked = corral(&["keys", "revoke", &id, "--data-dir", &data_dir]);
+    assert!(revoked.status.success(), "{revoked:?}");
+    let (status, _) = send(&server, "GET", "/v1/sessions", Some(&key), None).await;
+    assert_eq!(status, 401, "revoked at once");
+}
+
+#[test]
+fn a_non_loopback_bind_without_keys_is_refused() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let data_dir = temp.path().to_str().expect("utf-8").to_owned();
+    let output = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args([
+            "serve",
+            "--bind",
+            "0.0.0.0:0",
+            "--data-dir",
+            &data_dir,
+            "--python",
+            &support::python(),
+        ])
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("refusing to serve"), "{stderr}");
+}
