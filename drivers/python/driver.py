@@ -700,6 +700,10 @@ def _serve_exec(msg):
         pass
     exec_id = S.current_id
     S.current_id = None
+    # From `done` on, an interrupt with a frame waiting is for the next exec: forget this one's
+    # before the server can send that frame.
+    S.frame_started = False
+    S.early_interrupt = False
     _send({"type": "done", "id": exec_id, "status": "ok" if ok else "error"})
 
 
@@ -851,6 +855,10 @@ def _main():
             if msg is None:
                 _exit(0)
             kind = msg.get("type")
+            if kind != "exec":
+                # Only an exec can be interrupted; forget any interrupt before replying.
+                S.frame_started = False
+                S.early_interrupt = False
             if kind == "exec":
                 _serve_exec(msg)
             elif kind == "complete":
@@ -863,8 +871,6 @@ def _main():
             continue
         except Exception as exc:
             _note("internal error: %r" % (exc,))
-        S.frame_started = False
-        S.early_interrupt = False
         _install_sigint()
 
 
