@@ -190,7 +190,7 @@ impl Engine {
                 tracing::warn!(%error, "could not clear old workspaces");
             }
         }
-        let probe_dir = runtime_dir.join("probe");
+        let probe_dir = workspaces_dir.join("probe");
         let mut probe = Worker::start(&worker_config, probe_dir.clone())
             .await
             .map_err(|error| {

@@ -118,6 +118,7 @@ fn io_failure(error: std::io::Error) -> Failure {
 
 /// Entry point of `corral sandbox-files (--pid PID | --root DIR) <op> <path>`.
 pub fn files_main(arguments: &[String]) -> i32 {
+    crate::process::close_descriptors_from(3);
     match run(arguments) {
         Ok(()) => 0,
         Err(Failure(kind, message)) => {

@@ -39,8 +39,11 @@ const REPLACED_TOP_LEVEL: [&str; 7] = [
     "workspace",
     "lost+found",
 ];
+/// Directories below the top level replaced by empty ones (sockets and scratch files live
+/// there).
+const REPLACED_BELOW: [&str; 2] = ["var/tmp", "var/run"];
 /// Device nodes bound into the sandbox's `/dev`.
-const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+const DEVICES: [&str; 5] = ["null", "zero", "full", "random", "urandom"];
 
 #[derive(Debug, thiserror::Error)]
 enum LaunchError {
@@ -144,6 +147,8 @@ fn forward_until_exit(child: Pid) -> Result<i32, LaunchError> {
 }
 
 fn run_launcher(policy_json: &str) -> Result<i32, LaunchError> {
+    // Only fds 0-3 (stdin, the output pipes, the control socket) go on to the session.
+    crate::process::close_descriptors_from(4);
     let policy: LaunchPolicy = serde_json::from_str(policy_json)?;
     let own_pid = std::process::id().to_string();
     for procs in &policy.cgroup_procs {
@@ -335,6 +340,8 @@ fn prepare_and_exec(
         nix::sys::prctl::set_pdeathsig(Signal::SIGKILL),
     )?;
     drop_capabilities()?;
+    // The launcher's pipe and the O_PATH handles used to build the root stay behind.
+    crate::process::close_descriptors_from(4);
     sys(
         || "no_new_privs".to_owned(),
         nix::sys::prctl::set_no_new_privs(),
@@ -626,8 +633,23 @@ fn build_filesystem(policy: &LaunchPolicy, sources: &Sources) -> Result<(), Laun
             }
         } else if file_type.is_dir() {
             make_directory(&target)?;
+            // Mounts below (other sessions' workspaces, under the hidden data directory) come
+            // along: a user namespace may not separate them. They are covered by the mask.
             bind(&host_path, &target, MsFlags::MS_REC)?;
             make_tree_readonly(&target)?;
+        }
+    }
+    for below in REPLACED_BELOW {
+        let target = root.join(below);
+        let is_directory = std::fs::symlink_metadata(&target)
+            .map(|metadata| metadata.is_dir())
+            .unwrap_or(false);
+        if is_directory {
+            mount_tmpfs(
+                &target,
+                "size=64k,mode=0755",
+                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            )?;
         }
     }
 

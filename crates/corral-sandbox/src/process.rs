@@ -53,13 +53,16 @@ pub fn spawn_worker(command: &WorkerCommand) -> Result<SpawnedWorker, SandboxErr
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
         .kill_on_drop(true);
-    // SAFETY: the closure runs in the forked child before exec and only calls `prctl`, `dup2`
-    // and `fcntl`, which are async-signal-safe; it allocates nothing and touches no locks.
-    // `worker_fd` stays open in the parent until after `spawn` returns, so it is valid here.
+    // SAFETY: the closure runs in the forked child before exec and only calls `setsid`,
+    // `prctl`, `dup2`, `fcntl` and `close_range`, which are async-signal-safe; it allocates
+    // nothing and touches no locks. `worker_fd` stays open in the parent until after `spawn`
+    // returns, so it is valid here.
     unsafe {
         process.pre_exec(move || {
+            // A new session: no controlling terminal (so no TIOCSTI into the operator's shell),
+            // and a process group of its own that is killed as a whole.
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
             // If the server dies (even by SIGKILL), the worker dies with it.
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
             if worker_fd == CONTROL_FD {
@@ -72,6 +75,8 @@ pub fn spawn_worker(command: &WorkerCommand) -> Result<SpawnedWorker, SandboxErr
             } else {
                 nix::unistd::dup2(worker_fd, CONTROL_FD).map_err(std::io::Error::from)?;
             }
+            // Nothing the server holds or inherited reaches the worker beyond fds 0-3.
+            close_descriptors_from(CONTROL_FD + 1);
             Ok(())
         });
     }
@@ -96,6 +101,20 @@ pub fn spawn_worker(command: &WorkerCommand) -> Result<SpawnedWorker, SandboxErr
         stdout,
         stderr,
     })
+}
+
+/// Closes every file descriptor from `first` up. Async-signal-safe.
+pub(crate) fn close_descriptors_from(first: i32) {
+    // SAFETY: close_range only closes descriptors; nothing in this process uses the ones it
+    // closes (callers run just before exec or at the start of a fresh process).
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            0 as libc::c_uint,
+        );
+    }
 }
 
 /// Sends SIGINT to the worker process itself (the running cell gets `KeyboardInterrupt`).

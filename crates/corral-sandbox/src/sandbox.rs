@@ -82,6 +82,7 @@ impl Sandbox {
             source,
         })?;
         let cgroups = CgroupHost::detect(&settings.cgroup_root);
+
         if let Some(cgroups) = &cgroups {
             cgroups.remove_stale();
         }
@@ -127,45 +128,85 @@ impl Sandbox {
         limits: &SessionLimits,
     ) -> Result<u32, SandboxError> {
         let setup = |what: String| move |source| SandboxError::Setup { what, source };
-        if is_mount_point(workspace) {
-            let metadata = std::fs::metadata(workspace)
-                .map_err(setup(format!("reading {}", workspace.display())))?;
+        let mounted_at = std::fs::read_link(workspace).unwrap_or_else(|_| workspace.to_owned());
+        if is_mount_point(&mounted_at) {
+            let metadata = std::fs::metadata(&mounted_at)
+                .map_err(setup(format!("reading {}", mounted_at.display())))?;
             return Ok(std::os::unix::fs::MetadataExt::uid(&metadata));
         }
-        std::fs::create_dir_all(workspace)
-            .map_err(setup(format!("creating {}", workspace.display())))?;
         let uid = self.allocate_uid();
-        if self.privileged {
-            let options = format!(
-                "size={},mode=0700,uid={uid},gid={uid}",
-                limits.workspace_bytes
-            );
-            mount(
-                Some("tmpfs"),
-                workspace,
-                Some("tmpfs"),
-                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-                Some(options.as_str()),
-            )
-            .map_err(|source| SandboxError::Setup {
-                what: format!("mounting the workspace {}", workspace.display()),
-                source: source.into(),
-            })?;
+        if !self.privileged {
+            std::fs::create_dir_all(workspace)
+                .map_err(setup(format!("creating {}", workspace.display())))?;
+            return Ok(uid);
         }
+        // The tmpfs lives under /run, which sandboxes replace, and the workspace path is a
+        // link to it: other sessions' workspaces then never appear in a session's mount table.
+        let mount_point = self.mount_home().join(format!(
+            "{:016x}",
+            fnv1a(workspace.as_os_str().as_encoded_bytes())
+        ));
+        std::fs::create_dir_all(&mount_point)
+            .map_err(setup(format!("creating {}", mount_point.display())))?;
+        let options = format!(
+            "size={},mode=0700,uid={uid},gid={uid}",
+            limits.workspace_bytes
+        );
+        mount(
+            Some("tmpfs"),
+            &mount_point,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(options.as_str()),
+        )
+        .map_err(|source| SandboxError::Setup {
+            what: format!("mounting the workspace {}", mount_point.display()),
+            source: source.into(),
+        })?;
+        if let Some(parent) = workspace.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(setup(format!("creating {}", parent.display())))?;
+        }
+        let _ = std::fs::remove_dir(workspace);
+        std::os::unix::fs::symlink(&mount_point, workspace)
+            .map_err(setup(format!("linking {}", workspace.display())))?;
         Ok(uid)
     }
 
-    /// Unmounts and removes a workspace.
+    /// Where a privileged server mounts workspaces: `/run/corral/workspaces` (or, without a
+    /// `/run`, the runtime directory).
+    fn mount_home(&self) -> PathBuf {
+        if Path::new("/run").is_dir() {
+            PathBuf::from("/run/corral/workspaces")
+        } else {
+            self.settings.runtime_dir.join("workspaces")
+        }
+    }
+
+    /// Unmounts and removes a workspace (and the link to it).
     pub fn release_workspace(&self, workspace: &Path) {
-        if is_mount_point(workspace) {
-            if let Err(error) = umount2(workspace, MntFlags::MNT_DETACH) {
-                tracing::warn!(path = %workspace.display(), %error, "could not unmount a workspace");
+        let is_link = std::fs::symlink_metadata(workspace)
+            .map(|metadata| metadata.file_type().is_symlink())
+            .unwrap_or(false);
+        let mounted_at = if is_link {
+            std::fs::read_link(workspace).ok()
+        } else {
+            Some(workspace.to_owned())
+        };
+        if let Some(mounted_at) = &mounted_at {
+            if is_mount_point(mounted_at) {
+                if let Err(error) = umount2(mounted_at, MntFlags::MNT_DETACH) {
+                    tracing::warn!(path = %mounted_at.display(), %error, "could not unmount a workspace");
+                }
+            }
+            if let Err(error) = std::fs::remove_dir_all(mounted_at) {
+                if error.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(path = %mounted_at.display(), %error, "could not remove a workspace");
+                }
             }
         }
-        if let Err(error) = std::fs::remove_dir_all(workspace) {
-            if error.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(path = %workspace.display(), %error, "could not remove a workspace");
-            }
+        if is_link {
+            let _ = std::fs::remove_file(workspace);
         }
     }
 
@@ -174,6 +215,11 @@ impl Sandbox {
         if let Ok(entries) = std::fs::read_dir(directory) {
             for entry in entries.flatten() {
                 self.release_workspace(&entry.path());
+            }
+        }
+        if is_mount_point(directory) {
+            if let Err(error) = umount2(directory, MntFlags::MNT_DETACH) {
+                tracing::warn!(path = %directory.display(), %error, "could not unmount the workspaces directory");
             }
         }
     }
@@ -269,14 +315,60 @@ pub fn sandbox_workspace() -> &'static str {
     SANDBOX_WORKSPACE
 }
 
-/// Whether `path` is the root of a mount (its device differs from its parent's).
+/// FNV-1a: a stable name for a workspace's mount point (not for security).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x100000001b3)
+    })
+}
+
+/// Whether `path` is a mount point of this process's mount namespace (bind mounts of the same
+/// filesystem included, which a device comparison would miss).
 fn is_mount_point(path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let (Ok(own), Some(Ok(parent))) = (
-        std::fs::metadata(path),
-        path.parent().map(std::fs::metadata),
-    ) else {
+    let Ok(canonical) = std::fs::canonicalize(path) else {
         return false;
     };
-    own.dev() != parent.dev()
+    let wanted = canonical.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .any(|mount_point| unescape_mountinfo(mount_point) == wanted)
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space, and so on).
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] == b'\\' && index + 3 < bytes.len() {
+            let digits = &field[index + 1..(index + 4).min(field.len())];
+            if let Ok(value) = u8::from_str_radix(digits, 8) {
+                out.push(value);
+                index += 4;
+                continue;
+            }
+        }
+        out.push(bytes[index]);
+        index += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_undone() {
+        assert_eq!(unescape_mountinfo("/a\\040b"), "/a b");
+        assert_eq!(unescape_mountinfo("/plain"), "/plain");
+    }
+
+    #[test]
+    fn the_root_is_a_mount_point() {
+        assert!(is_mount_point(Path::new("/")));
+        assert!(!is_mount_point(Path::new("/definitely/not/here")));
+    }
 }

@@ -44,9 +44,49 @@ pub struct ExecOutcome {
 struct Collector {
     outputs: Vec<OutputItem>,
     events: Option<mpsc::UnboundedSender<ExecEvent>>,
+    /// Bytes left for display outputs and the result (their JSON size).
+    rich_budget: usize,
+    rich_truncated: bool,
 }
 
+/// Display outputs and the result together may use this many times the per-stream cap.
+const RICH_OUTPUT_CAP_FACTOR: usize = 4;
+
+/// Largest `text/plain` kept of a result that does not fit the budget.
+const FALLBACK_TEXT_CHARS: usize = 10_000;
+
 impl Collector {
+    /// Charges `bundle` to the rich-output budget; false when it does not fit.
+    fn charge(&mut self, bundle: &MimeBundle) -> bool {
+        let size = serde_json::to_vec(bundle)
+            .map(|bytes| bytes.len())
+            .unwrap_or(usize::MAX);
+        if size <= self.rich_budget {
+            self.rich_budget -= size;
+            true
+        } else {
+            self.rich_truncated = true;
+            false
+        }
+    }
+
+    /// A result that fits the budget: the bundle, else its `text/plain` shortened.
+    fn fit_result(&mut self, data: MimeBundle) -> MimeBundle {
+        if self.charge(&data) {
+            return data;
+        }
+        let text: String = data
+            .get("text/plain")
+            .and_then(|value| value.as_str())
+            .unwrap_or("")
+            .chars()
+            .take(FALLBACK_TEXT_CHARS)
+            .collect();
+        let mut fallback = MimeBundle::new();
+        fallback.insert("text/plain".to_owned(), serde_json::Value::String(text));
+        fallback
+    }
+
     fn stream(&mut self, name: StreamName, text: String) {
         if text.is_empty() {
             return;
@@ -140,6 +180,8 @@ impl Worker {
         let mut collector = Collector {
             outputs: Vec::new(),
             events,
+            rich_budget: spec.output_cap_bytes.saturating_mul(RICH_OUTPUT_CAP_FACTOR),
+            rich_truncated: false,
         };
         let mut stdout = PipeState::new(
             StreamName::Stdout,
@@ -195,10 +237,13 @@ impl Worker {
                 event = self.events.recv(), if self.events_open && worker_exit.is_none() => match event {
                     Some(Ok(event)) => match event {
                         WorkerEvent::Display { id, data, metadata } if id == request_id => {
-                            collector.outputs.push(OutputItem::Display { data: data.clone(), metadata: metadata.clone() });
-                            collector.emit(ExecEvent::Display { data, metadata });
+                            if collector.charge(&data) {
+                                collector.outputs.push(OutputItem::Display { data: data.clone(), metadata: metadata.clone() });
+                                collector.emit(ExecEvent::Display { data, metadata });
+                            }
                         }
                         WorkerEvent::Result { id, execution_count, data, .. } if id == request_id => {
+                            let data = collector.fit_result(data);
                             collector.emit(ExecEvent::Result { execution_count, data: data.clone() });
                             result = Some(data);
                         }
@@ -250,7 +295,8 @@ impl Worker {
             }
         }
 
-        let truncated = stdout.text.truncated() || stderr.text.truncated();
+        let truncated =
+            stdout.text.truncated() || stderr.text.truncated() || collector.rich_truncated;
         let interrupted_by_client = self.interrupt_requested.swap(false, Ordering::SeqCst);
         let status = if worker_exit.is_some() {
             ExecutionStatus::Killed

@@ -419,3 +419,31 @@ async fn server_sent_events_carry_display_and_result() {
         .expect("execute");
     assert_eq!(response.status(), 404);
 }
+
+#[tokio::test]
+async fn display_outputs_and_results_share_a_capped_budget() {
+    let server = TestServer::start_with_config("[limits]\noutput_cap_bytes = 10000\n");
+    let id = server.create_session().await;
+    let execution = server
+        .execute(
+            &id,
+            "for i in range(100):\n    display('y' * 1000)\n'z' * 100000",
+        )
+        .await;
+    assert_eq!(execution["status"], "ok");
+    assert_eq!(execution["truncated"], true);
+    let displays = execution["outputs"]
+        .as_array()
+        .expect("outputs")
+        .iter()
+        .filter(|item| item["type"] == "display")
+        .count();
+    assert!(displays > 0 && displays < 100, "{displays} displays kept");
+    let text = execution["result"]["text/plain"].as_str().expect("text");
+    assert!(
+        text.len() <= 10_002,
+        "result shortened to {} bytes",
+        text.len()
+    );
+    assert!(text.starts_with("'zzz"));
+}

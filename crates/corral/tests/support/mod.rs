@@ -259,6 +259,15 @@ impl Drop for TestServer {
 /// Unmounts what a killed server left mounted under `directory` (session workspaces), so the
 /// temporary directory can be removed.
 pub fn unmount_below(directory: &Path) {
+    // Workspaces are links to tmpfs mounts elsewhere (under /run).
+    if let Ok(entries) = std::fs::read_dir(directory.join("workspaces")) {
+        for entry in entries.flatten() {
+            if let Ok(target) = std::fs::read_link(entry.path()) {
+                let _ = Command::new("umount").arg("-l").arg(&target).status();
+                let _ = std::fs::remove_dir(&target);
+            }
+        }
+    }
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let prefix = directory.to_string_lossy().into_owned();
     for line in mountinfo.lines() {
