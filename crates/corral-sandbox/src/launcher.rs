@@ -639,6 +639,8 @@ fn build_filesystem(policy: &LaunchPolicy, sources: &Sources) -> Result<(), Laun
             make_tree_readonly(&target)?;
         }
     }
+    // Empty directories over these, made read-only once the exposed paths are in place.
+    let mut read_only_later: Vec<PathBuf> = Vec::new();
     for below in REPLACED_BELOW {
         let target = root.join(below);
         let is_directory = std::fs::symlink_metadata(&target)
@@ -647,9 +649,10 @@ fn build_filesystem(policy: &LaunchPolicy, sources: &Sources) -> Result<(), Laun
         if is_directory {
             mount_tmpfs(
                 &target,
-                "size=64k,mode=0755",
-                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                "size=64k,mode=0755,uid=0,gid=0",
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
             )?;
+            read_only_later.push(target);
         }
     }
 
@@ -727,19 +730,34 @@ fn build_filesystem(policy: &LaunchPolicy, sources: &Sources) -> Result<(), Laun
         ),
     )?;
 
-    let mut replaced: Vec<PathBuf> = Vec::new();
+    let mut replaced: Vec<PathBuf> = read_only_later;
     for (exposed, closed, directory) in &sources.exposed {
-        let Some(closed) = closed else {
-            continue;
-        };
-        let closed_target = root.join(closed.strip_prefix("/").unwrap_or(closed));
-        if !replaced.contains(&closed_target) {
-            mount_tmpfs(
-                &closed_target,
-                "size=64k,mode=0755,uid=0,gid=0",
-                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            )?;
-            replaced.push(closed_target);
+        // A path under a directory the sandbox replaces (an interpreter in /tmp, say) is
+        // bound into the replacement; one under a directory closed to others is bound into
+        // an empty directory put over that one.
+        let under_replaced = REPLACED_TOP_LEVEL
+            .iter()
+            .map(|name| Path::new("/").join(name))
+            .chain(
+                REPLACED_BELOW
+                    .iter()
+                    .map(|below| Path::new("/").join(below)),
+            )
+            .any(|replaced_path| exposed.starts_with(replaced_path));
+        match closed {
+            _ if under_replaced => {}
+            None => continue,
+            Some(closed) => {
+                let closed_target = root.join(closed.strip_prefix("/").unwrap_or(closed));
+                if !replaced.contains(&closed_target) {
+                    mount_tmpfs(
+                        &closed_target,
+                        "size=64k,mode=0755,uid=0,gid=0",
+                        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                    )?;
+                    replaced.push(closed_target);
+                }
+            }
         }
         let target = root.join(exposed.strip_prefix("/").unwrap_or(exposed));
         make_directory(&target)?;

@@ -101,3 +101,27 @@ async fn a_hundred_create_close_cycles_leave_nothing_behind() {
         "1"
     );
 }
+
+/// Regression: an interpreter in a directory the sandbox replaces (a venv under /tmp, as in a
+/// checkout cloned to /tmp) must still be visible to sessions.
+#[tokio::test]
+async fn an_interpreter_under_tmp_is_visible_to_sessions() {
+    let venv = tempfile::Builder::new()
+        .prefix("corral-venv-")
+        .tempdir_in("/tmp")
+        .expect("temporary directory");
+    let created = std::process::Command::new(support::python())
+        .args(["-m", "venv", "--without-pip"])
+        .arg(venv.path())
+        .status()
+        .expect("python -m venv");
+    assert!(created.success());
+    let python = venv.path().join("bin/python");
+    let server = TestServer::start_with_python("", python.to_str().expect("path"));
+    let id = server.create_session().await;
+    let execution = server.execute(&id, "import sys\nsys.prefix").await;
+    assert_eq!(
+        execution["result"]["text/plain"],
+        format!("'{}'", venv.path().display())
+    );
+}
