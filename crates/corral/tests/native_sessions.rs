@@ -339,3 +339,31 @@ async fn unknown_routes_and_methods_are_problems() {
         .expect("put");
     assert_eq!(response.status(), 405);
 }
+
+#[tokio::test]
+async fn an_unsandboxed_server_says_so() {
+    let server = TestServer::start_with_config("[sandbox]\ninsecure_no_sandbox = true\n");
+    let (_, info) = server.get("/v1/info").await;
+    assert_eq!(info["isolation"]["sandboxed"], false);
+    let features = info["isolation"]["features"].as_array().expect("features");
+    for name in [
+        "user_namespace",
+        "pid_namespace",
+        "network_namespace",
+        "cgroups",
+        "seccomp",
+    ] {
+        assert!(
+            features
+                .iter()
+                .any(|feature| feature["name"] == name && feature["active"] == false),
+            "{name} is reported inactive: {features:?}"
+        );
+    }
+    assert!(server.log().contains("NOT sandboxed"), "{}", server.log());
+    let id = server.create_session().await;
+    assert_eq!(
+        server.execute(&id, "6 * 7").await["result"]["text/plain"],
+        "42"
+    );
+}
