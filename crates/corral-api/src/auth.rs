@@ -15,7 +15,7 @@ use crate::problem::Problem;
 use crate::router::ApiState;
 
 /// The key a request presents, if any: `Authorization: Bearer` first, then `X-API-Key`.
-fn presented_key(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn presented_key(headers: &HeaderMap) -> Option<&str> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())

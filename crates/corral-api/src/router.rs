@@ -19,7 +19,7 @@ use utoipa_axum::routes;
 
 use crate::body::{max_body_bytes, BodyLimit};
 use crate::problem::Problem;
-use crate::surfaces::{native, python_rce};
+use crate::surfaces::{e2b, native, python_rce};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -32,12 +32,15 @@ pub struct ApiState {
 pub struct ApiOptions {
     /// Path prefix of the python_rce API (`/` by default: `/sessions/create`, ...).
     pub python_rce_mount: String,
+    /// Path prefix of the E2B API (`/e2b` by default: `/e2b/sessions`, ...).
+    pub e2b_mount: String,
 }
 
 impl Default for ApiOptions {
     fn default() -> Self {
         ApiOptions {
             python_rce_mount: "/".to_owned(),
+            e2b_mount: "/e2b".to_owned(),
         }
     }
 }
@@ -48,6 +51,12 @@ pub enum RouterError {
     #[error("mount point {mount:?} of {surface} must start with '/' and contain only letters, digits, '-', '_', '.' and '/'")]
     InvalidMount {
         surface: &'static str,
+        mount: String,
+    },
+    #[error("{first} and {second} are both mounted at {mount:?}; their routes /sessions... would collide")]
+    SharedMount {
+        first: &'static str,
+        second: &'static str,
         mount: String,
     },
     #[error("mount point {mount:?} of {surface} collides with the native API's {reserved}")]
@@ -71,6 +80,7 @@ pub enum RouterError {
         (name = "keys", description = "Native API: API keys"),
         (name = "system", description = "Health, information and this document"),
         (name = "python_rce", description = "Konfig's Python remote code executor API (seed 000)"),
+        (name = "e2b", description = "E2B's early sessions API (seed 001)"),
     )
 )]
 struct ApiDoc;
@@ -82,10 +92,23 @@ pub fn build_router(engine: Engine, options: &ApiOptions) -> Result<Router, Rout
     let mut api = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(native::router())
         .routes(routes!(openapi_document));
-    api = match python_rce_mount.as_deref() {
-        None => api.merge(python_rce::router()),
-        Some(prefix) => api.nest(prefix, python_rce::router()),
-    };
+    let e2b_mount = normalise_mount("e2b", &options.e2b_mount)?;
+    if e2b_mount == python_rce_mount {
+        return Err(RouterError::SharedMount {
+            first: "python_rce",
+            second: "e2b",
+            mount: options.e2b_mount.clone(),
+        });
+    }
+    for (mount, surface) in [
+        (python_rce_mount, python_rce::router()),
+        (e2b_mount, e2b::router()),
+    ] {
+        api = match mount.as_deref() {
+            None => api.merge(surface),
+            Some(prefix) => api.nest(prefix, surface),
+        };
+    }
     let (router, document) = api.split_for_parts();
     let mut document = serde_json::to_value(&document).unwrap_or_default();
     // Catch-all segments are `{*path}` for the router, `{path}` in OpenAPI.

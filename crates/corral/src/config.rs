@@ -134,6 +134,7 @@ pub struct FileLimits {
 #[serde(deny_unknown_fields)]
 pub struct FileMounts {
     pub python_rce: Option<String>,
+    pub e2b: Option<String>,
 }
 
 /// The effective configuration.
@@ -144,6 +145,7 @@ pub struct ServeConfig {
     pub python: PathBuf,
     pub limits: Limits,
     pub python_rce_mount: String,
+    pub e2b_mount: String,
     pub session_limits: SessionLimits,
     pub max_session_limits: SessionLimits,
     pub insecure_no_sandbox: bool,

@@ -94,6 +94,7 @@ async fn open_until_the_first_key_then_keys_are_required() {
 /// Fills a documented route's path parameters.
 fn fill(path: &str, session: &str, key_id: &str) -> String {
     path.replace("{id}", session)
+        .replace("{sessionID}", session)
         .replace("{execution_count}", "1")
         .replace("{key_id}", key_id)
 }
@@ -148,6 +149,7 @@ async fn every_route_needs_a_key_and_hides_other_tenants() {
         // A valid body for the route, naming Alice's session where a body can.
         let body = (method != "GET" && method != "DELETE").then(|| match path.as_str() {
             "/v1/keys" => json!({"scope": "session", "session_id": alices}),
+            "/e2b/sessions" => json!({"codeSnippetID": "snippet"}),
             "/sessions/execute" | "/sessions/close" => {
                 json!({"session_id": alices, "code": "secret"})
             }
@@ -176,8 +178,11 @@ async fn every_route_needs_a_key_and_hides_other_tenants() {
                     assert_eq!(status, 404, "{method} {path}: {reply}")
                 }
                 // Creating is allowed (in Bob's tenant); listing shows only Bob's.
-                ("POST", "/v1/sessions" | "/sessions/create")
-                | ("GET", "/v1/sessions" | "/sessions/list" | "/v1/keys" | "/v1/info") => {
+                ("POST", "/v1/sessions" | "/sessions/create" | "/e2b/sessions")
+                | (
+                    "GET",
+                    "/v1/sessions" | "/sessions/list" | "/v1/keys" | "/v1/info" | "/e2b/sessions",
+                ) => {
                     assert!(status < 300, "{method} {path}: {status} {reply}")
                 }
                 _ => panic!("route {method} {path} is not covered by this test; add it"),

@@ -290,6 +290,10 @@ async fn openapi_document_covers_every_route() {
         "GET /sessions/list",
         "POST /sessions/execute",
         "POST /sessions/close",
+        "GET /e2b/sessions",
+        "POST /e2b/sessions",
+        "DELETE /e2b/sessions/{sessionID}",
+        "POST /e2b/sessions/{sessionID}/refresh",
     ];
     expected.sort();
     assert_eq!(routes, expected);
@@ -302,6 +306,7 @@ async fn openapi_document_covers_every_route() {
             .replace("{id}", &session)
             .replace("{execution_count}", "1")
             .replace("{path}", "some/file.txt")
+            .replace("{sessionID}", &session)
             .replace("{key_id}", "nope");
         let request = server
             .http

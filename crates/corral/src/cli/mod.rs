@@ -129,6 +129,9 @@ pub struct ServeArgs {
     /// Path prefix for the python_rce API (default `/`).
     #[arg(long, env = "CORRAL_PYTHON_RCE_MOUNT")]
     python_rce_mount: Option<String>,
+    /// Path prefix for the E2B API (default `/e2b`).
+    #[arg(long, env = "CORRAL_E2B_MOUNT")]
+    e2b_mount: Option<String>,
     /// Run sessions WITHOUT a sandbox (plain child processes). Only for hosts that cannot
     /// sandbox and trusted code; the server refuses to start unsandboxed otherwise.
     #[arg(long, env = "CORRAL_INSECURE_NO_SANDBOX")]

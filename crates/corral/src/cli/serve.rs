@@ -55,6 +55,11 @@ fn resolve(arguments: ServeArgs) -> anyhow::Result<ServeConfig> {
             file.shutdown_grace_seconds,
             DEFAULT_SHUTDOWN_GRACE,
         )?,
+        e2b_mount: arguments
+            .e2b_mount
+            .clone()
+            .or(file.mounts.e2b.clone())
+            .unwrap_or_else(|| "/e2b".to_owned()),
         python_rce_mount: arguments
             .python_rce_mount
             .or(file.mounts.python_rce)
@@ -153,6 +158,7 @@ pub async fn run(arguments: ServeArgs) -> anyhow::Result<ExitCode> {
         engine.clone(),
         &ApiOptions {
             python_rce_mount: config.python_rce_mount.clone(),
+            e2b_mount: config.e2b_mount.clone(),
         },
     )?;
     let info = engine.info();
