@@ -1,5 +1,5 @@
 //! Assembles the HTTP application: every surface at its mount point, the OpenAPI document,
-//! body limits, request ids, tracing and panic recovery.
+//! body limits, request ids, tracing, HTTP metrics and panic recovery.
 //!
 //! Route handlers live in `surfaces`; this module only wires them together.
 
@@ -19,12 +19,15 @@ use utoipa_axum::routes;
 
 use crate::body::{max_body_bytes, BodyLimit};
 use crate::problem::Problem;
+use crate::prometheus::{self, MetricsRegistry};
 use crate::surfaces::{native, python_rce};
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct ApiState {
     pub engine: Engine,
+    /// Rendered by `/metrics`; `None` when no recorder was installed.
+    pub metrics: Option<MetricsRegistry>,
 }
 
 /// Where the surfaces are mounted.
@@ -32,12 +35,15 @@ pub struct ApiState {
 pub struct ApiOptions {
     /// Path prefix of the python_rce API (`/` by default: `/sessions/create`, ...).
     pub python_rce_mount: String,
+    /// The registry `/metrics` renders (see [`MetricsRegistry::install`]).
+    pub metrics: Option<MetricsRegistry>,
 }
 
 impl Default for ApiOptions {
     fn default() -> Self {
         ApiOptions {
             python_rce_mount: "/".to_owned(),
+            metrics: None,
         }
     }
 }
@@ -81,7 +87,8 @@ pub fn build_router(engine: Engine, options: &ApiOptions) -> Result<Router, Rout
     let python_rce_mount = normalise_mount("python_rce", &options.python_rce_mount)?;
     let mut api = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(native::router())
-        .routes(routes!(openapi_document));
+        .routes(routes!(openapi_document))
+        .routes(routes!(prometheus::metrics_text));
     api = match python_rce_mount.as_deref() {
         None => api.merge(python_rce::router()),
         Some(prefix) => api.nest(prefix, python_rce::router()),
@@ -103,7 +110,11 @@ pub fn build_router(engine: Engine, options: &ApiOptions) -> Result<Router, Rout
     Ok(router
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(ApiState { engine })
+        .layer(axum::middleware::from_fn(prometheus::track_http))
+        .with_state(ApiState {
+            engine,
+            metrics: options.metrics.clone(),
+        })
         .layer(Extension(OpenApiDocument(Arc::new(document))))
         .layer(Extension(BodyLimit(body_limit)))
         .layer(DefaultBodyLimit::max(body_limit))
@@ -141,7 +152,7 @@ fn normalise_mount(surface: &'static str, mount: &str) -> Result<Option<String>,
     if trimmed.is_empty() {
         return Ok(None);
     }
-    for reserved in ["/v1", "/healthz", "/openapi.json"] {
+    for reserved in ["/v1", "/healthz", "/openapi.json", "/metrics"] {
         if trimmed == reserved || trimmed.starts_with(&format!("{reserved}/")) {
             return Err(RouterError::MountCollision {
                 surface,

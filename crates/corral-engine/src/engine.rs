@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::drain::Drain;
 use crate::keys::{self, IssuedKey, NewKey};
+use crate::measurements::{self, LiveGauges};
 use crate::reaper::run_reaper;
 use crate::session_task::{run_session, Control, ExecJob, LiveSession, TaskContext};
 use crate::EngineError;
@@ -326,16 +327,21 @@ impl Engine {
                 limits.max_ttl_ceiling,
             )?,
         };
-        let slot = SessionSlot::claim(&self.inner.occupied_slots, limits.max_sessions).ok_or(
-            EngineError::TooManySessions {
-                limit: limits.max_sessions,
+        let slot = SessionSlot::claim(&self.inner.occupied_slots, limits.max_sessions).ok_or_else(
+            || {
+                measurements::refused("max_sessions");
+                EngineError::TooManySessions {
+                    limit: limits.max_sessions,
+                }
             },
         )?;
         let id = SessionId::new();
         let workspace = self.inner.workspaces_dir.join(id.to_string());
+        let start_clock = std::time::Instant::now();
         let worker = Worker::start(&worker_config, workspace.clone())
             .await
             .map_err(|error| EngineError::WorkerStart(error.to_string()))?;
+        let start_duration = start_clock.elapsed();
         let mut record =
             SessionRecord::new(id, runtime, options.name, options.metadata, ttl, Utc::now());
         record.state = SessionState::Idle;
@@ -383,7 +389,39 @@ impl Engine {
             context,
         ));
         self.inner.reaper_wake.notify_one();
+        measurements::session_started(start_duration);
         Ok(record)
+    }
+
+    /// Live state for gauges: sessions by state, queued executions, worker memory.
+    pub fn live_gauges(&self) -> LiveGauges {
+        let sessions: Vec<Arc<LiveSession>> = self.live_map().values().cloned().collect();
+        let mut gauges = LiveGauges {
+            sessions_by_state: SessionState::ALL
+                .iter()
+                .filter(|state| !state.is_terminal())
+                .map(|state| (*state, 0))
+                .collect(),
+            ..LiveGauges::default()
+        };
+        for live in sessions {
+            let state = live.record().state;
+            if let Some(entry) = gauges
+                .sessions_by_state
+                .iter_mut()
+                .find(|(listed, _)| *listed == state)
+            {
+                entry.1 += 1;
+            }
+            gauges.queued_executions += live.jobs.max_capacity() - live.jobs.capacity();
+            let memory = live
+                .interrupt
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .memory_bytes();
+            gauges.worker_memory_bytes += memory.unwrap_or(0);
+        }
+        gauges
     }
 
     /// A session, live or ended, if `caller` may see it (others' sessions are not found).
@@ -619,10 +657,13 @@ impl Engine {
                     answer,
                 })
             }
-            Err(mpsc::error::TrySendError::Full(_)) => Err(EngineError::QueueFull {
-                id,
-                capacity: limits.queue_capacity,
-            }),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                measurements::refused("execution_queue");
+                Err(EngineError::QueueFull {
+                    id,
+                    capacity: limits.queue_capacity,
+                })
+            }
             Err(mpsc::error::TrySendError::Closed(_)) => Err(self.ended_error(id).await),
         }
     }

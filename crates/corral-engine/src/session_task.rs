@@ -13,7 +13,7 @@ use corral_store::Store;
 use corral_worker::{ExecOutcome, ExecSpec, InterruptHandle, Worker, WorkerConfig};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::EngineError;
+use crate::{measurements, EngineError};
 
 /// Grace given to a worker asked to shut down before it is killed.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
@@ -115,6 +115,7 @@ pub(crate) async fn run_session(
     };
     let mut final_record = live.snapshot();
     if let Some((state, reason)) = reason {
+        measurements::session_ended(state, &reason);
         final_record = finish_record(&live, state, reason);
         if let Err(error) = context.store.update_session(&final_record).await {
             tracing::error!(session_id = %final_record.id, %error, "could not store the session's end");
@@ -290,6 +291,7 @@ async fn run_job(
         }
         record.clone()
     };
+    measurements::execution_finished(execution.status, clock.elapsed());
     let stored = context.store.record_execution(&execution, &session).await;
     let reply = match stored {
         Ok(()) => Ok(execution),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use corral_api::{build_router, serve, ApiOptions};
+use corral_api::{build_router, serve, ApiOptions, MetricsRegistry};
 use corral_core::Limits;
 use corral_engine::{Engine, EngineConfig, Sandbox, SandboxSettings};
 use corral_store::{SqliteStore, Store};
@@ -153,6 +153,7 @@ pub async fn run(arguments: ServeArgs) -> anyhow::Result<ExitCode> {
         engine.clone(),
         &ApiOptions {
             python_rce_mount: config.python_rce_mount.clone(),
+            metrics: Some(MetricsRegistry::install()?),
         },
     )?;
     let info = engine.info();

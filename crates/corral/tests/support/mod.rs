@@ -373,3 +373,33 @@ impl EventReader {
         }
     }
 }
+
+/// Where the test creates the file named `name` in the session's workspace: sessions are
+/// sandboxed, so the gate lives in the workspace, which the server mounts on the host.
+pub fn gate_path(server: &TestServer, id: &str, name: &str) -> std::path::PathBuf {
+    server.data_dir.join("workspaces").join(id).join(name)
+}
+
+/// Starts an execution that waits for the workspace file `gate` to exist, returning its event
+/// stream once the code is running.
+pub async fn start_gated_execution(server: &TestServer, id: &str, gate: &str) -> EventReader {
+    let code = format!(
+        "import os, time\nprint('running', flush=True)\nwhile not os.path.exists({gate:?}):\n    time.sleep(0.02)\n'finished'"
+    );
+    let response = server
+        .http
+        .post(server.url(&format!("/v1/sessions/{id}/executions")))
+        .header("accept", "text/event-stream")
+        .json(&serde_json::json!({ "code": code }))
+        .send()
+        .await
+        .expect("execute");
+    assert_eq!(response.status(), 200);
+    let mut events = EventReader::new(response);
+    let (name, data) = events.next().await.expect("first event");
+    assert_eq!(
+        (name.as_str(), &data["text"]),
+        ("stream", &serde_json::json!("running\n"))
+    );
+    events
+}
