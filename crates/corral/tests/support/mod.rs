@@ -28,6 +28,7 @@ pub struct TestServer {
     _temp: Option<tempfile::TempDir>,
     log: Arc<Mutex<Vec<String>>>,
     config: Option<String>,
+    extra_args: Vec<String>,
     pub http: reqwest::Client,
 }
 
@@ -39,20 +40,30 @@ impl TestServer {
 
     /// A server with `config` (TOML) as its config file.
     pub fn start_with_config(config: &str) -> TestServer {
+        TestServer::start_with_arguments(config, &[])
+    }
+
+    /// A server with `config` (TOML, or none when empty) and extra `serve` arguments.
+    pub fn start_with_arguments(config: &str, arguments: &[&str]) -> TestServer {
         let temp = tempfile::tempdir().expect("temporary directory");
         let data_dir = temp.path().join("data");
         let config = (!config.is_empty()).then(|| config.to_owned());
-        let mut server = TestServer::spawn(&data_dir, config.as_deref());
+        let arguments: Vec<String> = arguments
+            .iter()
+            .map(|argument| argument.to_string())
+            .collect();
+        let mut server = TestServer::spawn(&data_dir, config.as_deref(), &arguments);
         server._temp = Some(temp);
         server
     }
 
-    fn spawn(data_dir: &Path, config: Option<&str>) -> TestServer {
+    fn spawn(data_dir: &Path, config: Option<&str>, extra_args: &[String]) -> TestServer {
         let mut command = Command::new(env!("CARGO_BIN_EXE_corral"));
         command
             .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(["--python", &python()])
+            .args(extra_args)
             .env("CORRAL_LOG", "info")
             .env_remove("CORRAL_CONFIG")
             .stdin(Stdio::null())
@@ -102,6 +113,7 @@ impl TestServer {
             _temp: None,
             log,
             config: config.map(str::to_owned),
+            extra_args: extra_args.to_vec(),
             http: reqwest::Client::builder()
                 .timeout(DEADLINE)
                 .build()
@@ -149,7 +161,7 @@ impl TestServer {
     pub fn restart_with(mut self, signal: Signal) -> TestServer {
         self.stop_with(signal);
         let temp = self._temp.take();
-        let mut next = TestServer::spawn(&self.data_dir, self.config.as_deref());
+        let mut next = TestServer::spawn(&self.data_dir, self.config.as_deref(), &self.extra_args);
         next._temp = temp;
         next
     }
