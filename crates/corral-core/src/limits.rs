@@ -33,6 +33,10 @@ pub struct Limits {
     pub max_ttl_ceiling: Duration,
     /// Sessions that may be live (starting, idle or busy) at once on this server.
     pub max_sessions: usize,
+    /// Live sessions one tenant may have at once (`None`: only the server's cap).
+    pub max_sessions_per_tenant: Option<usize>,
+    /// Executions one tenant may have queued or running at once (`None`: unlimited).
+    pub max_executions_per_tenant: Option<usize>,
 }
 
 impl Default for Limits {
@@ -50,6 +54,8 @@ impl Default for Limits {
             max_ttl: Duration::from_secs(24 * 3600),
             max_ttl_ceiling: Duration::from_secs(7 * 24 * 3600),
             max_sessions: 256,
+            max_sessions_per_tenant: None,
+            max_executions_per_tenant: None,
         }
     }
 }

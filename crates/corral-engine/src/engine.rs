@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use crate::drain::Drain;
 use crate::keys::{self, IssuedKey, NewKey};
 use crate::measurements::{self, LiveGauges};
+use crate::quotas::{QuotaKind, TenantQuotas};
 use crate::reaper::run_reaper;
 use crate::session_task::{run_session, Control, ExecJob, LiveSession, TaskContext};
 use crate::EngineError;
@@ -136,6 +137,7 @@ pub(crate) struct EngineInner {
     /// Wakes the reaper when a session's deadlines may have moved earlier.
     reaper_wake: Arc<Notify>,
     open_mode: bool,
+    quotas: TenantQuotas,
 }
 
 /// One of the server's `max_sessions` places, held from the start of a create until the
@@ -226,6 +228,10 @@ impl Engine {
             data_dir: config.data_dir.clone(),
         };
         let reaper_wake = Arc::new(Notify::new());
+        let quotas = TenantQuotas::new(
+            config.limits.max_sessions_per_tenant,
+            config.limits.max_executions_per_tenant,
+        );
         let inner = Arc::new(EngineInner {
             store,
             worker_config,
@@ -237,6 +243,7 @@ impl Engine {
             drain: Arc::new(Drain::default()),
             reaper_wake: reaper_wake.clone(),
             open_mode: config.open_mode,
+            quotas,
         });
         tokio::spawn(run_reaper(Arc::downgrade(&inner), reaper_wake));
         Ok(Engine { inner })
@@ -327,6 +334,7 @@ impl Engine {
                 limits.max_ttl_ceiling,
             )?,
         };
+        let tenant_claim = self.inner.quotas.claim(&tenant, QuotaKind::Sessions)?;
         let slot = SessionSlot::claim(&self.inner.occupied_slots, limits.max_sessions).ok_or_else(
             || {
                 measurements::refused("max_sessions");
@@ -379,6 +387,7 @@ impl Engine {
                         .remove(&id);
                 }
                 drop(slot);
+                drop(tenant_claim);
             }),
         };
         tokio::spawn(run_session(
@@ -634,6 +643,8 @@ impl Engine {
         let Some(work) = self.inner.drain.begin() else {
             return Err(EngineError::ShuttingDown);
         };
+        let tenant = live.record().tenant.clone();
+        let in_flight = self.inner.quotas.claim(&tenant, QuotaKind::Executions)?;
         let (reply, job_answer) = oneshot::channel();
         let job = ExecJob {
             code: request.code,
@@ -648,6 +659,7 @@ impl Engine {
                 let (forward, answer) = oneshot::channel();
                 tokio::spawn(async move {
                     let outcome = job_answer.await.ok();
+                    drop(in_flight);
                     drop(work);
                     let _ = forward.send(outcome);
                 });

@@ -2,7 +2,7 @@
 //!
 //! Owns the registry of live sessions, each session's task (one worker, a bounded FIFO queue
 //! of executions, close/restart control), execution-count assignment, timeouts and caps as
-//! configured, session TTLs and the reaper that enforces them, the server-wide session cap,
+//! configured, session TTLs and the reaper that enforces them, the server-wide session cap, per-tenant quotas,
 //! graceful shutdown, what is measured (`measurements`), API keys and which tenant's sessions a caller may reach, and writing
 //! every state change through to the store.
 //!
@@ -14,6 +14,7 @@ mod engine;
 mod error;
 pub mod keys;
 pub mod measurements;
+mod quotas;
 mod reaper;
 mod session_task;
 
@@ -26,3 +27,4 @@ pub use engine::{
     SessionPage, SessionUpdate, RESTART_REASON, SHUTDOWN_REASON,
 };
 pub use error::EngineError;
+pub use quotas::QuotaKind;

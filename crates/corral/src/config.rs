@@ -129,6 +129,8 @@ pub struct FileLimits {
     pub max_ttl_seconds: Option<f64>,
     pub max_ttl_ceiling_seconds: Option<f64>,
     pub max_sessions: Option<usize>,
+    pub max_sessions_per_tenant: Option<usize>,
+    pub max_executions_per_tenant: Option<usize>,
 }
 
 /// `[mounts]` in the config file.
@@ -225,6 +227,19 @@ impl ServeConfig {
         let large = |value: u64| toml::Value::Integer(i64::try_from(value).unwrap_or(i64::MAX));
         let seconds = |value: Duration| toml::Value::Float(value.as_secs_f64());
         let limits = &self.limits;
+        let unlimited = |value: Option<usize>| value.map(count);
+        let mut optional: Vec<(&str, &str, Option<toml::Value>)> = vec![
+            (
+                "limits",
+                "max_sessions_per_tenant",
+                unlimited(limits.max_sessions_per_tenant),
+            ),
+            (
+                "limits",
+                "max_executions_per_tenant",
+                unlimited(limits.max_executions_per_tenant),
+            ),
+        ];
         let mut entries: Vec<(&str, &str, toml::Value)> = vec![
             ("", "bind", text_value(&self.bind)),
             ("", "data_dir", path(&self.data_dir)),
@@ -293,13 +308,23 @@ impl ServeConfig {
             ]);
         }
         entries.push(("mounts", "python_rce", text_value(&self.python_rce_mount)));
+        // Unset optional limits print as comments (TOML has no null), after their section's
+        // other keys.
+        let mut all: Vec<(&str, &str, Option<toml::Value>)> = Vec::new();
+        for (section, key, value) in entries {
+            if section != "limits" && all.last().is_some_and(|(last, _, _)| *last == "limits") {
+                all.append(&mut optional);
+            }
+            all.push((section, key, Some(value)));
+        }
+        all.append(&mut optional);
 
         let mut text = String::from(
             "# corral's effective configuration. Precedence, lowest first:\n\
              # defaults < config file < environment variables < flags.\n",
         );
         let mut current_section = "";
-        for (section, key, value) in entries {
+        for (section, key, value) in all {
             if section != current_section {
                 text.push_str(&format!("\n[{section}]\n"));
                 current_section = section;
@@ -309,10 +334,11 @@ impl ServeConfig {
             } else {
                 format!("{section}.{key}")
             };
-            text.push_str(&format!(
-                "{key} = {value}  # {}\n",
-                self.origins.of(&full_key).describe()
-            ));
+            let origin = self.origins.of(&full_key).describe();
+            match value {
+                Some(value) => text.push_str(&format!("{key} = {value}  # {origin}\n")),
+                None => text.push_str(&format!("# {key} = (unlimited)  # {origin}\n")),
+            }
         }
         text
     }
@@ -410,6 +436,12 @@ impl FileLimits {
                 defaults.max_ttl_ceiling,
             )?,
             max_sessions: self.max_sessions.unwrap_or(defaults.max_sessions),
+            max_sessions_per_tenant: self
+                .max_sessions_per_tenant
+                .or(defaults.max_sessions_per_tenant),
+            max_executions_per_tenant: self
+                .max_executions_per_tenant
+                .or(defaults.max_executions_per_tenant),
             output_cap_bytes: self.output_cap_bytes.unwrap_or(defaults.output_cap_bytes),
             queue_capacity: self
                 .execution_queue_capacity
@@ -452,8 +484,10 @@ impl FileLimits {
             || limits.output_cap_bytes == 0
             || limits.max_code_bytes == 0
             || limits.max_sessions == 0
+            || limits.max_sessions_per_tenant == Some(0)
+            || limits.max_executions_per_tenant == Some(0)
         {
-            bail!("limits.execution_queue_capacity, output_cap_bytes, max_code_bytes and max_sessions must be positive");
+            bail!("limits.execution_queue_capacity, output_cap_bytes, max_code_bytes, max_sessions, max_sessions_per_tenant and max_executions_per_tenant must be positive");
         }
         Ok(limits)
     }

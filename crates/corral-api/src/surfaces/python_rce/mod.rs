@@ -154,7 +154,9 @@ impl RceError {
                     &message,
                 )])
             }
-            EngineError::QueueFull { .. } | EngineError::TooManySessions { .. } => RceError::Http {
+            EngineError::QueueFull { .. }
+            | EngineError::TooManySessions { .. }
+            | EngineError::QuotaExceeded { .. } => RceError::Http {
                 status: StatusCode::TOO_MANY_REQUESTS,
                 detail: error.to_string(),
             },
