@@ -378,6 +378,8 @@ impl Engine {
             workspace,
             interrupt_grace: self.inner.limits.interrupt_grace,
             output_cap_bytes: self.inner.limits.output_cap_bytes,
+            stored_output_cap_bytes: self.inner.limits.stored_output_cap_bytes,
+            executions_kept: self.inner.limits.executions_kept_per_session,
             on_end: Box::new(move || {
                 if let Some(inner) = registry.upgrade() {
                     inner
@@ -385,6 +387,8 @@ impl Engine {
                         .lock()
                         .unwrap_or_else(|poisoned| poisoned.into_inner())
                         .remove(&id);
+                    // The ended session's retention period starts now.
+                    inner.reaper_wake.notify_one();
                 }
                 drop(slot);
                 drop(tenant_claim);
@@ -830,6 +834,33 @@ impl Engine {
         {
             tracing::error!("some sessions did not close at shutdown; they will show as dead");
         }
+    }
+
+    /// Removes the records of sessions that ended more than the retention period ago, and
+    /// says when the next one is due (`None`: no ended session is stored).
+    pub(crate) async fn remove_expired_records(
+        &self,
+    ) -> Result<Option<chrono::DateTime<Utc>>, EngineError> {
+        let retention = chrono::Duration::from_std(self.inner.limits.ended_session_retention)
+            .unwrap_or(chrono::Duration::MAX);
+        let now = Utc::now();
+        let removed = self
+            .inner
+            .store
+            .remove_ended_sessions(now.checked_sub_signed(retention).unwrap_or(now))
+            .await?;
+        if removed > 0 {
+            tracing::info!(
+                sessions = removed,
+                "ended sessions past their retention removed"
+            );
+        }
+        Ok(self
+            .inner
+            .store
+            .oldest_ended_session()
+            .await?
+            .and_then(|ended| ended.checked_add_signed(retention)))
     }
 
     /// The live session, if `caller` may reach it; otherwise not found, or why it ended.

@@ -1,5 +1,6 @@
 //! The reaper: closes live sessions whose idle TTL or max TTL has run out, recording
-//! `idle timeout` or `max lifetime` as the reason.
+//! `idle timeout` or `max lifetime` as the reason, and removes the records of sessions that
+//! ended longer ago than the retention period.
 //!
 //! It sleeps until the earliest moment a session could expire (or until woken because a
 //! session was created or refreshed) and never holds the engine alive: it stops when the
@@ -52,9 +53,18 @@ pub(crate) async fn run_reaper(engine: Weak<EngineInner>, wake: Arc<Notify>) {
                 expired.join_all().await;
                 continue;
             }
+            // Ended sessions past their retention period go from the store.
+            let next_removal = match engine.remove_expired_records().await {
+                Ok(next) => next,
+                Err(error) => {
+                    tracing::error!(%error, "could not remove ended sessions past retention");
+                    None
+                }
+            };
             sessions
                 .iter()
                 .filter_map(|session| session.next_expiry_check(now))
+                .chain(next_removal)
                 .min()
                 .map(|next| (next - now).to_std().unwrap_or(Duration::ZERO))
                 .unwrap_or(LONGEST_NAP)

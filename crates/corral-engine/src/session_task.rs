@@ -68,6 +68,10 @@ pub(crate) struct TaskContext {
     pub workspace: std::path::PathBuf,
     pub interrupt_grace: Duration,
     pub output_cap_bytes: usize,
+    /// Output bytes kept in the stored (and returned) record of an execution.
+    pub stored_output_cap_bytes: usize,
+    /// Executions kept in the session's history.
+    pub executions_kept: u64,
     /// Called once when the session leaves the live set (closed or dead).
     pub on_end: Box<dyn FnOnce() + Send + Sync>,
 }
@@ -263,7 +267,7 @@ async fn run_job(
 
     let finished_at = Utc::now();
     let worker_died = outcome.worker_exit.clone();
-    let execution = ExecutionRecord {
+    let mut execution = ExecutionRecord {
         session_id: live.snapshot().id,
         execution_count,
         code: job.code,
@@ -292,7 +296,11 @@ async fn run_job(
         record.clone()
     };
     measurements::execution_finished(execution.status, clock.elapsed());
-    let stored = context.store.record_execution(&execution, &session).await;
+    execution.cap_stored_output(context.stored_output_cap_bytes);
+    let stored = context
+        .store
+        .record_execution(&execution, &session, context.executions_kept)
+        .await;
     let reply = match stored {
         Ok(()) => Ok(execution),
         Err(error) => {

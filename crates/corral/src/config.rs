@@ -131,6 +131,9 @@ pub struct FileLimits {
     pub max_sessions: Option<usize>,
     pub max_sessions_per_tenant: Option<usize>,
     pub max_executions_per_tenant: Option<usize>,
+    pub executions_kept_per_session: Option<u64>,
+    pub stored_output_cap_bytes: Option<usize>,
+    pub ended_session_retention_seconds: Option<f64>,
 }
 
 /// `[mounts]` in the config file.
@@ -281,6 +284,21 @@ impl ServeConfig {
                 seconds(limits.max_ttl_ceiling),
             ),
             ("limits", "max_sessions", count(limits.max_sessions)),
+            (
+                "limits",
+                "executions_kept_per_session",
+                large(limits.executions_kept_per_session),
+            ),
+            (
+                "limits",
+                "stored_output_cap_bytes",
+                count(limits.stored_output_cap_bytes),
+            ),
+            (
+                "limits",
+                "ended_session_retention_seconds",
+                seconds(limits.ended_session_retention),
+            ),
             (
                 "sandbox",
                 "insecure_no_sandbox",
@@ -442,6 +460,17 @@ impl FileLimits {
             max_executions_per_tenant: self
                 .max_executions_per_tenant
                 .or(defaults.max_executions_per_tenant),
+            executions_kept_per_session: self
+                .executions_kept_per_session
+                .unwrap_or(defaults.executions_kept_per_session),
+            stored_output_cap_bytes: self
+                .stored_output_cap_bytes
+                .unwrap_or(defaults.stored_output_cap_bytes),
+            ended_session_retention: seconds(
+                "limits.ended_session_retention_seconds",
+                self.ended_session_retention_seconds,
+                defaults.ended_session_retention,
+            )?,
             output_cap_bytes: self.output_cap_bytes.unwrap_or(defaults.output_cap_bytes),
             queue_capacity: self
                 .execution_queue_capacity
@@ -486,8 +515,10 @@ impl FileLimits {
             || limits.max_sessions == 0
             || limits.max_sessions_per_tenant == Some(0)
             || limits.max_executions_per_tenant == Some(0)
+            || limits.executions_kept_per_session == 0
+            || limits.stored_output_cap_bytes == 0
         {
-            bail!("limits.execution_queue_capacity, output_cap_bytes, max_code_bytes, max_sessions, max_sessions_per_tenant and max_executions_per_tenant must be positive");
+            bail!("limits.execution_queue_capacity, output_cap_bytes, max_code_bytes, max_sessions, max_sessions_per_tenant, max_executions_per_tenant, executions_kept_per_session and stored_output_cap_bytes must be positive");
         }
         Ok(limits)
     }
