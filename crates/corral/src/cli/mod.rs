@@ -244,6 +244,9 @@ pub struct BenchArgs {
     /// Benchmark this running server instead of starting one.
     #[arg(long)]
     server: Option<String>,
+    /// API key to present to a `--server` that requires keys (`Authorization: Bearer`).
+    #[arg(long, env = "CORRAL_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
     /// Print the results as JSON.
     #[arg(long)]
     json: bool,
