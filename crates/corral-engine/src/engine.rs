@@ -34,6 +34,8 @@ use crate::EngineError;
 const PYTHON_RUNTIME: &str = "python3";
 /// Reason recorded for sessions found live in the store at start-up.
 pub const RESTART_REASON: &str = "server restarted";
+/// Reason recorded for sessions a client closed.
+pub const CLOSED_BY_CLIENT_REASON: &str = "closed by client";
 /// Reason recorded for sessions closed by a clean shutdown.
 pub const SHUTDOWN_REASON: &str = "server shutdown";
 /// How long closing the sessions at shutdown may take once executions have drained.
@@ -836,31 +838,41 @@ impl Engine {
         }
     }
 
-    /// Removes the records of sessions that ended more than the retention period ago, and
-    /// says when the next one is due (`None`: no ended session is stored).
-    pub(crate) async fn remove_expired_records(
+    fn ended_session_retention(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.inner.limits.ended_session_retention)
+            .unwrap_or(chrono::Duration::MAX)
+    }
+
+    /// When the longest-ended stored session is due for removal (`None`: none is stored).
+    pub(crate) async fn next_record_removal(
         &self,
     ) -> Result<Option<chrono::DateTime<Utc>>, EngineError> {
-        let retention = chrono::Duration::from_std(self.inner.limits.ended_session_retention)
-            .unwrap_or(chrono::Duration::MAX);
-        let now = Utc::now();
-        let removed = self
-            .inner
-            .store
-            .remove_ended_sessions(now.checked_sub_signed(retention).unwrap_or(now))
-            .await?;
-        if removed > 0 {
-            tracing::info!(
-                sessions = removed,
-                "ended sessions past their retention removed"
-            );
-        }
+        let retention = self.ended_session_retention();
         Ok(self
             .inner
             .store
             .oldest_ended_session()
             .await?
             .and_then(|ended| ended.checked_add_signed(retention)))
+    }
+
+    /// Removes the records of sessions that ended more than the retention period ago, and
+    /// says when the next one is due (`None`: no ended session is stored).
+    pub(crate) async fn remove_expired_records(
+        &self,
+    ) -> Result<Option<chrono::DateTime<Utc>>, EngineError> {
+        let now = Utc::now();
+        let cutoff = now
+            .checked_sub_signed(self.ended_session_retention())
+            .unwrap_or(now);
+        let removed = self.inner.store.remove_ended_sessions(cutoff).await?;
+        if removed > 0 {
+            tracing::info!(
+                sessions = removed,
+                "ended sessions past their retention removed"
+            );
+        }
+        self.next_record_removal().await
     }
 
     /// The live session, if `caller` may reach it; otherwise not found, or why it ended.

@@ -31,9 +31,9 @@ pub const REFUSALS: &str = "corral_refusals_total";
 
 /// Reasons a closed session may carry; anything else is reported as `other`.
 const KNOWN_CLOSE_REASONS: [&str; 4] = [
-    "closed by client",
-    "idle timeout",
-    "max lifetime",
+    crate::engine::CLOSED_BY_CLIENT_REASON,
+    corral_core::Expiry::IdleTimeout.reason(),
+    corral_core::Expiry::MaxLifetime.reason(),
     crate::engine::SHUTDOWN_REASON,
 ];
 

@@ -87,6 +87,9 @@ fn assert_quota_problem(reply: &Reply, what: &str) {
 #[tokio::test]
 async fn a_tenant_cannot_exceed_its_live_session_quota() {
     let server = TestServer::start_with_config("[limits]\nmax_sessions_per_tenant = 2\n");
+    let (_, info) = server.get("/v1/info").await;
+    assert_eq!(info["limits"]["max_sessions_per_tenant"], 2);
+    assert_eq!(info["limits"]["max_executions_per_tenant"], Value::Null);
     let keys = tenant_keys(&server, &["acme", "globex"]).await;
     let (acme, globex) = (&keys[0], &keys[1]);
     let mut sessions = Vec::new();

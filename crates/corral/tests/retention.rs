@@ -11,6 +11,9 @@ use support::{TestServer, DEADLINE};
 #[tokio::test]
 async fn a_session_keeps_only_its_last_executions() {
     let server = TestServer::start_with_config("[limits]\nexecutions_kept_per_session = 3\n");
+    let (_, info) = server.get("/v1/info").await;
+    assert_eq!(info["limits"]["executions_kept_per_session"], 3);
+    assert_eq!(info["limits"]["ended_session_retention_seconds"], 604800.0);
     let id = server.create_session().await;
     for value in 1..=5 {
         let execution = server.execute(&id, &format!("{value}")).await;
