@@ -1,6 +1,6 @@
 //! A bounded soak test over loopback: many clients mixing create, execute and close against
 //! one server, then the books are checked — no 5xx (no error of any kind, in fact), no worker
-//! left running, and the store holding exactly what clients were told.
+//! left running, the store holding exactly what clients were told, and `/metrics` agreeing.
 //!
 //! The short form (20 clients × 25 requests) runs with every `cargo test`; the long form is
 //! `CORRAL_SOAK_ROUNDS=500 cargo test --test soak -- --nocapture` (`CORRAL_SOAK_CLIENTS` sets
@@ -183,6 +183,43 @@ async fn soak_mixed_clients_leave_consistent_books_and_no_workers() {
         }
     }
 
+    // The metrics agree too.
+    let metrics = server
+        .http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let total = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|line| {
+                line.starts_with(&format!("{name}{{")) || line.starts_with(&format!("{name} "))
+            })
+            .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    };
+    let sessions: usize = books.iter().map(|book| book.sessions.len()).sum();
+    assert_eq!(
+        total("corral_executions_total"),
+        checked as f64,
+        "{metrics}"
+    );
+    assert_eq!(total("corral_sessions_created_total"), sessions as f64);
+    assert_eq!(total("corral_sessions_closed_total"), sessions as f64);
+    assert_eq!(total("corral_sessions"), 0.0, "{metrics}");
+    let server_errors: f64 = metrics
+        .lines()
+        .filter(|line| {
+            line.starts_with("corral_http_requests_total{") && line.contains("status=\"5")
+        })
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    assert_eq!(server_errors, 0.0, "{metrics}");
+
     let mut latencies: Vec<Duration> = books
         .iter()
         .flat_map(|book| book.latencies.iter().copied())
@@ -193,7 +230,6 @@ async fn soak_mixed_clients_leave_consistent_books_and_no_workers() {
             .get(((latencies.len() as f64 - 1.0) * p).round() as usize)
             .map_or(0.0, |latency| latency.as_secs_f64() * 1000.0)
     };
-    let sessions: usize = books.iter().map(|book| book.sessions.len()).sum();
     println!(
         "soak: {clients} clients x {rounds} rounds: {} requests ({sessions} sessions, {checked} executions checked against the store) in {:.1}s = {:.0} req/s; latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; 0 failed, 0 workers left",
         latencies.len(),
