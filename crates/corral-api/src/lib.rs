@@ -2,7 +2,7 @@
 //!
 //! It owns the router (`router`), the native `/v1` API and every compatibility surface
 //! (`surfaces`), problem+json errors (`problem`), body parsing (`body`), reading API keys
-//! from requests (`auth`), the OpenAPI document,
+//! from requests (`auth`), the OpenAPI document, `/metrics` (`prometheus`),
 //! and a small HTTP client of the native API for the CLI and benchmarks (`client`).
 //! It calls only the engine: no SQL, no processes, no syscalls.
 
@@ -10,9 +10,11 @@ mod auth;
 mod body;
 pub mod client;
 mod problem;
+mod prometheus;
 mod router;
 mod surfaces;
 
 pub use problem::{ProblemBody, PROBLEM_CONTENT_TYPE};
+pub use prometheus::{MetricsError, MetricsRegistry};
 pub use router::{build_router, serve, ApiOptions, RouterError};
 pub use surfaces::native::views;

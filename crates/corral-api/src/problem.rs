@@ -7,11 +7,11 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use corral_engine::EngineError;
+use corral_engine::{EngineError, QuotaKind};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// `Retry-After` for a full server: sessions end when clients close them or TTLs run out.
+/// `Retry-After` for a full server or a tenant's session quota: sessions end when clients close them or TTLs run out.
 const SESSION_CAP_RETRY_SECONDS: u64 = 5;
 
 /// The media type of every native error body.
@@ -121,6 +121,18 @@ impl From<EngineError> for Problem {
                     error.to_string(),
                 );
                 problem.retry_after = Some(1);
+                problem
+            }
+            EngineError::QuotaExceeded { kind, .. } => {
+                let mut problem = Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "quota_exceeded",
+                    error.to_string(),
+                );
+                problem.retry_after = Some(match kind {
+                    QuotaKind::Sessions => SESSION_CAP_RETRY_SECONDS,
+                    QuotaKind::Executions => 1,
+                });
                 problem
             }
             EngineError::TooManySessions { .. } => {

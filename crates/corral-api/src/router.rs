@@ -1,5 +1,5 @@
 //! Assembles the HTTP application: every surface at its mount point, the OpenAPI document,
-//! body limits, request ids, tracing and panic recovery.
+//! body limits, request ids, tracing, HTTP metrics and panic recovery.
 //!
 //! Route handlers live in `surfaces`; this module only wires them together.
 
@@ -12,19 +12,22 @@ use axum::{Extension, Json, Router};
 use corral_engine::Engine;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::body::{max_body_bytes, BodyLimit};
 use crate::problem::Problem;
+use crate::prometheus::{self, MetricsRegistry};
 use crate::surfaces::{e2b, native, python_rce};
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct ApiState {
     pub engine: Engine,
+    /// Rendered by `/metrics`; `None` when no recorder was installed.
+    pub metrics: Option<MetricsRegistry>,
 }
 
 /// Where the surfaces are mounted.
@@ -34,6 +37,8 @@ pub struct ApiOptions {
     pub python_rce_mount: String,
     /// Path prefix of the E2B API (`/e2b` by default: `/e2b/sessions`, ...).
     pub e2b_mount: String,
+    /// The registry `/metrics` renders (see [`MetricsRegistry::install`]).
+    pub metrics: Option<MetricsRegistry>,
 }
 
 impl Default for ApiOptions {
@@ -41,6 +46,7 @@ impl Default for ApiOptions {
         ApiOptions {
             python_rce_mount: "/".to_owned(),
             e2b_mount: "/e2b".to_owned(),
+            metrics: None,
         }
     }
 }
@@ -91,7 +97,8 @@ pub fn build_router(engine: Engine, options: &ApiOptions) -> Result<Router, Rout
     let python_rce_mount = normalise_mount("python_rce", &options.python_rce_mount)?;
     let mut api = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(native::router())
-        .routes(routes!(openapi_document));
+        .routes(routes!(openapi_document))
+        .routes(routes!(prometheus::metrics_text));
     let e2b_mount = normalise_mount("e2b", &options.e2b_mount)?;
     if e2b_mount == python_rce_mount {
         return Err(RouterError::SharedMount {
@@ -126,13 +133,21 @@ pub fn build_router(engine: Engine, options: &ApiOptions) -> Result<Router, Rout
     Ok(router
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(ApiState { engine })
+        .layer(axum::middleware::from_fn(prometheus::track_http))
+        .with_state(ApiState {
+            engine,
+            metrics: options.metrics.clone(),
+        })
         .layer(Extension(OpenApiDocument(Arc::new(document))))
         .layer(Extension(BodyLimit(body_limit)))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(TraceLayer::new_for_http())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+        )
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid)))
 }
 
@@ -145,6 +160,22 @@ pub async fn serve(
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// The span every log line of a request is written in: its id (`x-request-id`, set by the
+/// layer outside this one), method and path.
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("-");
+    tracing::info_span!(
+        "request",
+        request_id,
+        method = %request.method(),
+        path = request.uri().path(),
+    )
 }
 
 /// `None` for the root; otherwise the prefix without a trailing slash.
@@ -164,7 +195,7 @@ fn normalise_mount(surface: &'static str, mount: &str) -> Result<Option<String>,
     if trimmed.is_empty() {
         return Ok(None);
     }
-    for reserved in ["/v1", "/healthz", "/openapi.json"] {
+    for reserved in ["/v1", "/healthz", "/openapi.json", "/metrics"] {
         if trimmed == reserved || trimmed.starts_with(&format!("{reserved}/")) {
             return Err(RouterError::MountCollision {
                 surface,

@@ -138,3 +138,90 @@ pub struct ExecutionRecord {
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
 }
+
+impl ExecutionRecord {
+    /// Cuts what is kept of the output to `cap` bytes: stdout and stderr together, and the
+    /// ordered outputs (stream text, then whole display items) likewise; `truncated` is set
+    /// when anything was cut. The result and error are kept whole.
+    pub fn cap_stored_output(&mut self, cap: usize) {
+        let mut streams_left = cap;
+        let mut cut = false;
+        for text in [&mut self.stdout, &mut self.stderr] {
+            cut |= truncate_to(text, streams_left);
+            streams_left -= text.len();
+        }
+        let mut outputs_left = cap;
+        let mut kept = Vec::with_capacity(self.outputs.len());
+        for mut item in std::mem::take(&mut self.outputs) {
+            if outputs_left == 0 {
+                cut = true;
+                break;
+            }
+            match &mut item {
+                OutputItem::Stream { text, .. } => {
+                    cut |= truncate_to(text, outputs_left);
+                    outputs_left -= text.len();
+                }
+                OutputItem::Display { .. } => {
+                    let size = serde_json::to_vec(&item).map_or(usize::MAX, |bytes| bytes.len());
+                    if size > outputs_left {
+                        cut = true;
+                        continue;
+                    }
+                    outputs_left -= size;
+                }
+            }
+            kept.push(item);
+        }
+        self.outputs = kept;
+        self.truncated |= cut;
+    }
+}
+
+/// Shortens `text` to at most `limit` bytes at a character boundary; whether it was cut.
+fn truncate_to(text: &mut String, limit: usize) -> bool {
+    if text.len() <= limit {
+        return false;
+    }
+    let mut end = limit;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_output_is_cut_at_character_boundaries() {
+        let now = Utc::now();
+        let mut record = ExecutionRecord {
+            session_id: SessionId::new(),
+            execution_count: 1,
+            code: String::new(),
+            status: ExecutionStatus::Ok,
+            result: None,
+            stdout: "ééé".into(),
+            stderr: "err".into(),
+            outputs: vec![OutputItem::Stream {
+                name: StreamName::Stdout,
+                text: "ééé".into(),
+            }],
+            error: None,
+            duration_ms: 0,
+            truncated: false,
+            started_at: now,
+            finished_at: now,
+        };
+        let untouched = record.clone();
+        record.cap_stored_output(100);
+        assert_eq!(record, untouched);
+        record.cap_stored_output(3);
+        assert_eq!((record.stdout.as_str(), record.stderr.as_str()), ("é", "e"));
+        assert!(record.truncated);
+        assert!(matches!(&record.outputs[..], [OutputItem::Stream { text, .. }] if text == "é"));
+    }
+}

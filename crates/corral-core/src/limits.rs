@@ -33,6 +33,17 @@ pub struct Limits {
     pub max_ttl_ceiling: Duration,
     /// Sessions that may be live (starting, idle or busy) at once on this server.
     pub max_sessions: usize,
+    /// Live sessions one tenant may have at once (`None`: only the server's cap).
+    pub max_sessions_per_tenant: Option<usize>,
+    /// Executions one tenant may have queued or running at once (`None`: unlimited).
+    pub max_executions_per_tenant: Option<usize>,
+    /// Executions kept in a session's history; older ones are removed as new ones finish.
+    pub executions_kept_per_session: u64,
+    /// Bytes of output stored per execution (stdout and stderr together; the ordered
+    /// outputs likewise).
+    pub stored_output_cap_bytes: usize,
+    /// How long a closed or dead session's record (and its history) is kept after it ended.
+    pub ended_session_retention: Duration,
 }
 
 impl Default for Limits {
@@ -50,6 +61,11 @@ impl Default for Limits {
             max_ttl: Duration::from_secs(24 * 3600),
             max_ttl_ceiling: Duration::from_secs(7 * 24 * 3600),
             max_sessions: 256,
+            max_sessions_per_tenant: None,
+            max_executions_per_tenant: None,
+            executions_kept_per_session: 1000,
+            stored_output_cap_bytes: 2 * 1024 * 1024,
+            ended_session_retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }

@@ -180,7 +180,7 @@ pub enum Expiry {
 
 impl Expiry {
     /// The reason recorded on the closed session.
-    pub fn reason(self) -> &'static str {
+    pub const fn reason(self) -> &'static str {
         match self {
             Expiry::IdleTimeout => "idle timeout",
             Expiry::MaxLifetime => "max lifetime",

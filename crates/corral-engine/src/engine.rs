@@ -24,6 +24,8 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::drain::Drain;
 use crate::keys::{self, IssuedKey, NewKey};
+use crate::measurements::{self, LiveGauges};
+use crate::quotas::{QuotaKind, TenantQuotas};
 use crate::reaper::run_reaper;
 use crate::session_task::{run_session, Control, ExecJob, LiveSession, TaskContext};
 use crate::EngineError;
@@ -32,6 +34,8 @@ use crate::EngineError;
 const PYTHON_RUNTIME: &str = "python3";
 /// Reason recorded for sessions found live in the store at start-up.
 pub const RESTART_REASON: &str = "server restarted";
+/// Reason recorded for sessions a client closed.
+pub const CLOSED_BY_CLIENT_REASON: &str = "closed by client";
 /// Reason recorded for sessions closed by a clean shutdown.
 pub const SHUTDOWN_REASON: &str = "server shutdown";
 /// How long closing the sessions at shutdown may take once executions have drained.
@@ -135,6 +139,7 @@ pub(crate) struct EngineInner {
     /// Wakes the reaper when a session's deadlines may have moved earlier.
     reaper_wake: Arc<Notify>,
     open_mode: bool,
+    quotas: TenantQuotas,
 }
 
 /// One of the server's `max_sessions` places, held from the start of a create until the
@@ -225,6 +230,10 @@ impl Engine {
             data_dir: config.data_dir.clone(),
         };
         let reaper_wake = Arc::new(Notify::new());
+        let quotas = TenantQuotas::new(
+            config.limits.max_sessions_per_tenant,
+            config.limits.max_executions_per_tenant,
+        );
         let inner = Arc::new(EngineInner {
             store,
             worker_config,
@@ -236,6 +245,7 @@ impl Engine {
             drain: Arc::new(Drain::default()),
             reaper_wake: reaper_wake.clone(),
             open_mode: config.open_mode,
+            quotas,
         });
         tokio::spawn(run_reaper(Arc::downgrade(&inner), reaper_wake));
         Ok(Engine { inner })
@@ -326,16 +336,22 @@ impl Engine {
                 limits.max_ttl_ceiling,
             )?,
         };
-        let slot = SessionSlot::claim(&self.inner.occupied_slots, limits.max_sessions).ok_or(
-            EngineError::TooManySessions {
-                limit: limits.max_sessions,
+        let tenant_claim = self.inner.quotas.claim(&tenant, QuotaKind::Sessions)?;
+        let slot = SessionSlot::claim(&self.inner.occupied_slots, limits.max_sessions).ok_or_else(
+            || {
+                measurements::refused("max_sessions");
+                EngineError::TooManySessions {
+                    limit: limits.max_sessions,
+                }
             },
         )?;
         let id = SessionId::new();
         let workspace = self.inner.workspaces_dir.join(id.to_string());
+        let start_clock = std::time::Instant::now();
         let worker = Worker::start(&worker_config, workspace.clone())
             .await
             .map_err(|error| EngineError::WorkerStart(error.to_string()))?;
+        let start_duration = start_clock.elapsed();
         let mut record =
             SessionRecord::new(id, runtime, options.name, options.metadata, ttl, Utc::now());
         record.state = SessionState::Idle;
@@ -364,6 +380,8 @@ impl Engine {
             workspace,
             interrupt_grace: self.inner.limits.interrupt_grace,
             output_cap_bytes: self.inner.limits.output_cap_bytes,
+            stored_output_cap_bytes: self.inner.limits.stored_output_cap_bytes,
+            executions_kept: self.inner.limits.executions_kept_per_session,
             on_end: Box::new(move || {
                 if let Some(inner) = registry.upgrade() {
                     inner
@@ -371,8 +389,11 @@ impl Engine {
                         .lock()
                         .unwrap_or_else(|poisoned| poisoned.into_inner())
                         .remove(&id);
+                    // The ended session's retention period starts now.
+                    inner.reaper_wake.notify_one();
                 }
                 drop(slot);
+                drop(tenant_claim);
             }),
         };
         tokio::spawn(run_session(
@@ -383,7 +404,39 @@ impl Engine {
             context,
         ));
         self.inner.reaper_wake.notify_one();
+        measurements::session_started(start_duration);
         Ok(record)
+    }
+
+    /// Live state for gauges: sessions by state, queued executions, worker memory.
+    pub fn live_gauges(&self) -> LiveGauges {
+        let sessions: Vec<Arc<LiveSession>> = self.live_map().values().cloned().collect();
+        let mut gauges = LiveGauges {
+            sessions_by_state: SessionState::ALL
+                .iter()
+                .filter(|state| !state.is_terminal())
+                .map(|state| (*state, 0))
+                .collect(),
+            ..LiveGauges::default()
+        };
+        for live in sessions {
+            let state = live.record().state;
+            if let Some(entry) = gauges
+                .sessions_by_state
+                .iter_mut()
+                .find(|(listed, _)| *listed == state)
+            {
+                entry.1 += 1;
+            }
+            gauges.queued_executions += live.jobs.max_capacity() - live.jobs.capacity();
+            let memory = live
+                .interrupt
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .memory_bytes();
+            gauges.worker_memory_bytes += memory.unwrap_or(0);
+        }
+        gauges
     }
 
     /// A session, live or ended, if `caller` may see it (others' sessions are not found).
@@ -596,6 +649,8 @@ impl Engine {
         let Some(work) = self.inner.drain.begin() else {
             return Err(EngineError::ShuttingDown);
         };
+        let tenant = live.record().tenant.clone();
+        let in_flight = self.inner.quotas.claim(&tenant, QuotaKind::Executions)?;
         let (reply, job_answer) = oneshot::channel();
         let job = ExecJob {
             code: request.code,
@@ -610,6 +665,7 @@ impl Engine {
                 let (forward, answer) = oneshot::channel();
                 tokio::spawn(async move {
                     let outcome = job_answer.await.ok();
+                    drop(in_flight);
                     drop(work);
                     let _ = forward.send(outcome);
                 });
@@ -619,10 +675,13 @@ impl Engine {
                     answer,
                 })
             }
-            Err(mpsc::error::TrySendError::Full(_)) => Err(EngineError::QueueFull {
-                id,
-                capacity: limits.queue_capacity,
-            }),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                measurements::refused("execution_queue");
+                Err(EngineError::QueueFull {
+                    id,
+                    capacity: limits.queue_capacity,
+                })
+            }
             Err(mpsc::error::TrySendError::Closed(_)) => Err(self.ended_error(id).await),
         }
     }
@@ -777,6 +836,43 @@ impl Engine {
         {
             tracing::error!("some sessions did not close at shutdown; they will show as dead");
         }
+    }
+
+    fn ended_session_retention(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.inner.limits.ended_session_retention)
+            .unwrap_or(chrono::Duration::MAX)
+    }
+
+    /// When the longest-ended stored session is due for removal (`None`: none is stored).
+    pub(crate) async fn next_record_removal(
+        &self,
+    ) -> Result<Option<chrono::DateTime<Utc>>, EngineError> {
+        let retention = self.ended_session_retention();
+        Ok(self
+            .inner
+            .store
+            .oldest_ended_session()
+            .await?
+            .and_then(|ended| ended.checked_add_signed(retention)))
+    }
+
+    /// Removes the records of sessions that ended more than the retention period ago, and
+    /// says when the next one is due (`None`: no ended session is stored).
+    pub(crate) async fn remove_expired_records(
+        &self,
+    ) -> Result<Option<chrono::DateTime<Utc>>, EngineError> {
+        let now = Utc::now();
+        let cutoff = now
+            .checked_sub_signed(self.ended_session_retention())
+            .unwrap_or(now);
+        let removed = self.inner.store.remove_ended_sessions(cutoff).await?;
+        if removed > 0 {
+            tracing::info!(
+                sessions = removed,
+                "ended sessions past their retention removed"
+            );
+        }
+        self.next_record_removal().await
     }
 
     /// The live session, if `caller` may reach it; otherwise not found, or why it ended.

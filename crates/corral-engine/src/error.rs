@@ -2,6 +2,8 @@
 
 use corral_core::{SessionId, SessionState};
 
+use crate::QuotaKind;
+
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("session {0} not found")]
@@ -23,6 +25,8 @@ pub enum EngineError {
     QueueFull { id: SessionId, capacity: usize },
     #[error("the server already runs its limit of {limit} live sessions")]
     TooManySessions { limit: usize },
+    #[error("the tenant's quota of {limit} {} is used up", kind.describe())]
+    QuotaExceeded { kind: QuotaKind, limit: usize },
     #[error("{0}")]
     InvalidInput(String),
     #[error("a valid API key is required")]

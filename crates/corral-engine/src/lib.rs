@@ -2,8 +2,8 @@
 //!
 //! Owns the registry of live sessions, each session's task (one worker, a bounded FIFO queue
 //! of executions, close/restart control), execution-count assignment, timeouts and caps as
-//! configured, session TTLs and the reaper that enforces them, the server-wide session cap,
-//! graceful shutdown, API keys and which tenant's sessions a caller may reach, and writing
+//! configured, session TTLs and the reaper that enforces them, the server-wide session cap, per-tenant quotas,
+//! graceful shutdown, what is measured (`measurements`), API keys and which tenant's sessions a caller may reach, and writing
 //! every state change through to the store.
 //!
 //! Deliberately knows nothing of HTTP or any client's JSON: surfaces in `corral-api` translate
@@ -13,6 +13,8 @@ mod drain;
 mod engine;
 mod error;
 pub mod keys;
+pub mod measurements;
+mod quotas;
 mod reaper;
 mod session_task;
 
@@ -22,6 +24,7 @@ pub use corral_worker::{
 };
 pub use engine::{
     CreateSession, Engine, EngineConfig, EngineInfo, ExecutionPage, PendingExecution, RuntimeInfo,
-    SessionPage, SessionUpdate, RESTART_REASON, SHUTDOWN_REASON,
+    SessionPage, SessionUpdate, CLOSED_BY_CLIENT_REASON, RESTART_REASON, SHUTDOWN_REASON,
 };
 pub use error::EngineError;
+pub use quotas::QuotaKind;

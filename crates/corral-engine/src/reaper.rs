@@ -1,5 +1,6 @@
 //! The reaper: closes live sessions whose idle TTL or max TTL has run out, recording
-//! `idle timeout` or `max lifetime` as the reason.
+//! `idle timeout` or `max lifetime` as the reason, and removes the records of sessions that
+//! ended longer ago than the retention period.
 //!
 //! It sleeps until the earliest moment a session could expire (or until woken because a
 //! session was created or refreshed) and never holds the engine alive: it stops when the
@@ -9,7 +10,7 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use corral_core::Principal;
 use tokio::sync::Notify;
 
@@ -21,6 +22,9 @@ const LONGEST_NAP: Duration = Duration::from_secs(60);
 const SHORTEST_NAP: Duration = Duration::from_millis(10);
 
 pub(crate) async fn run_reaper(engine: Weak<EngineInner>, wake: Arc<Notify>) {
+    // When the next ended session's record is due for removal, once known; `None` means
+    // "ask the store" (at start, and while it holds no ended session).
+    let mut removal_due: Option<DateTime<Utc>> = None;
     loop {
         let nap = {
             let Some(inner) = engine.upgrade() else {
@@ -52,9 +56,28 @@ pub(crate) async fn run_reaper(engine: Weak<EngineInner>, wake: Arc<Notify>) {
                 expired.join_all().await;
                 continue;
             }
+            // Ended sessions past their retention period go from the store. The store is
+            // written only when a removal is due.
+            if removal_due.is_none() {
+                removal_due = engine.next_record_removal().await.unwrap_or_else(|error| {
+                    tracing::error!(%error, "could not read when ended sessions expire");
+                    None
+                });
+            }
+            if removal_due.is_some_and(|due| due <= now) {
+                removal_due = engine
+                    .remove_expired_records()
+                    .await
+                    .unwrap_or_else(|error| {
+                        tracing::error!(%error, "could not remove ended sessions past retention");
+                        None
+                    });
+            }
+            let next_removal = removal_due;
             sessions
                 .iter()
                 .filter_map(|session| session.next_expiry_check(now))
+                .chain(next_removal)
                 .min()
                 .map(|next| (next - now).to_std().unwrap_or(Duration::ZERO))
                 .unwrap_or(LONGEST_NAP)

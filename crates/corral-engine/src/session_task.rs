@@ -13,7 +13,7 @@ use corral_store::Store;
 use corral_worker::{ExecOutcome, ExecSpec, InterruptHandle, Worker, WorkerConfig};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::EngineError;
+use crate::{measurements, EngineError};
 
 /// Grace given to a worker asked to shut down before it is killed.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
@@ -68,6 +68,10 @@ pub(crate) struct TaskContext {
     pub workspace: std::path::PathBuf,
     pub interrupt_grace: Duration,
     pub output_cap_bytes: usize,
+    /// Output bytes kept in the stored (and returned) record of an execution.
+    pub stored_output_cap_bytes: usize,
+    /// Executions kept in the session's history.
+    pub executions_kept: u64,
     /// Called once when the session leaves the live set (closed or dead).
     pub on_end: Box<dyn FnOnce() + Send + Sync>,
 }
@@ -115,6 +119,7 @@ pub(crate) async fn run_session(
     };
     let mut final_record = live.snapshot();
     if let Some((state, reason)) = reason {
+        measurements::session_ended(state, &reason);
         final_record = finish_record(&live, state, reason);
         if let Err(error) = context.store.update_session(&final_record).await {
             tracing::error!(session_id = %final_record.id, %error, "could not store the session's end");
@@ -262,7 +267,7 @@ async fn run_job(
 
     let finished_at = Utc::now();
     let worker_died = outcome.worker_exit.clone();
-    let execution = ExecutionRecord {
+    let mut execution = ExecutionRecord {
         session_id: live.snapshot().id,
         execution_count,
         code: job.code,
@@ -290,7 +295,12 @@ async fn run_job(
         }
         record.clone()
     };
-    let stored = context.store.record_execution(&execution, &session).await;
+    measurements::execution_finished(execution.status, clock.elapsed());
+    execution.cap_stored_output(context.stored_output_cap_bytes);
+    let stored = context
+        .store
+        .record_execution(&execution, &session, context.executions_kept)
+        .await;
     let reply = match stored {
         Ok(()) => Ok(execution),
         Err(error) => {

@@ -245,6 +245,26 @@ impl SessionCgroup {
             .any(|count| count.trim().parse::<u64>().is_ok_and(|count| count > 0))
     }
 
+    /// Current memory use in bytes (`memory.current`, or `memory.usage_in_bytes` on v1), when
+    /// the kernel reports it.
+    pub fn memory_current_bytes(&self) -> Option<u64> {
+        let (directory, file) = if self.version == 2 {
+            (self.directories.first()?, "memory.current")
+        } else {
+            (
+                self.directories
+                    .iter()
+                    .find(|directory| directory_controller(directory) == Some("memory"))?,
+                "memory.usage_in_bytes",
+            )
+        };
+        std::fs::read_to_string(directory.join(file))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     /// Peak memory use in bytes, when the kernel reports it.
     pub fn memory_peak_bytes(&self) -> Option<u64> {
         let (directory, file) = if self.version == 2 {

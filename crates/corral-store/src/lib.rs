@@ -53,11 +53,13 @@ pub trait Store: Send + Sync + 'static {
     async fn get_session(&self, id: SessionId) -> Result<Option<SessionRecord>, StoreError>;
     /// Sessions in id (creation) order.
     async fn list_sessions(&self, query: &SessionQuery) -> Result<Vec<SessionRecord>, StoreError>;
-    /// Records a finished execution and the session's new state in one transaction.
+    /// Records a finished execution and the session's new state in one transaction, and
+    /// removes the session's executions older than the last `keep_last`.
     async fn record_execution(
         &self,
         execution: &ExecutionRecord,
         session: &SessionRecord,
+        keep_last: u64,
     ) -> Result<(), StoreError>;
     async fn get_execution(
         &self,
@@ -78,6 +80,11 @@ pub trait Store: Send + Sync + 'static {
         reason: &str,
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError>;
+    /// Removes closed and dead sessions that ended before `ended_before`, with their
+    /// executions and session keys. Returns how many sessions.
+    async fn remove_ended_sessions(&self, ended_before: DateTime<Utc>) -> Result<u64, StoreError>;
+    /// When the longest-ended closed or dead session ended, if there is one.
+    async fn oldest_ended_session(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
     /// Stores a new key, creating its tenant if it is new.
     async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError>;
     async fn get_api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError>;

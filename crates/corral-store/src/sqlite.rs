@@ -216,6 +216,7 @@ impl Store for SqliteStore {
         &self,
         execution: &ExecutionRecord,
         session: &SessionRecord,
+        keep_last: u64,
     ) -> Result<(), StoreError> {
         let mut transaction = self.pool.begin().await?;
         sqlx::query(
@@ -241,8 +242,50 @@ impl Store for SqliteStore {
         bind_session_update(sqlx::query(UPDATE_SESSION), session)?
             .execute(&mut *transaction)
             .await?;
+        let oldest_kept = execution
+            .execution_count
+            .saturating_sub(keep_last.saturating_sub(1));
+        if oldest_kept > 1 {
+            sqlx::query("DELETE FROM executions WHERE session_id = ? AND execution_count < ?")
+                .bind(execution.session_id.to_string())
+                .bind(count_to_i64(oldest_kept))
+                .execute(&mut *transaction)
+                .await?;
+        }
         transaction.commit().await?;
         Ok(())
+    }
+
+    async fn remove_ended_sessions(&self, ended_before: DateTime<Utc>) -> Result<u64, StoreError> {
+        const ENDED: &str = "SELECT id FROM sessions \
+             WHERE state IN ('closed', 'dead') AND last_activity_at < ?";
+        let mut transaction = self.pool.begin().await?;
+        for table in ["executions", "api_keys"] {
+            sqlx::query(&format!(
+                "DELETE FROM {table} WHERE session_id IN ({ENDED})"
+            ))
+            .bind(ended_before)
+            .execute(&mut *transaction)
+            .await?;
+        }
+        let removed = sqlx::query(
+            "DELETE FROM sessions WHERE state IN ('closed', 'dead') AND last_activity_at < ?",
+        )
+        .bind(ended_before)
+        .execute(&mut *transaction)
+        .await?
+        .rows_affected();
+        transaction.commit().await?;
+        Ok(removed)
+    }
+
+    async fn oldest_ended_session(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let row = sqlx::query(
+            "SELECT MIN(last_activity_at) AS ended FROM sessions WHERE state IN ('closed', 'dead')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get::<Option<DateTime<Utc>>, _>("ended")?)
     }
 
     async fn get_execution(
@@ -429,7 +472,7 @@ mod tests {
                 finished_at: now,
             };
             store
-                .record_execution(&execution, &record)
+                .record_execution(&execution, &record, 1000)
                 .await
                 .expect("record");
             store.close().await;
@@ -464,6 +507,22 @@ mod tests {
             .await
             .expect("list");
         assert_eq!(listed.len(), 1);
+
+        // Retention: removed only once it ended before the cut-off, with its history.
+        assert_eq!(
+            store.oldest_ended_session().await.expect("oldest"),
+            Some(now)
+        );
+        assert_eq!(store.remove_ended_sessions(now).await.expect("remove"), 0);
+        let later = now + chrono::Duration::seconds(1);
+        assert_eq!(store.remove_ended_sessions(later).await.expect("remove"), 1);
+        assert!(store.get_session(record.id).await.expect("get").is_none());
+        assert!(store
+            .get_execution(record.id, 1)
+            .await
+            .expect("get")
+            .is_none());
+        assert_eq!(store.oldest_ended_session().await.expect("oldest"), None);
     }
 
     #[tokio::test]

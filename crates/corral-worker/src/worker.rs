@@ -77,6 +77,7 @@ pub struct InterruptHandle {
     pid: u32,
     alive: Arc<AtomicBool>,
     requested: Arc<AtomicBool>,
+    cgroup: Option<SessionCgroup>,
 }
 
 impl InterruptHandle {
@@ -101,6 +102,30 @@ impl InterruptHandle {
             },
         };
         WorkspaceFiles { helper, target }
+    }
+
+    /// Memory the worker uses now, in bytes: its cgroup's usage when sandboxed, else the
+    /// resident set of its main process. `None` when neither can be read.
+    pub fn memory_bytes(&self) -> Option<u64> {
+        if let Some(cgroup) = &self.cgroup {
+            return cgroup.memory_current_bytes();
+        }
+        if !self.alive.load(Ordering::SeqCst) {
+            return None;
+        }
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| {
+                value
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .map(|kib| kib * 1024)
     }
 
     /// SIGINT to the worker; the running cell (if any) gets `KeyboardInterrupt`.
@@ -287,6 +312,10 @@ impl Worker {
             pid: self.info.pid,
             alive: self.alive.clone(),
             requested: self.interrupt_requested.clone(),
+            cgroup: self
+                .sandbox
+                .as_ref()
+                .and_then(|resources| resources.cgroup.clone()),
         }
     }
 

@@ -20,6 +20,8 @@ pub struct FileConfig {
     pub python: Option<PathBuf>,
     /// How long running executions may take to finish after SIGTERM/SIGINT.
     pub shutdown_grace_seconds: Option<f64>,
+    /// `text` (default) or `json`.
+    pub log_format: Option<LogFormat>,
     #[serde(default)]
     pub limits: FileLimits,
     #[serde(default)]
@@ -127,6 +129,11 @@ pub struct FileLimits {
     pub max_ttl_seconds: Option<f64>,
     pub max_ttl_ceiling_seconds: Option<f64>,
     pub max_sessions: Option<usize>,
+    pub max_sessions_per_tenant: Option<usize>,
+    pub max_executions_per_tenant: Option<usize>,
+    pub executions_kept_per_session: Option<u64>,
+    pub stored_output_cap_bytes: Option<usize>,
+    pub ended_session_retention_seconds: Option<f64>,
 }
 
 /// `[mounts]` in the config file.
@@ -151,6 +158,210 @@ pub struct ServeConfig {
     pub insecure_no_sandbox: bool,
     pub config_file: Option<PathBuf>,
     pub shutdown_grace: Duration,
+    pub log_format: LogFormat,
+    /// Where each setting came from, by its key in the config file (`limits.max_sessions`).
+    pub origins: Origins,
+}
+
+/// How log lines are written to standard error.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, with the request id of the request it belongs to.
+    Json,
+}
+
+impl LogFormat {
+    fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+/// Where one setting's value came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    Default,
+    File,
+    /// The environment variable of that name.
+    Environment(&'static str),
+    /// The command-line flag of that name.
+    Flag(&'static str),
+}
+
+impl Origin {
+    fn describe(&self) -> String {
+        match self {
+            Origin::Default => "default".to_owned(),
+            Origin::File => "config file".to_owned(),
+            Origin::Environment(name) => format!("environment {name}"),
+            Origin::Flag(name) => format!("flag {name}"),
+        }
+    }
+}
+
+/// The origin of every setting not taken from the defaults, by config-file key.
+#[derive(Clone, Debug, Default)]
+pub struct Origins(std::collections::BTreeMap<String, Origin>);
+
+impl Origins {
+    pub fn set(&mut self, key: &str, origin: Origin) {
+        if origin != Origin::Default {
+            self.0.insert(key.to_owned(), origin);
+        }
+    }
+
+    fn of(&self, key: &str) -> Origin {
+        self.0.get(key).cloned().unwrap_or(Origin::Default)
+    }
+}
+
+impl ServeConfig {
+    /// The effective configuration as a config file, each value commented with its origin.
+    /// Nothing secret lives in the configuration (API keys are in the store, as hashes).
+    pub fn to_annotated_toml(&self) -> String {
+        const MIB: u64 = 1024 * 1024;
+        let text_value = |value: &str| toml::Value::String(value.to_owned());
+        let path = |path: &Path| toml::Value::String(path.display().to_string());
+        let count = |value: usize| toml::Value::Integer(i64::try_from(value).unwrap_or(i64::MAX));
+        let large = |value: u64| toml::Value::Integer(i64::try_from(value).unwrap_or(i64::MAX));
+        let seconds = |value: Duration| toml::Value::Float(value.as_secs_f64());
+        let limits = &self.limits;
+        let unlimited = |value: Option<usize>| value.map(count);
+        let mut optional: Vec<(&str, &str, Option<toml::Value>)> = vec![
+            (
+                "limits",
+                "max_sessions_per_tenant",
+                unlimited(limits.max_sessions_per_tenant),
+            ),
+            (
+                "limits",
+                "max_executions_per_tenant",
+                unlimited(limits.max_executions_per_tenant),
+            ),
+        ];
+        let mut entries: Vec<(&str, &str, toml::Value)> = vec![
+            ("", "bind", text_value(&self.bind)),
+            ("", "data_dir", path(&self.data_dir)),
+            ("", "python", path(&self.python)),
+            ("", "shutdown_grace_seconds", seconds(self.shutdown_grace)),
+            ("", "log_format", text_value(self.log_format.as_str())),
+            (
+                "limits",
+                "default_execution_timeout_seconds",
+                seconds(limits.default_exec_timeout),
+            ),
+            (
+                "limits",
+                "max_execution_timeout_seconds",
+                seconds(limits.max_exec_timeout),
+            ),
+            (
+                "limits",
+                "interrupt_grace_seconds",
+                seconds(limits.interrupt_grace),
+            ),
+            ("limits", "output_cap_bytes", count(limits.output_cap_bytes)),
+            (
+                "limits",
+                "execution_queue_capacity",
+                count(limits.queue_capacity),
+            ),
+            ("limits", "max_code_bytes", count(limits.max_code_bytes)),
+            ("limits", "idle_ttl_seconds", seconds(limits.idle_ttl)),
+            (
+                "limits",
+                "idle_ttl_ceiling_seconds",
+                seconds(limits.idle_ttl_ceiling),
+            ),
+            ("limits", "max_ttl_seconds", seconds(limits.max_ttl)),
+            (
+                "limits",
+                "max_ttl_ceiling_seconds",
+                seconds(limits.max_ttl_ceiling),
+            ),
+            ("limits", "max_sessions", count(limits.max_sessions)),
+            (
+                "limits",
+                "executions_kept_per_session",
+                large(limits.executions_kept_per_session),
+            ),
+            (
+                "limits",
+                "stored_output_cap_bytes",
+                count(limits.stored_output_cap_bytes),
+            ),
+            (
+                "limits",
+                "ended_session_retention_seconds",
+                seconds(limits.ended_session_retention),
+            ),
+            (
+                "sandbox",
+                "insecure_no_sandbox",
+                toml::Value::Boolean(self.insecure_no_sandbox),
+            ),
+        ];
+        for (section, resources) in [
+            ("sandbox", &self.session_limits),
+            ("sandbox.maximum", &self.max_session_limits),
+        ] {
+            entries.extend([
+                (section, "memory_mib", large(resources.memory_bytes / MIB)),
+                (section, "max_processes", large(resources.max_processes)),
+                (
+                    section,
+                    "cpus",
+                    toml::Value::Float(resources.cpu_millicores as f64 / 1000.0),
+                ),
+                (
+                    section,
+                    "workspace_mib",
+                    large(resources.workspace_bytes / MIB),
+                ),
+                (section, "max_open_files", large(resources.max_open_files)),
+            ]);
+        }
+        entries.push(("mounts", "python_rce", text_value(&self.python_rce_mount)));
+        // Unset optional limits print as comments (TOML has no null), after their section's
+        // other keys.
+        let mut all: Vec<(&str, &str, Option<toml::Value>)> = Vec::new();
+        for (section, key, value) in entries {
+            if section != "limits" && all.last().is_some_and(|(last, _, _)| *last == "limits") {
+                all.append(&mut optional);
+            }
+            all.push((section, key, Some(value)));
+        }
+        all.append(&mut optional);
+
+        let mut text = String::from(
+            "# corral's effective configuration. Precedence, lowest first:\n\
+             # defaults < config file < environment variables < flags.\n",
+        );
+        let mut current_section = "";
+        for (section, key, value) in all {
+            if section != current_section {
+                text.push_str(&format!("\n[{section}]\n"));
+                current_section = section;
+            }
+            let full_key = if section.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{section}.{key}")
+            };
+            let origin = self.origins.of(&full_key).describe();
+            match value {
+                Some(value) => text.push_str(&format!("{key} = {value}  # {origin}\n")),
+                None => text.push_str(&format!("# {key} = (unlimited)  # {origin}\n")),
+            }
+        }
+        text
+    }
 }
 
 pub const DEFAULT_BIND: &str = "127.0.0.1:8000";
@@ -168,10 +379,31 @@ pub fn default_data_dir() -> PathBuf {
     PathBuf::from("corral-data")
 }
 
-pub fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+/// The config file, and the keys it sets (each with origin `File`).
+pub fn read_file(path: &Path) -> anyhow::Result<(FileConfig, Origins)> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading config file {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+    let config: FileConfig =
+        toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?;
+    let table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?;
+    let mut origins = Origins::default();
+    mark_file_keys(&mut origins, "", &table);
+    Ok((config, origins))
+}
+
+fn mark_file_keys(origins: &mut Origins, prefix: &str, table: &toml::Table) {
+    for (key, value) in table {
+        let full_key = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match value {
+            toml::Value::Table(inner) => mark_file_keys(origins, &full_key, inner),
+            _ => origins.set(&full_key, Origin::File),
+        }
+    }
 }
 
 /// A positive number of seconds (below 10^9), or `default` when absent.
@@ -224,6 +456,23 @@ impl FileLimits {
                 defaults.max_ttl_ceiling,
             )?,
             max_sessions: self.max_sessions.unwrap_or(defaults.max_sessions),
+            max_sessions_per_tenant: self
+                .max_sessions_per_tenant
+                .or(defaults.max_sessions_per_tenant),
+            max_executions_per_tenant: self
+                .max_executions_per_tenant
+                .or(defaults.max_executions_per_tenant),
+            executions_kept_per_session: self
+                .executions_kept_per_session
+                .unwrap_or(defaults.executions_kept_per_session),
+            stored_output_cap_bytes: self
+                .stored_output_cap_bytes
+                .unwrap_or(defaults.stored_output_cap_bytes),
+            ended_session_retention: seconds(
+                "limits.ended_session_retention_seconds",
+                self.ended_session_retention_seconds,
+                defaults.ended_session_retention,
+            )?,
             output_cap_bytes: self.output_cap_bytes.unwrap_or(defaults.output_cap_bytes),
             queue_capacity: self
                 .execution_queue_capacity
@@ -266,8 +515,12 @@ impl FileLimits {
             || limits.output_cap_bytes == 0
             || limits.max_code_bytes == 0
             || limits.max_sessions == 0
+            || limits.max_sessions_per_tenant == Some(0)
+            || limits.max_executions_per_tenant == Some(0)
+            || limits.executions_kept_per_session == 0
+            || limits.stored_output_cap_bytes == 0
         {
-            bail!("limits.execution_queue_capacity, output_cap_bytes, max_code_bytes and max_sessions must be positive");
+            bail!("limits.execution_queue_capacity, output_cap_bytes, max_code_bytes, max_sessions, max_sessions_per_tenant, max_executions_per_tenant, executions_kept_per_session and stored_output_cap_bytes must be positive");
         }
         Ok(limits)
     }

@@ -6,8 +6,6 @@ mod config;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
     // The sandbox launcher must stay single-threaded: dispatch before anything starts threads.
     // So must the file helper (it joins a session's namespaces).
@@ -27,7 +25,7 @@ fn main() -> ExitCode {
         }
         _ => {}
     }
-    let arguments = cli::Cli::parse();
+    let arguments = cli::Cli::parse_noting_origins();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -185,6 +185,8 @@ async fn every_route_needs_a_key_and_hides_other_tenants() {
                 ) => {
                     assert!(status < 300, "{method} {path}: {status} {reply}")
                 }
+                // Metrics are for admins only.
+                ("GET", "/metrics") => assert_eq!(status, 403, "{method} {path}: {reply}"),
                 _ => panic!("route {method} {path} is not covered by this test; add it"),
             }
         }

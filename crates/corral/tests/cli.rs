@@ -163,6 +163,41 @@ fn bench_reports_every_measurement() {
 }
 
 #[tokio::test]
+async fn bench_targets_a_server_that_requires_keys() {
+    let server = TestServer::start();
+    let (status, issued) = server
+        .post("/v1/keys", serde_json::json!({"scope": "admin"}))
+        .await;
+    assert_eq!(status, 201, "{issued}");
+    let key = issued["key"].as_str().expect("key");
+    let bench = |key: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_corral"));
+        command
+            .args([
+                "bench",
+                "--iterations",
+                "2",
+                "--json",
+                "--server",
+                &server.url,
+            ])
+            .env_remove("CORRAL_API_KEY")
+            .stdin(Stdio::null());
+        if let Some(key) = key {
+            command.args(["--api-key", key]);
+        }
+        command.output().expect("run bench")
+    };
+    let refused = bench(None);
+    assert!(!refused.status.success(), "bench without a key succeeded");
+    let output = bench(Some(key));
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json report");
+    assert_eq!(report["latencies"][0]["samples"], 2);
+    server.wait_for_children(0).await;
+}
+
+#[tokio::test]
 async fn files_put_get_ls_rm() {
     let server = TestServer::start();
     let id = server.create_session().await;

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
-use support::{EventReader, TestServer, DEADLINE};
+use support::{gate_path, start_gated_execution, TestServer, DEADLINE};
 
 fn timestamp(value: &Value) -> chrono::DateTime<chrono::FixedOffset> {
     chrono::DateTime::parse_from_rfc3339(value.as_str().expect("timestamp")).expect("rfc3339")
@@ -265,36 +265,6 @@ async fn the_session_cap_answers_429_until_a_session_ends() {
     server.delete(&format!("/v1/sessions/{first}")).await;
     let (status, _) = create(&server, json!({})).await;
     assert_eq!(status, 201, "a closed session frees its place");
-}
-
-/// Where the test creates the file named `name` in the session's workspace: sessions are
-/// sandboxed, so the gate lives in the workspace, which the server mounts on the host.
-fn gate_path(server: &TestServer, id: &str, name: &str) -> std::path::PathBuf {
-    server.data_dir.join("workspaces").join(id).join(name)
-}
-
-/// Starts an execution that waits for the workspace file `gate` to exist, returning its event
-/// stream once the code is running.
-async fn start_gated_execution(server: &TestServer, id: &str, gate: &str) -> EventReader {
-    let code = format!(
-        "import os, time\nprint('running', flush=True)\nwhile not os.path.exists({gate:?}):\n    time.sleep(0.02)\n'finished'"
-    );
-    let response = server
-        .http
-        .post(server.url(&format!("/v1/sessions/{id}/executions")))
-        .header("accept", "text/event-stream")
-        .json(&json!({ "code": code }))
-        .send()
-        .await
-        .expect("execute");
-    assert_eq!(response.status(), 200);
-    let mut events = EventReader::new(response);
-    let (name, data) = events.next().await.expect("first event");
-    assert_eq!(
-        (name.as_str(), &data["text"]),
-        ("stream", &json!("running\n"))
-    );
-    events
 }
 
 async fn finishes_running_executions_on(signal: Signal) {

@@ -5,6 +5,10 @@ mod support;
 
 use support::TestServer;
 
+/// The leak check counts every mount on the host: the tests of this file run one at a time so
+/// that the other's sessions do not move the count.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn mounts_under(directory: &std::path::Path) -> usize {
     let prefix = directory.to_string_lossy().into_owned();
     std::fs::read_to_string("/proc/self/mountinfo")
@@ -48,6 +52,7 @@ fn mounts_total() -> usize {
 
 #[tokio::test]
 async fn a_hundred_create_close_cycles_leave_nothing_behind() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let server = TestServer::start();
     let keeper = server.create_session().await;
     server.execute(&keeper, "kept = 1").await;
@@ -106,6 +111,7 @@ async fn a_hundred_create_close_cycles_leave_nothing_behind() {
 /// checkout cloned to /tmp) must still be visible to sessions.
 #[tokio::test]
 async fn an_interpreter_under_tmp_is_visible_to_sessions() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let venv = tempfile::Builder::new()
         .prefix("corral-venv-")
         .tempdir_in("/tmp")

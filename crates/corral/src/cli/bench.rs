@@ -187,7 +187,13 @@ pub async fn run(arguments: BenchArgs) -> anyhow::Result<ExitCode> {
             (Some(server), url)
         }
     };
-    let client = CorralClient::new(&url)?;
+    // A server this command started has no keys; only a given server may need one.
+    let api_key = arguments
+        .server
+        .is_some()
+        .then(|| arguments.api_key.clone())
+        .flatten();
+    let client = CorralClient::new(&url)?.with_api_key(api_key);
     client.health().await?;
     eprintln!("benchmarking {url} with {iterations} samples per measurement");
 

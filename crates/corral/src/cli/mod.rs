@@ -10,7 +10,8 @@ mod sessions;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// The hidden command the server runs for each sandboxed worker (see `corral-sandbox`).
 pub const SANDBOX_INIT: &str = "sandbox-init";
@@ -136,6 +137,15 @@ pub struct ServeArgs {
     /// sandbox and trusted code; the server refuses to start unsandboxed otherwise.
     #[arg(long, env = "CORRAL_INSECURE_NO_SANDBOX")]
     insecure_no_sandbox: bool,
+    /// Log lines as human-readable text (default) or one JSON object per line.
+    #[arg(long, env = "CORRAL_LOG_FORMAT", value_enum)]
+    log_format: Option<crate::config::LogFormat>,
+    /// Print the effective configuration (TOML, each value with its origin) and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// The arguments above that came from environment variables rather than flags.
+    #[arg(skip)]
+    from_environment: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -237,12 +247,37 @@ pub struct BenchArgs {
     /// Benchmark this running server instead of starting one.
     #[arg(long)]
     server: Option<String>,
+    /// API key to present to a `--server` that requires keys (`Authorization: Bearer`).
+    #[arg(long, env = "CORRAL_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
     /// Print the results as JSON.
     #[arg(long)]
     json: bool,
     /// Start the benchmarked server without the sandbox (to measure what the sandbox costs).
     #[arg(long)]
     insecure_no_sandbox: bool,
+}
+
+impl Cli {
+    /// Parses the command line (exiting on errors, like `Parser::parse`), noting which of
+    /// `serve`'s settings came from environment variables.
+    pub fn parse_noting_origins() -> Cli {
+        let matches = Cli::command().get_matches();
+        let mut cli = match Cli::from_arg_matches(&matches) {
+            Ok(cli) => cli,
+            Err(error) => error.exit(),
+        };
+        if let (Command::Serve(arguments), Some(("serve", serve))) =
+            (&mut cli.command, matches.subcommand())
+        {
+            arguments.from_environment = serve
+                .ids()
+                .filter(|id| serve.value_source(id.as_str()) == Some(ValueSource::EnvVariable))
+                .map(|id| id.as_str().to_owned())
+                .collect();
+        }
+        cli
+    }
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use corral_api::{build_router, serve, ApiOptions};
+use corral_api::{build_router, serve, ApiOptions, MetricsRegistry};
 use corral_core::Limits;
 use corral_engine::{Engine, EngineConfig, Sandbox, SandboxSettings};
 use corral_store::{SqliteStore, Store};
@@ -16,7 +16,9 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::ServeArgs;
-use crate::config::{self, FileConfig, ServeConfig, DEFAULT_BIND, DEFAULT_SHUTDOWN_GRACE};
+use crate::config::{
+    self, FileConfig, LogFormat, Origin, Origins, ServeConfig, DEFAULT_BIND, DEFAULT_SHUTDOWN_GRACE,
+};
 
 /// Host uids given to sessions: a range no system account uses.
 const SESSION_UID_BASE: u32 = 300_000;
@@ -25,9 +27,9 @@ const SESSION_UID_COUNT: u32 = 100_000;
 const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
 
 fn resolve(arguments: ServeArgs) -> anyhow::Result<ServeConfig> {
-    let file = match &arguments.config {
+    let (file, mut origins) = match &arguments.config {
         Some(path) => config::read_file(path)?,
-        None => FileConfig::default(),
+        None => (FileConfig::default(), Origins::default()),
     };
     let config_file = match &arguments.config {
         Some(path) => Some(
@@ -35,6 +37,61 @@ fn resolve(arguments: ServeArgs) -> anyhow::Result<ServeConfig> {
         ),
         None => None,
     };
+    // A flag or its environment variable beats the file.
+    let from_environment = |id: &str| arguments.from_environment.iter().any(|set| set == id);
+    for (id, key, flag, variable, given) in [
+        (
+            "bind",
+            "bind",
+            "--bind",
+            "CORRAL_BIND",
+            arguments.bind.is_some(),
+        ),
+        (
+            "data_dir",
+            "data_dir",
+            "--data-dir",
+            "CORRAL_DATA_DIR",
+            arguments.data_dir.is_some(),
+        ),
+        (
+            "python",
+            "python",
+            "--python",
+            "CORRAL_PYTHON",
+            arguments.python.is_some(),
+        ),
+        (
+            "python_rce_mount",
+            "mounts.python_rce",
+            "--python-rce-mount",
+            "CORRAL_PYTHON_RCE_MOUNT",
+            arguments.python_rce_mount.is_some(),
+        ),
+        (
+            "log_format",
+            "log_format",
+            "--log-format",
+            "CORRAL_LOG_FORMAT",
+            arguments.log_format.is_some(),
+        ),
+        (
+            "insecure_no_sandbox",
+            "sandbox.insecure_no_sandbox",
+            "--insecure-no-sandbox",
+            "CORRAL_INSECURE_NO_SANDBOX",
+            arguments.insecure_no_sandbox,
+        ),
+    ] {
+        if given {
+            let origin = if from_environment(id) {
+                Origin::Environment(variable)
+            } else {
+                Origin::Flag(flag)
+            };
+            origins.set(key, origin);
+        }
+    }
     let (session_limits, max_session_limits) = file.sandbox.limits_and_maximum()?;
     Ok(ServeConfig {
         bind: arguments
@@ -69,7 +126,26 @@ fn resolve(arguments: ServeArgs) -> anyhow::Result<ServeConfig> {
         insecure_no_sandbox: arguments.insecure_no_sandbox
             || file.sandbox.insecure_no_sandbox.unwrap_or(false),
         config_file,
+        log_format: arguments.log_format.or(file.log_format).unwrap_or_default(),
+        origins,
     })
+}
+
+/// Logs to standard error in the configured format; `CORRAL_LOG` filters (default `info`).
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CORRAL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
 }
 
 /// The sandbox sessions run in, or the reason the server must not start.
@@ -101,15 +177,13 @@ fn sandbox(
 }
 
 pub async fn run(arguments: ServeArgs) -> anyhow::Result<ExitCode> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CORRAL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    let print_config = arguments.print_config;
     let config = resolve(arguments)?;
+    if print_config {
+        print!("{}", config.to_annotated_toml());
+        return Ok(ExitCode::SUCCESS);
+    }
+    init_logging(config.log_format);
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let data_dir = std::fs::canonicalize(&config.data_dir)
@@ -159,6 +233,7 @@ pub async fn run(arguments: ServeArgs) -> anyhow::Result<ExitCode> {
         &ApiOptions {
             python_rce_mount: config.python_rce_mount.clone(),
             e2b_mount: config.e2b_mount.clone(),
+            metrics: Some(MetricsRegistry::install()?),
         },
     )?;
     let info = engine.info();

@@ -29,6 +29,7 @@ pub struct TestServer {
     log: Arc<Mutex<Vec<String>>>,
     config: Option<String>,
     python: String,
+    extra_args: Vec<String>,
     pub http: reqwest::Client,
 }
 
@@ -40,25 +41,44 @@ impl TestServer {
 
     /// A server with `config` (TOML) as its config file.
     pub fn start_with_config(config: &str) -> TestServer {
-        TestServer::start_with_python(config, &python())
+        TestServer::start_with_arguments(config, &[])
     }
 
     /// A server whose sessions run `python`.
     pub fn start_with_python(config: &str, python: &str) -> TestServer {
+        TestServer::start_full(config, python, &[])
+    }
+
+    /// A server with `config` (TOML, or none when empty) and extra `serve` arguments.
+    pub fn start_with_arguments(config: &str, arguments: &[&str]) -> TestServer {
+        TestServer::start_full(config, &python(), arguments)
+    }
+
+    fn start_full(config: &str, python: &str, arguments: &[&str]) -> TestServer {
         let temp = tempfile::tempdir().expect("temporary directory");
         let data_dir = temp.path().join("data");
         let config = (!config.is_empty()).then(|| config.to_owned());
-        let mut server = TestServer::spawn(&data_dir, config.as_deref(), python);
+        let arguments: Vec<String> = arguments
+            .iter()
+            .map(|argument| argument.to_string())
+            .collect();
+        let mut server = TestServer::spawn(&data_dir, config.as_deref(), python, &arguments);
         server._temp = Some(temp);
         server
     }
 
-    fn spawn(data_dir: &Path, config: Option<&str>, python: &str) -> TestServer {
+    fn spawn(
+        data_dir: &Path,
+        config: Option<&str>,
+        python: &str,
+        extra_args: &[String],
+    ) -> TestServer {
         let mut command = Command::new(env!("CARGO_BIN_EXE_corral"));
         command
             .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(["--python", python])
+            .args(extra_args)
             .env("CORRAL_LOG", "info")
             .env_remove("CORRAL_CONFIG")
             .stdin(Stdio::null())
@@ -109,6 +129,7 @@ impl TestServer {
             log,
             config: config.map(str::to_owned),
             python: python.to_owned(),
+            extra_args: extra_args.to_vec(),
             http: reqwest::Client::builder()
                 .timeout(DEADLINE)
                 .build()
@@ -156,7 +177,12 @@ impl TestServer {
     pub fn restart_with(mut self, signal: Signal) -> TestServer {
         self.stop_with(signal);
         let temp = self._temp.take();
-        let mut next = TestServer::spawn(&self.data_dir, self.config.as_deref(), &self.python);
+        let mut next = TestServer::spawn(
+            &self.data_dir,
+            self.config.as_deref(),
+            &self.python,
+            &self.extra_args,
+        );
         next._temp = temp;
         next
     }
@@ -379,4 +405,34 @@ impl EventReader {
             self.buffer.push_str(&String::from_utf8_lossy(&chunk));
         }
     }
+}
+
+/// Where the test creates the file named `name` in the session's workspace: sessions are
+/// sandboxed, so the gate lives in the workspace, which the server mounts on the host.
+pub fn gate_path(server: &TestServer, id: &str, name: &str) -> std::path::PathBuf {
+    server.data_dir.join("workspaces").join(id).join(name)
+}
+
+/// Starts an execution that waits for the workspace file `gate` to exist, returning its event
+/// stream once the code is running.
+pub async fn start_gated_execution(server: &TestServer, id: &str, gate: &str) -> EventReader {
+    let code = format!(
+        "import os, time\nprint('running', flush=True)\nwhile not os.path.exists({gate:?}):\n    time.sleep(0.02)\n'finished'"
+    );
+    let response = server
+        .http
+        .post(server.url(&format!("/v1/sessions/{id}/executions")))
+        .header("accept", "text/event-stream")
+        .json(&serde_json::json!({ "code": code }))
+        .send()
+        .await
+        .expect("execute");
+    assert_eq!(response.status(), 200);
+    let mut events = EventReader::new(response);
+    let (name, data) = events.next().await.expect("first event");
+    assert_eq!(
+        (name.as_str(), &data["text"]),
+        ("stream", &serde_json::json!("running\n"))
+    );
+    events
 }

@@ -18,8 +18,6 @@ use crate::body::NativeJson;
 use crate::problem::{Problem, ProblemBody};
 use crate::router::ApiState;
 
-/// Reason recorded when a client deletes a session.
-const CLOSED_BY_CLIENT: &str = "closed by client";
 const DEFAULT_PAGE_SIZE: u32 = 100;
 const MAX_PAGE_SIZE: u32 = 1000;
 
@@ -191,7 +189,7 @@ pub async fn delete_session(
     Ok(Json(
         state
             .engine
-            .close_session(&caller, id, CLOSED_BY_CLIENT)
+            .close_session(&caller, id, corral_engine::CLOSED_BY_CLIENT_REASON)
             .await?
             .into(),
     ))

@@ -58,6 +58,11 @@ pub async fn info(State(state): State<ApiState>, _caller: Caller) -> Json<InfoVi
             max_ttl_seconds: limits.max_ttl.as_secs_f64(),
             max_ttl_ceiling_seconds: limits.max_ttl_ceiling.as_secs_f64(),
             max_sessions: limits.max_sessions,
+            max_sessions_per_tenant: limits.max_sessions_per_tenant,
+            max_executions_per_tenant: limits.max_executions_per_tenant,
+            executions_kept_per_session: limits.executions_kept_per_session,
+            stored_output_cap_bytes: limits.stored_output_cap_bytes,
+            ended_session_retention_seconds: limits.ended_session_retention.as_secs_f64(),
         },
         isolation: IsolationView {
             sandboxed: info.isolation.sandboxed(),

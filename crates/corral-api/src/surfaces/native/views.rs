@@ -395,6 +395,16 @@ pub struct LimitsView {
     pub max_ttl_ceiling_seconds: f64,
     /// Sessions that may be live at once on this server.
     pub max_sessions: usize,
+    /// Live sessions one tenant may have at once; `null` when unlimited.
+    pub max_sessions_per_tenant: Option<usize>,
+    /// Executions one tenant may have queued or running at once; `null` when unlimited.
+    pub max_executions_per_tenant: Option<usize>,
+    /// Executions kept in a session's history.
+    pub executions_kept_per_session: u64,
+    /// Output bytes kept in the stored record of an execution.
+    pub stored_output_cap_bytes: usize,
+    /// How long a closed or dead session stays readable after it ended.
+    pub ended_session_retention_seconds: f64,
 }
 
 /// One isolation mechanism: does the host offer it, does corral apply it.

@@ -28,9 +28,6 @@ use crate::body::{read_bytes, BodyError, BodyLimit};
 use crate::router::ApiState;
 use validation::{ValidationError, Validator};
 
-/// Reason recorded when a session is closed through this API.
-const CLOSED_BY_CLIENT: &str = "closed by client";
-
 /// The python_rce routes, relative to the surface's mount point.
 pub fn router() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
@@ -154,7 +151,9 @@ impl RceError {
                     &message,
                 )])
             }
-            EngineError::QueueFull { .. } | EngineError::TooManySessions { .. } => RceError::Http {
+            EngineError::QueueFull { .. }
+            | EngineError::TooManySessions { .. }
+            | EngineError::QuotaExceeded { .. } => RceError::Http {
                 status: StatusCode::TOO_MANY_REQUESTS,
                 detail: error.to_string(),
             },
@@ -364,7 +363,7 @@ async fn session_close(
     }
     state
         .engine
-        .close_session(&caller, id, CLOSED_BY_CLIENT)
+        .close_session(&caller, id, corral_engine::CLOSED_BY_CLIENT_REASON)
         .await
         .map_err(|error| RceError::from_engine(error, &session_id))?;
     Ok(Json(SessionCloseResponse {
