@@ -138,3 +138,16 @@ async fn the_api_key_parameter_is_a_corral_key() {
     let (status, listed) = server.get(&format!("/e2b/sessions?api_key={key}")).await;
     assert_eq!((status, listed.as_array().map(Vec::len)), (200, Some(1)));
 }
+
+#[tokio::test]
+async fn quotas_answer_429_in_e2b_shape() {
+    let server = TestServer::start_with_config("[limits]\nmax_sessions_per_tenant = 1\n");
+    let (status, _) = server
+        .post("/e2b/sessions", json!({"codeSnippetID": "a"}))
+        .await;
+    assert_eq!(status, 201);
+    let (status, error) = server
+        .post("/e2b/sessions", json!({"codeSnippetID": "b"}))
+        .await;
+    assert_eq!((status, &error["code"]), (429, &json!(429)), "{error}");
+}

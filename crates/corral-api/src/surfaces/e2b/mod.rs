@@ -105,7 +105,9 @@ impl From<EngineError> for Failure {
             }
             EngineError::Forbidden(detail) => Failure(StatusCode::FORBIDDEN, detail),
             EngineError::InvalidInput(detail) => Failure(StatusCode::BAD_REQUEST, detail),
-            EngineError::TooManySessions { .. } | EngineError::QueueFull { .. } => {
+            EngineError::TooManySessions { .. }
+            | EngineError::QuotaExceeded { .. }
+            | EngineError::QueueFull { .. } => {
                 Failure(StatusCode::TOO_MANY_REQUESTS, error.to_string())
             }
             EngineError::ShuttingDown | EngineError::WorkerStart(_) => Failure(
