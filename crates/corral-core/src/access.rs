@@ -78,12 +78,15 @@ pub struct ApiKeyRecord {
     pub secret_sha256: String,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// After this instant the key authenticates nobody.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl ApiKeyRecord {
     /// Who a request presenting this key acts as; `None` once revoked or if inconsistent.
-    pub fn principal(&self) -> Option<Principal> {
-        if self.revoked_at.is_some() {
+    /// Who the key acts as at `now`: nobody once revoked or expired.
+    pub fn principal(&self, now: DateTime<Utc>) -> Option<Principal> {
+        if self.revoked_at.is_some() || self.expires_at.is_some_and(|expiry| expiry <= now) {
             return None;
         }
         match (self.scope, &self.tenant, self.session_id) {
@@ -186,9 +189,19 @@ mod tests {
             secret_sha256: String::new(),
             created_at: Utc::now(),
             revoked_at: None,
+            expires_at: None,
         };
-        assert_eq!(key.principal(), Some(Principal::Tenant("a".into())));
-        key.revoked_at = Some(Utc::now());
-        assert_eq!(key.principal(), None);
+        let now = Utc::now();
+        assert_eq!(key.principal(now), Some(Principal::Tenant("a".into())));
+        key.expires_at = Some(now + chrono::Duration::seconds(1));
+        assert_eq!(key.principal(now), Some(Principal::Tenant("a".into())));
+        assert_eq!(
+            key.principal(now + chrono::Duration::seconds(1)),
+            None,
+            "expired"
+        );
+        key.expires_at = None;
+        key.revoked_at = Some(now);
+        assert_eq!(key.principal(now), None);
     }
 }

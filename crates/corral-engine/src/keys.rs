@@ -34,6 +34,8 @@ pub struct NewKey {
     /// Required for session keys.
     pub session_id: Option<SessionId>,
     pub name: Option<String>,
+    /// When the key stops working; must be in the future.
+    pub expires_at: Option<chrono::DateTime<Utc>>,
 }
 
 /// A freshly issued key: the record, and the whole key, which is not stored and cannot be
@@ -118,6 +120,11 @@ pub async fn issue_key(store: &dyn Store, new: NewKey) -> Result<IssuedKey, Engi
             )));
         }
     }
+    if new.expires_at.is_some_and(|expiry| expiry <= Utc::now()) {
+        return Err(EngineError::InvalidInput(
+            "expires_at must be in the future".to_owned(),
+        ));
+    }
     let id = random_hex(ID_BYTES)?;
     let secret = random_hex(SECRET_BYTES)?;
     let record = ApiKeyRecord {
@@ -129,6 +136,7 @@ pub async fn issue_key(store: &dyn Store, new: NewKey) -> Result<IssuedKey, Engi
         secret_sha256: hex::encode(sha256(&secret)),
         created_at: Utc::now(),
         revoked_at: None,
+        expires_at: new.expires_at,
     };
     store.insert_api_key(&record).await?;
     tracing::info!(key_id = %record.id, scope = %record.scope, tenant = ?record.tenant, "API key issued");
@@ -179,7 +187,7 @@ pub async fn principal_for_key(
     };
     let presented_hash = sha256(secret);
     if bool::from(presented_hash.as_slice().ct_eq(stored.as_slice())) {
-        Ok(record.principal())
+        Ok(record.principal(Utc::now()))
     } else {
         Ok(None)
     }

@@ -109,6 +109,7 @@ fn api_key_from_row(row: &SqliteRow) -> Result<ApiKeyRecord, StoreError> {
         secret_sha256: row.try_get("secret_sha256")?,
         created_at: row.try_get("created_at")?,
         revoked_at: row.try_get("revoked_at")?,
+        expires_at: row.try_get("expires_at")?,
     })
 }
 
@@ -347,7 +348,7 @@ impl Store for SqliteStore {
         }
         sqlx::query(
             "INSERT INTO api_keys (id, name, scope, tenant, session_id, secret_sha256, \
-             created_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+             created_at, revoked_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&key.id)
         .bind(&key.name)
@@ -357,6 +358,7 @@ impl Store for SqliteStore {
         .bind(&key.secret_sha256)
         .bind(key.created_at)
         .bind(key.revoked_at)
+        .bind(key.expires_at)
         .execute(&mut *transaction)
         .await?;
         transaction.commit().await?;
@@ -587,6 +589,7 @@ mod tests {
             tenant: tenant.map(str::to_owned),
             session_id: None,
             secret_sha256: "00".repeat(32),
+            expires_at: None,
             created_at: Utc::now(),
             revoked_at: None,
         };

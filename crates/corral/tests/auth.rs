@@ -375,3 +375,54 @@ fn a_non_loopback_bind_without_keys_is_refused() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("refusing to serve"), "{stderr}");
 }
+
+#[tokio::test]
+async fn keys_with_an_expiry_stop_working_when_it_passes() {
+    let server = TestServer::start();
+    let (admin, _) = issue(&server, None, json!({"scope": "admin"})).await;
+    let (status, problem) = send(
+        &server,
+        "POST",
+        "/v1/keys",
+        Some(&admin),
+        Some(json!({"scope": "tenant", "tenant": "t", "expires_at": "2001-01-01T00:00:00Z"})),
+    )
+    .await;
+    assert_eq!(status, 422, "an expiry in the past is refused: {problem}");
+
+    let expiry = chrono::Utc::now() + chrono::Duration::seconds(2);
+    let (short, short_id) = issue(
+        &server,
+        Some(&admin),
+        json!({"scope": "tenant", "tenant": "t", "expires_at": expiry.to_rfc3339()}),
+    )
+    .await;
+    let (status, _) = send(&server, "GET", "/v1/sessions", Some(&short), None).await;
+    assert_eq!(status, 200, "valid before its expiry");
+    let (_, listed) = send(&server, "GET", "/v1/keys", Some(&admin), None).await;
+    let entry = listed["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .find(|key| key["id"] == short_id.as_str())
+        .expect("listed")
+        .clone();
+    assert!(entry["expires_at"].is_string(), "{entry}");
+
+    let deadline = std::time::Instant::now() + support::DEADLINE;
+    loop {
+        let (status, _) = send(&server, "GET", "/v1/sessions", Some(&short), None).await;
+        if status == 401 {
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the key never expired"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(chrono::Utc::now() >= expiry, "refused only once expired");
+    let (status, _) = send(&server, "GET", "/v1/sessions", Some(&admin), None).await;
+    assert_eq!(status, 200, "other keys are unaffected");
+}

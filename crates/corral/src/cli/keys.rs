@@ -21,6 +21,7 @@ pub async fn run(command: KeysCommand) -> anyhow::Result<ExitCode> {
             tenant,
             session,
             name,
+            expires_at,
             target,
         } => {
             let issued = match &target.data_dir {
@@ -40,6 +41,7 @@ pub async fn run(command: KeysCommand) -> anyhow::Result<ExitCode> {
                             tenant,
                             session_id,
                             name,
+                            expires_at,
                         },
                     )
                     .await?;
@@ -58,6 +60,7 @@ pub async fn run(command: KeysCommand) -> anyhow::Result<ExitCode> {
                             "tenant": tenant,
                             "session_id": session,
                             "name": name,
+                            "expires_at": expires_at,
                         }))
                         .await?
                 }

@@ -97,6 +97,9 @@ pub enum KeysCommand {
         /// A label for people.
         #[arg(long)]
         name: Option<String>,
+        /// When the key stops working (RFC 3339, e.g. 2027-01-01T00:00:00Z).
+        #[arg(long)]
+        expires_at: Option<chrono::DateTime<chrono::Utc>>,
         #[command(flatten)]
         target: KeysTarget,
     },

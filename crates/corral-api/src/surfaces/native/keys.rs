@@ -52,6 +52,7 @@ pub async fn create_key(
                 tenant: request.tenant,
                 session_id,
                 name: request.name,
+                expires_at: request.expires_at,
             },
         )
         .await?;

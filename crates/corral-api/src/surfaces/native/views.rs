@@ -305,6 +305,9 @@ pub struct CreateKeyRequest {
     /// A label for people.
     #[serde(default)]
     pub name: Option<String>,
+    /// When the key stops working (RFC 3339, in the future); never by default.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// An API key without its secret.
@@ -318,6 +321,7 @@ pub struct KeyView {
     pub session_id: Option<String>,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl From<ApiKeyRecord> for KeyView {
@@ -330,6 +334,7 @@ impl From<ApiKeyRecord> for KeyView {
             session_id: record.session_id.map(|id| id.to_string()),
             created_at: record.created_at,
             revoked_at: record.revoked_at,
+            expires_at: record.expires_at,
         }
     }
 }
