@@ -144,6 +144,15 @@ impl From<EngineError> for Problem {
                 problem.retry_after = Some(SESSION_CAP_RETRY_SECONDS);
                 problem
             }
+            EngineError::HostMemoryLow { .. } => {
+                let mut problem = Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "host_memory_low",
+                    error.to_string(),
+                );
+                problem.retry_after = Some(SESSION_CAP_RETRY_SECONDS);
+                problem
+            }
             EngineError::Unauthorized => Problem::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",

@@ -33,6 +33,9 @@ pub struct Limits {
     pub max_ttl_ceiling: Duration,
     /// Sessions that may be live (starting, idle or busy) at once on this server.
     pub max_sessions: usize,
+    /// New sessions are refused while the host has less memory available than this, so the
+    /// server says no before the host starts swapping.
+    pub min_available_memory_bytes: u64,
     /// Live sessions one tenant may have at once (`None`: only the server's cap).
     pub max_sessions_per_tenant: Option<usize>,
     /// Executions one tenant may have queued or running at once (`None`: unlimited).
@@ -61,6 +64,7 @@ impl Default for Limits {
             max_ttl: Duration::from_secs(24 * 3600),
             max_ttl_ceiling: Duration::from_secs(7 * 24 * 3600),
             max_sessions: 256,
+            min_available_memory_bytes: 512 * 1024 * 1024,
             max_sessions_per_tenant: None,
             max_executions_per_tenant: None,
             executions_kept_per_session: 1000,

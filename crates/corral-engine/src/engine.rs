@@ -336,6 +336,15 @@ impl Engine {
                 limits.max_ttl_ceiling,
             )?,
         };
+        if let Some(available) = corral_worker::available_memory_bytes() {
+            if available < limits.min_available_memory_bytes {
+                measurements::refused("min_available_memory");
+                return Err(EngineError::HostMemoryLow {
+                    available_mib: available / (1024 * 1024),
+                    required_mib: limits.min_available_memory_bytes / (1024 * 1024),
+                });
+            }
+        }
         let tenant_claim = self.inner.quotas.claim(&tenant, QuotaKind::Sessions)?;
         let slot = SessionSlot::claim(&self.inner.occupied_slots, limits.max_sessions).ok_or_else(
             || {

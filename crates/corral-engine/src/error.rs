@@ -25,6 +25,11 @@ pub enum EngineError {
     QueueFull { id: SessionId, capacity: usize },
     #[error("the server already runs its limit of {limit} live sessions")]
     TooManySessions { limit: usize },
+    #[error("the host has {available_mib} MiB of memory available; new sessions need at least {required_mib} MiB free")]
+    HostMemoryLow {
+        available_mib: u64,
+        required_mib: u64,
+    },
     #[error("the tenant's quota of {limit} {} is used up", kind.describe())]
     QuotaExceeded { kind: QuotaKind, limit: usize },
     #[error("{0}")]

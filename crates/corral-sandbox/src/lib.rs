@@ -25,7 +25,7 @@ pub use cgroup::SessionCgroup;
 pub use files::{
     files_main, relative_workspace_path, FileEntry, FileFailure, FileOperation, FILES_COMMAND,
 };
-pub use host::{HostIsolation, IsolationFeature};
+pub use host::{available_memory_bytes, HostIsolation, IsolationFeature};
 pub use launcher::launcher_main;
 pub use process::{interrupt, kill_process_group, spawn_worker, SpawnedWorker, WorkerCommand};
 pub use sandbox::{

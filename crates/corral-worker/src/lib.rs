@@ -15,10 +15,11 @@ mod interpreter;
 mod stream_text;
 mod worker;
 
-pub use corral_sandbox::{files_main, FileEntry, FILES_COMMAND};
 pub use corral_sandbox::{
-    launcher_main, HostIsolation, IsolationFeature, Sandbox, SandboxSettings, SessionLimits,
+    available_memory_bytes, launcher_main, HostIsolation, IsolationFeature, Sandbox,
+    SandboxSettings, SessionLimits,
 };
+pub use corral_sandbox::{files_main, FileEntry, FILES_COMMAND};
 pub use driver::{install_driver, DRIVER_SOURCE};
 pub use execution::{ExecOutcome, ExecSpec};
 pub use files::{FileDownload, FileError, WorkspaceFiles};

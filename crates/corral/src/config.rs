@@ -129,6 +129,7 @@ pub struct FileLimits {
     pub max_ttl_seconds: Option<f64>,
     pub max_ttl_ceiling_seconds: Option<f64>,
     pub max_sessions: Option<usize>,
+    pub min_available_memory_mib: Option<u64>,
     pub max_sessions_per_tenant: Option<usize>,
     pub max_executions_per_tenant: Option<usize>,
     pub executions_kept_per_session: Option<u64>,
@@ -286,6 +287,11 @@ impl ServeConfig {
                 seconds(limits.max_ttl_ceiling),
             ),
             ("limits", "max_sessions", count(limits.max_sessions)),
+            (
+                "limits",
+                "min_available_memory_mib",
+                large(limits.min_available_memory_bytes / (1024 * 1024)),
+            ),
             (
                 "limits",
                 "executions_kept_per_session",
@@ -456,6 +462,10 @@ impl FileLimits {
                 defaults.max_ttl_ceiling,
             )?,
             max_sessions: self.max_sessions.unwrap_or(defaults.max_sessions),
+            min_available_memory_bytes: self
+                .min_available_memory_mib
+                .map(|mib| mib.saturating_mul(1024 * 1024))
+                .unwrap_or(defaults.min_available_memory_bytes),
             max_sessions_per_tenant: self
                 .max_sessions_per_tenant
                 .or(defaults.max_sessions_per_tenant),

@@ -361,3 +361,29 @@ async fn executions_still_running_after_the_grace_period_are_killed() {
     let (_, execution) = server.get(&format!("/v1/sessions/{id}/executions/1")).await;
     assert_eq!(execution["status"], "killed");
 }
+
+#[tokio::test]
+async fn new_sessions_are_refused_when_the_host_is_short_of_memory() {
+    // More free memory than any test machine has: every new session is refused.
+    let server = TestServer::start_with_config("[limits]\nmin_available_memory_mib = 1000000000\n");
+    let (_, info) = server.get("/v1/info").await;
+    assert_eq!(
+        info["limits"]["min_available_memory_bytes"],
+        1_000_000_000u64 * 1024 * 1024
+    );
+    let response = server
+        .http
+        .post(server.url("/v1/sessions"))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(response.status(), 429);
+    assert!(response.headers().contains_key("retry-after"));
+    let problem: Value = response.json().await.expect("problem");
+    assert_eq!(problem["code"], "host_memory_low");
+    let (status, body) = server.post("/sessions/create", json!({})).await;
+    assert_eq!(status, 429, "python_rce too: {body}");
+    let (status, _) = server.get("/healthz").await;
+    assert_eq!(status, 200);
+}

@@ -106,6 +106,7 @@ impl From<EngineError> for Failure {
             EngineError::Forbidden(detail) => Failure(StatusCode::FORBIDDEN, detail),
             EngineError::InvalidInput(detail) => Failure(StatusCode::BAD_REQUEST, detail),
             EngineError::TooManySessions { .. }
+            | EngineError::HostMemoryLow { .. }
             | EngineError::QuotaExceeded { .. }
             | EngineError::QueueFull { .. } => {
                 Failure(StatusCode::TOO_MANY_REQUESTS, error.to_string())

@@ -58,6 +58,7 @@ pub async fn info(State(state): State<ApiState>, _caller: Caller) -> Json<InfoVi
             max_ttl_seconds: limits.max_ttl.as_secs_f64(),
             max_ttl_ceiling_seconds: limits.max_ttl_ceiling.as_secs_f64(),
             max_sessions: limits.max_sessions,
+            min_available_memory_bytes: limits.min_available_memory_bytes,
             max_sessions_per_tenant: limits.max_sessions_per_tenant,
             max_executions_per_tenant: limits.max_executions_per_tenant,
             executions_kept_per_session: limits.executions_kept_per_session,

@@ -400,6 +400,8 @@ pub struct LimitsView {
     pub max_ttl_ceiling_seconds: f64,
     /// Sessions that may be live at once on this server.
     pub max_sessions: usize,
+    /// New sessions are refused (429 `host_memory_low`) while the host has less available.
+    pub min_available_memory_bytes: u64,
     /// Live sessions one tenant may have at once; `null` when unlimited.
     pub max_sessions_per_tenant: Option<usize>,
     /// Executions one tenant may have queued or running at once; `null` when unlimited.

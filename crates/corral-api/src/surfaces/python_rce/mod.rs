@@ -153,6 +153,7 @@ impl RceError {
             }
             EngineError::QueueFull { .. }
             | EngineError::TooManySessions { .. }
+            | EngineError::HostMemoryLow { .. }
             | EngineError::QuotaExceeded { .. } => RceError::Http {
                 status: StatusCode::TOO_MANY_REQUESTS,
                 detail: error.to_string(),
