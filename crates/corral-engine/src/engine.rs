@@ -908,9 +908,14 @@ impl Engine {
     /// open mode, while the store has no active key — admin.
     pub async fn authenticate(&self, presented: Option<&str>) -> Result<Principal, EngineError> {
         match presented {
-            Some(key) => keys::principal_for_key(self.inner.store.as_ref(), key)
-                .await?
-                .ok_or(EngineError::Unauthorized),
+            Some(key) => match keys::principal_for_key(self.inner.store.as_ref(), key).await? {
+                Some(principal) => Ok(principal),
+                None => {
+                    // Never the key itself: only that one was refused.
+                    tracing::warn!("authentication failed: an API key was refused");
+                    Err(EngineError::Unauthorized)
+                }
+            },
             None if self.inner.open_mode && !self.inner.store.has_active_api_keys().await? => {
                 Ok(Principal::Admin)
             }

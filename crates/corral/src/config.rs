@@ -22,6 +22,8 @@ pub struct FileConfig {
     pub shutdown_grace_seconds: Option<f64>,
     /// `text` (default) or `json`.
     pub log_format: Option<LogFormat>,
+    /// Require a key even while none exists (no open mode).
+    pub require_auth: Option<bool>,
     #[serde(default)]
     pub limits: FileLimits,
     #[serde(default)]
@@ -160,6 +162,7 @@ pub struct ServeConfig {
     pub config_file: Option<PathBuf>,
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
+    pub require_auth: bool,
     /// Where each setting came from, by its key in the config file (`limits.max_sessions`).
     pub origins: Origins,
 }
@@ -252,6 +255,7 @@ impl ServeConfig {
             ("", "python", path(&self.python)),
             ("", "shutdown_grace_seconds", seconds(self.shutdown_grace)),
             ("", "log_format", text_value(self.log_format.as_str())),
+            ("", "require_auth", toml::Value::Boolean(self.require_auth)),
             (
                 "limits",
                 "default_execution_timeout_seconds",

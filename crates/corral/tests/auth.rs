@@ -426,3 +426,24 @@ async fn keys_with_an_expiry_stop_working_when_it_passes() {
     let (status, _) = send(&server, "GET", "/v1/sessions", Some(&admin), None).await;
     assert_eq!(status, 200, "other keys are unaffected");
 }
+
+#[tokio::test]
+async fn require_auth_closes_open_mode_and_failures_are_logged_without_the_key() {
+    let server = TestServer::start_with_arguments("", &["--require-auth"]);
+    let (status, _) = server.get("/v1/sessions").await;
+    assert_eq!(status, 401, "no open mode even on loopback without keys");
+    let (status, _) = server.get("/healthz").await;
+    assert_eq!(status, 200);
+    let bogus = "corral_0123456789ab_notarealsecretnotarealsecret";
+    let (status, _) = send(&server, "GET", "/v1/sessions", Some(bogus), None).await;
+    assert_eq!(status, 401);
+    let deadline = std::time::Instant::now() + support::DEADLINE;
+    while !server.log().contains("authentication failed") {
+        assert!(std::time::Instant::now() < deadline, "{}", server.log());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        !server.log().contains("notarealsecret"),
+        "the key is never logged"
+    );
+}

@@ -140,6 +140,10 @@ pub struct ServeArgs {
     /// sandbox and trusted code; the server refuses to start unsandboxed otherwise.
     #[arg(long, env = "CORRAL_INSECURE_NO_SANDBOX")]
     insecure_no_sandbox: bool,
+    /// Require an API key on every request even while the store has none (no open mode on
+    /// loopback).
+    #[arg(long, env = "CORRAL_REQUIRE_AUTH")]
+    require_auth: bool,
     /// Log lines as human-readable text (default) or one JSON object per line.
     #[arg(long, env = "CORRAL_LOG_FORMAT", value_enum)]
     log_format: Option<crate::config::LogFormat>,

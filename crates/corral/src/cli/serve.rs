@@ -76,6 +76,13 @@ fn resolve(arguments: ServeArgs) -> anyhow::Result<ServeConfig> {
             arguments.log_format.is_some(),
         ),
         (
+            "require_auth",
+            "require_auth",
+            "--require-auth",
+            "CORRAL_REQUIRE_AUTH",
+            arguments.require_auth,
+        ),
+        (
             "insecure_no_sandbox",
             "sandbox.insecure_no_sandbox",
             "--insecure-no-sandbox",
@@ -127,6 +134,7 @@ fn resolve(arguments: ServeArgs) -> anyhow::Result<ServeConfig> {
             || file.sandbox.insecure_no_sandbox.unwrap_or(false),
         config_file,
         log_format: arguments.log_format.or(file.log_format).unwrap_or_default(),
+        require_auth: arguments.require_auth || file.require_auth.unwrap_or(false),
         origins,
     })
 }
@@ -222,7 +230,7 @@ pub async fn run(arguments: ServeArgs) -> anyhow::Result<ExitCode> {
             sandbox,
             session_limits: config.session_limits,
             max_session_limits: config.max_session_limits,
-            open_mode: loopback,
+            open_mode: loopback && !config.require_auth,
         },
         Arc::new(store),
     )
