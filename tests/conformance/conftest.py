@@ -56,6 +56,28 @@ def server():
             raise RuntimeError("corral did not start")
         yield Server(address["url"], process)
     finally:
+        stop(process, data_dir)
+
+
+def stop(process, data_dir):
+    """SIGTERM (graceful: sessions closed, workspaces released), SIGKILL if that hangs, then
+    unmount any workspace a killed server left (they are links to tmpfs mounts under /run)."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=40)
+    except subprocess.TimeoutExpired:
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
-        subprocess.run(["rm", "-rf", data_dir], check=False)
+    workspaces = os.path.join(data_dir, "workspaces")
+    if os.path.isdir(workspaces):
+        for name in os.listdir(workspaces):
+            link = os.path.join(workspaces, name)
+            if os.path.islink(link):
+                target = os.readlink(link)
+                subprocess.run(["umount", "-l", target], check=False, timeout=30,
+                               stderr=subprocess.DEVNULL)
+                try:
+                    os.rmdir(target)
+                except OSError:
+                    pass
+    subprocess.run(["rm", "-rf", "--one-file-system", data_dir], check=False, timeout=60)

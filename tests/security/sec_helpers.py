@@ -319,6 +319,16 @@ def _stop_server(process, data_dir):
             with contextlib.suppress(OSError):
                 directory.rmdir()
         time.sleep(0.1)
+    # Workspaces are links to tmpfs mounts under /run: unmount what a killed server left.
+    workspaces = Path(data_dir) / "workspaces"
+    if workspaces.is_dir():
+        for link in workspaces.iterdir():
+            if link.is_symlink():
+                target = os.readlink(link)
+                subprocess.run(["umount", "-l", target], check=False, timeout=30,
+                               stderr=subprocess.DEVNULL)
+                with contextlib.suppress(OSError):
+                    os.rmdir(target)
 
 
 # ---------------------------------------------------------------------------------------------
