@@ -283,9 +283,40 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
+        let pid = self.child.id();
         let _ = self.child.kill();
         let _ = self.child.wait();
         unmount_below(&self.data_dir);
+        remove_cgroups_of(pid);
+    }
+}
+
+/// Removes the session cgroups of a killed server (named `<server pid>-<n>`), killing what is
+/// left in them; a later server would do the same at start.
+pub fn remove_cgroups_of(server_pid: u32) {
+    let prefix = format!("{server_pid}-");
+    let deadline = Instant::now() + DEADLINE;
+    for controller in ["memory", "pids", "cpu"] {
+        let parent = Path::new("/sys/fs/cgroup").join(controller).join("corral");
+        let Ok(entries) = std::fs::read_dir(&parent) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if !entry.file_name().to_string_lossy().starts_with(&prefix) {
+                continue;
+            }
+            while std::fs::remove_dir(entry.path()).is_err() && Instant::now() < deadline {
+                let procs =
+                    std::fs::read_to_string(entry.path().join("cgroup.procs")).unwrap_or_default();
+                for pid in procs
+                    .lines()
+                    .filter_map(|line| line.trim().parse::<i32>().ok())
+                {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
     }
 }
 
