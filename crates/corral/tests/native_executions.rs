@@ -273,19 +273,7 @@ async fn code_that_ignores_the_interrupt_is_killed_and_the_session_dies() {
 async fn interrupt_stops_the_running_execution() {
     let server = TestServer::start();
     let id = server.create_session().await;
-    let running = {
-        let http = server.http.clone();
-        let url = server.url(&format!("/v1/sessions/{id}/executions"));
-        tokio::spawn(async move {
-            support::response(
-                http.post(url)
-                    .json(&json!({"code": "import time\ntime.sleep(60)"}))
-                    .send()
-                    .await,
-            )
-            .await
-        })
-    };
+    let running = server.execute_in_background(&id, "import time\ntime.sleep(60)");
     server.wait_for_state(&id, "busy").await;
     let (status, _) = server
         .post(&format!("/v1/sessions/{id}/interrupt"), json!({}))
@@ -304,33 +292,10 @@ async fn one_session_runs_in_order_while_others_run_in_parallel() {
     let slow = server.create_session().await;
     let fast = server.create_session().await;
     server.execute(&slow, "log = []").await;
-    let first = {
-        let http = server.http.clone();
-        let url = server.url(&format!("/v1/sessions/{slow}/executions"));
-        tokio::spawn(async move {
-            support::response(
-                http.post(url)
-                    .json(&json!({"code": "import time\nlog.append('first')\ntime.sleep(60)"}))
-                    .send()
-                    .await,
-            )
-            .await
-        })
-    };
+    let first =
+        server.execute_in_background(&slow, "import time\nlog.append('first')\ntime.sleep(60)");
     server.wait_for_state(&slow, "busy").await;
-    let second = {
-        let http = server.http.clone();
-        let url = server.url(&format!("/v1/sessions/{slow}/executions"));
-        tokio::spawn(async move {
-            support::response(
-                http.post(url)
-                    .json(&json!({"code": "log.append('second')\nlog"}))
-                    .send()
-                    .await,
-            )
-            .await
-        })
-    };
+    let second = server.execute_in_background(&slow, "log.append('second')\nlog");
     // The other session answers while the slow one is still busy.
     assert_eq!(
         server.execute(&fast, "1 + 1").await["result"]["text/plain"],

@@ -243,6 +243,19 @@ impl TestServer {
         body
     }
 
+    /// Starts an execution without waiting for it; the task yields its status and body.
+    pub fn execute_in_background(
+        &self,
+        session_id: &str,
+        code: &str,
+    ) -> tokio::task::JoinHandle<(u16, Value)> {
+        let request = self
+            .http
+            .post(self.url(&format!("/v1/sessions/{session_id}/executions")))
+            .json(&serde_json::json!({ "code": code }));
+        tokio::spawn(async move { response(request.send().await).await })
+    }
+
     /// Waits until the session is in `state`.
     pub async fn wait_for_state(&self, session_id: &str, state: &str) -> Value {
         let deadline = Instant::now() + DEADLINE;
