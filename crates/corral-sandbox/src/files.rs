@@ -13,7 +13,7 @@
 //! nothing is written to stdout; stderr gets `ERR <kind> <message>` and the exit code is the
 //! kind's number ([`FileFailure`]).
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
@@ -217,19 +217,8 @@ fn enter_session(launcher_pid: &str) -> Result<PathBuf, Failure> {
 }
 
 fn drop_privileges() -> Result<(), Failure> {
-    use caps::CapSet;
-    let fail = |error: caps::errors::CapsError| Failure(FileFailure::Other, error.to_string());
-    for capability in caps::all() {
-        caps::drop(None, CapSet::Bounding, capability).map_err(fail)?;
-    }
-    for set in [
-        CapSet::Ambient,
-        CapSet::Inheritable,
-        CapSet::Effective,
-        CapSet::Permitted,
-    ] {
-        caps::clear(None, set).map_err(fail)?;
-    }
+    crate::launcher::drop_capabilities()
+        .map_err(|error| Failure(FileFailure::Other, error.to_string()))?;
     nix::sys::prctl::set_no_new_privs().map_err(failure(FileFailure::Other))
 }
 
@@ -324,13 +313,9 @@ fn put(workspace: &OwnedFd, relative: &Path) -> Result<(), Failure> {
     )?;
     let mut file = std::fs::File::from(fd);
     let mut stdin = std::io::stdin().lock();
-    let written = copy_all(&mut stdin, &mut file)?;
+    let written = std::io::copy(&mut stdin, &mut file).map_err(io_failure)?;
     file.sync_data().ok();
     header(&format!("OK {written}"))
-}
-
-fn copy_all(from: &mut impl Read, to: &mut impl Write) -> Result<u64, Failure> {
-    std::io::copy(from, to).map_err(io_failure)
 }
 
 fn delete(workspace: &OwnedFd, relative: &Path) -> Result<(), Failure> {

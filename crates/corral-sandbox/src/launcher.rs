@@ -339,7 +339,7 @@ fn prepare_and_exec(
         || "pdeathsig".to_owned(),
         nix::sys::prctl::set_pdeathsig(Signal::SIGKILL),
     )?;
-    drop_capabilities()?;
+    drop_capabilities().map_err(|error| LaunchError::Capabilities(error.to_string()))?;
     // The launcher's pipe and the O_PATH handles used to build the root stay behind.
     crate::process::close_descriptors_from(4);
     sys(
@@ -375,16 +375,20 @@ fn c_string(text: &str) -> Result<CString, LaunchError> {
     })
 }
 
-fn drop_capabilities() -> Result<(), LaunchError> {
+/// Empties the bounding set (so nothing exec'd regains a capability), then every other set.
+pub(crate) fn drop_capabilities() -> Result<(), caps::errors::CapsError> {
     use caps::CapSet;
-    let fail = |error: caps::errors::CapsError| LaunchError::Capabilities(error.to_string());
     for capability in caps::all() {
-        caps::drop(None, CapSet::Bounding, capability).map_err(fail)?;
+        caps::drop(None, CapSet::Bounding, capability)?;
     }
-    caps::clear(None, CapSet::Ambient).map_err(fail)?;
-    caps::clear(None, CapSet::Inheritable).map_err(fail)?;
-    caps::clear(None, CapSet::Effective).map_err(fail)?;
-    caps::clear(None, CapSet::Permitted).map_err(fail)?;
+    for set in [
+        CapSet::Ambient,
+        CapSet::Inheritable,
+        CapSet::Effective,
+        CapSet::Permitted,
+    ] {
+        caps::clear(None, set)?;
+    }
     Ok(())
 }
 

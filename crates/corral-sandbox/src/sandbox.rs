@@ -142,10 +142,14 @@ impl Sandbox {
         }
         // The tmpfs lives under /run, which sandboxes replace, and the workspace path is a
         // link to it: other sessions' workspaces then never appear in a session's mount table.
-        let mount_point = self.mount_home().join(format!(
-            "{:016x}",
-            fnv1a(workspace.as_os_str().as_encoded_bytes())
-        ));
+        // Named after this server and the workspace (a session id): unique among live servers.
+        let name = workspace
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mount_point = self
+            .mount_home()
+            .join(format!("{}-{name}", std::process::id()));
         std::fs::create_dir_all(&mount_point)
             .map_err(setup(format!("creating {}", mount_point.display())))?;
         let options = format!(
@@ -215,11 +219,6 @@ impl Sandbox {
         if let Ok(entries) = std::fs::read_dir(directory) {
             for entry in entries.flatten() {
                 self.release_workspace(&entry.path());
-            }
-        }
-        if is_mount_point(directory) {
-            if let Err(error) = umount2(directory, MntFlags::MNT_DETACH) {
-                tracing::warn!(path = %directory.display(), %error, "could not unmount the workspaces directory");
             }
         }
     }
@@ -313,13 +312,6 @@ impl Sandbox {
 /// Where the session's workspace is inside the sandbox.
 pub fn sandbox_workspace() -> &'static str {
     SANDBOX_WORKSPACE
-}
-
-/// FNV-1a: a stable name for a workspace's mount point (not for security).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf29ce484222325, |hash, &byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x100000001b3)
-    })
 }
 
 /// Whether `path` is a mount point of this process's mount namespace (bind mounts of the same
