@@ -97,6 +97,33 @@ pub struct CreateSession {
     pub max_ttl: Option<Duration>,
 }
 
+/// A name a live session holds within its tenant, so that creating "the session called X"
+/// twice yields one session: the session whose `metadata[namespace][field]` equals `value`.
+/// Surfaces with caller-chosen identities (a Jupyter notebook path, an agent session's
+/// identifier) use it through [`Engine::find_or_create_session`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionClaim {
+    pub namespace: String,
+    pub field: String,
+    pub value: String,
+}
+
+impl SessionClaim {
+    /// Whether `record` holds this claim.
+    pub fn is_held_by(&self, record: &SessionRecord) -> bool {
+        self.is_in(&record.metadata)
+    }
+
+    /// Whether `metadata` holds this claim.
+    pub fn is_in(&self, metadata: &serde_json::Map<String, serde_json::Value>) -> bool {
+        metadata
+            .get(&self.namespace)
+            .and_then(|fields| fields.get(&self.field))
+            .and_then(|value| value.as_str())
+            == Some(self.value.as_str())
+    }
+}
+
 /// Changes to a session; `None` leaves a field as it is.
 #[derive(Clone, Debug, Default)]
 pub struct SessionUpdate {
@@ -140,6 +167,8 @@ pub(crate) struct EngineInner {
     reaper_wake: Arc<Notify>,
     open_mode: bool,
     quotas: TenantQuotas,
+    /// Held while a claimed session is looked up and, if missing, created.
+    claims: tokio::sync::Mutex<()>,
 }
 
 /// One of the server's `max_sessions` places, held from the start of a create until the
@@ -246,6 +275,7 @@ impl Engine {
             reaper_wake: reaper_wake.clone(),
             open_mode: config.open_mode,
             quotas,
+            claims: tokio::sync::Mutex::new(()),
         });
         tokio::spawn(run_reaper(Arc::downgrade(&inner), reaper_wake));
         Ok(Engine { inner })
@@ -415,6 +445,35 @@ impl Engine {
         self.inner.reaper_wake.notify_one();
         measurements::session_started(start_duration);
         Ok(record)
+    }
+
+    /// The caller's live session holding `claim`, or a new one created with `options` (whose
+    /// metadata must carry the claim); the flag says whether it was created. Concurrent
+    /// calls for one claim yield one session.
+    pub async fn find_or_create_session(
+        &self,
+        caller: &Principal,
+        claim: &SessionClaim,
+        options: CreateSession,
+    ) -> Result<(SessionRecord, bool), EngineError> {
+        let _claims = self.inner.claims.lock().await;
+        if let Some(existing) = self.find_claimed(caller, claim) {
+            return Ok((existing, false));
+        }
+        if !claim.is_in(&options.metadata) {
+            return Err(EngineError::InvalidInput(format!(
+                "the new session's metadata must hold {}.{}",
+                claim.namespace, claim.field
+            )));
+        }
+        Ok((self.create_session(caller, options).await?, true))
+    }
+
+    /// The caller's live session holding `claim`, if any (the oldest, should there be more).
+    pub fn find_claimed(&self, caller: &Principal, claim: &SessionClaim) -> Option<SessionRecord> {
+        self.live_sessions(caller)
+            .into_iter()
+            .find(|record| claim.is_held_by(record))
     }
 
     /// Live state for gauges: sessions by state, queued executions, worker memory.

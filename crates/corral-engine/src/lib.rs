@@ -24,7 +24,8 @@ pub use corral_worker::{
 };
 pub use engine::{
     CreateSession, Engine, EngineConfig, EngineInfo, ExecutionPage, PendingExecution, RuntimeInfo,
-    SessionPage, SessionUpdate, CLOSED_BY_CLIENT_REASON, RESTART_REASON, SHUTDOWN_REASON,
+    SessionClaim, SessionPage, SessionUpdate, CLOSED_BY_CLIENT_REASON, RESTART_REASON,
+    SHUTDOWN_REASON,
 };
 pub use error::EngineError;
 pub use quotas::QuotaKind;
