@@ -29,7 +29,7 @@ use crate::auth::authenticate;
 use crate::body::{parse_json, BodyError};
 use crate::router::ApiState;
 use errors::{AgentError, ErrorList};
-use views::{AgentSession, SessionContainer, SessionRequest};
+use views::{AgentSession, AgentSessionRequest, SessionContainer};
 
 /// Reason recorded when a session is closed because its key could not be minted or recorded.
 const KEY_FAILED_REASON: &str = "its agent session key could not be issued";
@@ -76,7 +76,7 @@ fn claim(identifier: &str) -> SessionClaim {
 
 /// The `PUT` body: none, or a JSON object (a `Session`). Invalid JSON is 400
 /// `malformed_json`; JSON that is not such an object is 422 `invalid_body`.
-fn session_request(body: Result<Bytes, BytesRejection>) -> Result<SessionRequest, AgentError> {
+fn session_request(body: Result<Bytes, BytesRejection>) -> Result<AgentSessionRequest, AgentError> {
     let bytes = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             AgentError::new(
@@ -96,7 +96,7 @@ fn session_request(body: Result<Bytes, BytesRejection>) -> Result<SessionRequest
             "the body must be a JSON object (a Session)",
         ));
     }
-    let request: SessionRequest = serde_json::from_value(value).map_err(|error| {
+    let request: AgentSessionRequest = serde_json::from_value(value).map_err(|error| {
         AgentError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_body",
@@ -144,7 +144,7 @@ async fn list_sessions(
 /// (no key, no change).
 #[utoipa::path(put, path = "/sessions/{identifier}", tag = "agents", operation_id = "agents_put_session",
     params(("identifier" = String, Path, description = "Unique name for this session (1 to 128 characters, no control characters, no '/')")),
-    request_body(content = SessionRequest, description = "Create a new agent and generate a new API key. Optional; used only when the session is created."),
+    request_body(content = AgentSessionRequest, description = "Create a new agent and generate a new API key. Optional; used only when the session is created."),
     responses(
         (status = 200, description = "SessionContainer: the session (with `api_key` when this call created it)", body = SessionContainer),
         (status = 400, description = "The body is not JSON", body = ErrorList),

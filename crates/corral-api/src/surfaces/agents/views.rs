@@ -36,7 +36,7 @@ pub const MAX_CLIENT_METADATA_BYTES: usize = 8 * 1024;
 /// fields (such as the read-only ones of a returned session) are ignored. Used only when the
 /// call creates the session.
 #[derive(Debug, Default, Deserialize, ToSchema)]
-pub struct SessionRequest {
+pub struct AgentSessionRequest {
     /// A label for people; becomes the corral session's name (at most 256 characters).
     #[serde(default)]
     pub name: Option<String>,
@@ -49,7 +49,7 @@ pub struct SessionRequest {
     pub metadata: Option<JsonObject>,
 }
 
-impl SessionRequest {
+impl AgentSessionRequest {
     /// Checks the limits this API sets (the engine checks the name).
     pub fn validate(&self) -> Result<(), AgentError> {
         if let Some(description) = &self.description {
@@ -219,7 +219,7 @@ mod tests {
 
     #[test]
     fn client_fields_are_kept_under_the_agent_key() {
-        let request: SessionRequest =
+        let request: AgentSessionRequest =
             serde_json::from_str(r#"{"description": "d", "metadata": {"k": 1}, "state": "x"}"#)
                 .expect("parse");
         let metadata = with_key_id(&request.session_metadata("id-1"), "abc");
