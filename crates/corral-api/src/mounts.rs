@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::router::ApiState;
-use crate::surfaces::{e2b, python_rce};
+use crate::surfaces::{agents, e2b, python_rce};
 
 /// One compatibility surface.
 pub struct SurfaceSpec {
@@ -38,6 +38,12 @@ pub const SURFACES: &[SurfaceSpec] = &[
         default_mount: "/e2b",
         description: "E2B's early sessions API (seed 001)",
         router: e2b::router,
+    },
+    SurfaceSpec {
+        name: "agents",
+        default_mount: "/agents",
+        description: "Agent sessions API (seed 004; schema inferred): sessions named by the caller, each with its own API key",
+        router: agents::router,
     },
 ];
 

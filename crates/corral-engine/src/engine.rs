@@ -964,7 +964,7 @@ impl Engine {
     }
 
     /// Who a request acts as: the principal of `presented`, or — with no key presented, in
-    /// open mode, while the store has no active key — admin.
+    /// open mode, while the store has no active admin or tenant key — admin.
     pub async fn authenticate(&self, presented: Option<&str>) -> Result<Principal, EngineError> {
         match presented {
             Some(key) => match keys::principal_for_key(self.inner.store.as_ref(), key).await? {

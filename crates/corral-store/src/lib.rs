@@ -92,6 +92,8 @@ pub trait Store: Send + Sync + 'static {
     async fn list_api_keys(&self, tenant: Option<&str>) -> Result<Vec<ApiKeyRecord>, StoreError>;
     /// Marks a key revoked; `false` if there is no such key or it was already revoked.
     async fn revoke_api_key(&self, id: &str, now: DateTime<Utc>) -> Result<bool, StoreError>;
-    /// Whether any key is not revoked (no key at all means the server may run open).
+    /// Whether any admin or tenant key is not revoked (none means the server may run open).
+    /// Session keys do not count: each reaches one session only, so it cannot administer
+    /// the server, and minting one (as the agent sessions API does) must not close open mode.
     async fn has_active_api_keys(&self) -> Result<bool, StoreError>;
 }

@@ -395,7 +395,8 @@ impl Store for SqliteStore {
 
     async fn has_active_api_keys(&self) -> Result<bool, StoreError> {
         let row = sqlx::query(
-            "SELECT EXISTS (SELECT 1 FROM api_keys WHERE revoked_at IS NULL) AS active",
+            "SELECT EXISTS (SELECT 1 FROM api_keys \
+             WHERE revoked_at IS NULL AND scope <> 'session') AS active",
         )
         .fetch_one(&self.pool)
         .await?;
@@ -636,6 +637,20 @@ mod tests {
             .revoke_api_key("root", Utc::now())
             .await
             .expect("revoke");
+        assert!(!store.has_active_api_keys().await.expect("query"));
+
+        // A session key reaches one session: it does not end open mode.
+        let record = session(Utc::now());
+        store.insert_session(&record).await.expect("insert");
+        store
+            .insert_api_key(&ApiKeyRecord {
+                scope: KeyScope::Session,
+                tenant: Some(record.tenant.clone()),
+                session_id: Some(record.id),
+                ..key("s1", None)
+            })
+            .await
+            .expect("insert");
         assert!(!store.has_active_api_keys().await.expect("query"));
     }
 }

@@ -93,12 +93,16 @@ async fn open_until_the_first_key_then_keys_are_required() {
     );
 }
 
+/// The identifier of Alice's agent session (agent sessions API).
+const AGENT_IDENTIFIER: &str = "alices-agent";
+
 /// Fills a documented route's path parameters.
 fn fill(path: &str, session: &str, key_id: &str) -> String {
     path.replace("{id}", session)
         .replace("{sessionID}", session)
         .replace("{execution_count}", "1")
         .replace("{key_id}", key_id)
+        .replace("{identifier}", AGENT_IDENTIFIER)
 }
 
 #[tokio::test]
@@ -136,6 +140,19 @@ async fn every_route_needs_a_key_and_hides_other_tenants() {
     )
     .await;
     assert_eq!(status, 200);
+    let (status, agent) = send(
+        &server,
+        "PUT",
+        &format!("/agents/sessions/{AGENT_IDENTIFIER}"),
+        Some(&alice),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 200, "{agent}");
+    let alices_agent = agent["session"]["agent_id"]
+        .as_str()
+        .expect("agent_id")
+        .to_owned();
 
     let (_, document) = server.get("/openapi.json").await;
     let mut routes = Vec::new();
@@ -168,7 +185,14 @@ async fn every_route_needs_a_key_and_hides_other_tenants() {
         // Bob must not reach, or even see, anything of Alice's.
         let (status, reply) = send(&server, method, &concrete, Some(&bob), body).await;
         let text = reply.to_string();
-        if path.contains('{') {
+        if (method.as_str(), path.as_str()) == ("PUT", "/agents/sessions/{identifier}") {
+            // Identifiers are per tenant: Bob's PUT makes a session of his own, which he
+            // removes again so his other calls on this identifier still find nothing.
+            assert_eq!(status, 200, "{method} {path}: {reply}");
+            assert_ne!(reply["session"]["agent_id"], alices_agent.as_str());
+            let (status, _) = send(&server, "DELETE", &concrete, Some(&bob), None).await;
+            assert_eq!(status, 200);
+        } else if path.contains('{') {
             assert_eq!(
                 status, 404,
                 "{method} {path} with another tenant's key: {reply}"
@@ -183,7 +207,8 @@ async fn every_route_needs_a_key_and_hides_other_tenants() {
                 ("POST", "/v1/sessions" | "/sessions/create" | "/e2b/sessions")
                 | (
                     "GET",
-                    "/v1/sessions" | "/sessions/list" | "/v1/keys" | "/v1/info" | "/e2b/sessions",
+                    "/v1/sessions" | "/sessions/list" | "/v1/keys" | "/v1/info" | "/e2b/sessions"
+                    | "/agents/sessions",
                 ) => {
                     assert!(status < 300, "{method} {path}: {status} {reply}")
                 }
@@ -201,6 +226,10 @@ async fn every_route_needs_a_key_and_hides_other_tenants() {
             !text.contains(&alice_key_id) || status == 404,
             "{method} {path}: {text}"
         );
+        assert!(
+            !text.contains(&alices_agent),
+            "{method} {path} leaked Alice's agent session: {text}"
+        );
     }
     // Alice still reaches her session and its state.
     let (status, execution) = send(
@@ -215,6 +244,16 @@ async fn every_route_needs_a_key_and_hides_other_tenants() {
         (status, &execution["result"]["text/plain"]),
         (200, &json!("42"))
     );
+    let (_, agent_now) = send(
+        &server,
+        "GET",
+        &format!("/agents/sessions/{AGENT_IDENTIFIER}"),
+        Some(&alice),
+        None,
+    )
+    .await;
+    assert_eq!(agent_now["session"]["agent_id"], alices_agent.as_str());
+    assert_eq!(agent_now["session"]["state"], "idle");
     // Admin sees every tenant.
     let (_, all) = send(&server, "GET", "/v1/sessions", Some(&admin), None).await;
     assert!(all.to_string().contains(&alices));

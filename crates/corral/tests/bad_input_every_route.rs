@@ -30,6 +30,13 @@ fn has_error_shape(tag: &str, body: &Value) -> Option<bool> {
                 || (text("session_id") && text("error"))
         }
         "e2b" => body["code"].is_u64() && text("message"),
+        // ErrorList
+        "agents" => body["errors"].as_array().is_some_and(|errors| {
+            !errors.is_empty()
+                && errors
+                    .iter()
+                    .all(|error| error["code"].is_string() && error["message"].is_string())
+        }),
         _ => return None,
     })
 }

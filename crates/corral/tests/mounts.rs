@@ -52,6 +52,27 @@ fn colliding_mounts_are_refused_at_start_naming_the_routes() {
 }
 
 #[test]
+fn surfaces_moved_onto_each_other_are_refused() {
+    // E2B and the agent sessions API both list with `GET /sessions`, and name the
+    // `/sessions/{...}` parameter differently.
+    let (_, stderr) = refused_start(&["--mount", "e2b=/x", "--mount", "agents=/x"]);
+    assert!(
+        stderr.contains("e2b GET /x/sessions and agents GET /x/sessions answer the same requests"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("e2b DELETE /x/sessions/{sessionID} and agents DELETE /x/sessions/{identifier} answer the same requests"),
+        "{stderr}"
+    );
+    // python_rce's `GET /sessions/list` is also an agent `GET /sessions/{identifier}`.
+    let (_, stderr) = refused_start(&["--mount", "agents=/"]);
+    assert!(
+        stderr.contains("python_rce GET /sessions/list and agents GET /sessions/{identifier} answer the same requests"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn unknown_surfaces_and_malformed_mounts_are_refused() {
     let (_, stderr) = refused_start(&["--mount", "nope=/x"]);
     assert!(
@@ -124,7 +145,7 @@ async fn every_mounted_surface_has_its_own_tag_on_every_operation() {
         .iter()
         .filter_map(|tag| tag["name"].as_str().map(str::to_owned))
         .collect();
-    for surface in ["python_rce", "e2b"] {
+    for surface in ["python_rce", "e2b", "agents"] {
         assert!(tags.iter().any(|tag| tag == surface), "{surface}: {tags:?}");
     }
     for (path, item) in document["paths"].as_object().expect("paths") {

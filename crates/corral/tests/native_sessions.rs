@@ -295,6 +295,10 @@ async fn openapi_document_covers_every_route() {
         "POST /e2b/sessions",
         "DELETE /e2b/sessions/{sessionID}",
         "POST /e2b/sessions/{sessionID}/refresh",
+        "GET /agents/sessions",
+        "PUT /agents/sessions/{identifier}",
+        "GET /agents/sessions/{identifier}",
+        "DELETE /agents/sessions/{identifier}",
     ];
     expected.sort();
     assert_eq!(routes, expected);
@@ -308,7 +312,8 @@ async fn openapi_document_covers_every_route() {
             .replace("{execution_count}", "1")
             .replace("{path}", "some/file.txt")
             .replace("{sessionID}", &session)
-            .replace("{key_id}", "nope");
+            .replace("{key_id}", "nope")
+            .replace("{identifier}", "agent-1");
         let request = server
             .http
             .request(method.parse().expect("method"), server.url(&path));

@@ -1,6 +1,7 @@
 //! One module per API surface. Each translates its clients' JSON to engine calls; surfaces
 //! never import each other.
 
+pub mod agents;
 pub mod e2b;
 pub mod native;
 pub mod python_rce;

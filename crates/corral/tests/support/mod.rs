@@ -318,7 +318,14 @@ pub fn remove_cgroups_of(server_pid: u32) {
             if !entry.file_name().to_string_lossy().starts_with(&prefix) {
                 continue;
             }
-            while std::fs::remove_dir(entry.path()).is_err() && Instant::now() < deadline {
+            loop {
+                match std::fs::remove_dir(entry.path()) {
+                    Ok(()) => break,
+                    // A server starting meanwhile removes dead servers' cgroups too.
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => break,
+                    Err(_) if Instant::now() >= deadline => break,
+                    Err(_) => {}
+                }
                 let procs =
                     std::fs::read_to_string(entry.path().join("cgroup.procs")).unwrap_or_default();
                 for pid in procs
