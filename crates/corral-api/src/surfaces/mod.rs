@@ -2,5 +2,6 @@
 //! never import each other.
 
 pub mod e2b;
+pub mod jupyter;
 pub mod native;
 pub mod python_rce;
