@@ -200,6 +200,21 @@ mod tests {
     }
 
     #[test]
+    fn locations_carry_the_mount_point() {
+        let mut at_root = parts("/api/sessions", &[]);
+        assert_eq!(mount_prefix(&at_root), "");
+        at_root
+            .extensions
+            .insert(OriginalUri("/api/sessions".parse().expect("uri")));
+        assert_eq!(mount_prefix(&at_root), "");
+        let mut nested = parts("/api/sessions", &[]);
+        nested.extensions.insert(OriginalUri(
+            "/jupyter/api/sessions?token=k".parse().expect("uri"),
+        ));
+        assert_eq!(mount_prefix(&nested), "/jupyter");
+    }
+
+    #[test]
     fn route_ids_have_five_word_groups() {
         assert!(is_route_id("0190a3c4-5b6d-7e8f-9a0b-1c2d3e4f5a6b"));
         assert!(is_route_id("a-b-c-d-e"));

@@ -144,3 +144,20 @@ pub struct KernelUnavailable {
     pub message: String,
     pub short_message: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn timestamps_always_have_microseconds_and_z() {
+        let whole = Utc
+            .with_ymd_and_hms(2024, 1, 2, 3, 4, 5)
+            .single()
+            .expect("time");
+        assert_eq!(jupyter_timestamp(whole), "2024-01-02T03:04:05.000000Z");
+        let fraction = whole + chrono::Duration::nanoseconds(123_456_789);
+        assert_eq!(jupyter_timestamp(fraction), "2024-01-02T03:04:05.123456Z");
+    }
+}
