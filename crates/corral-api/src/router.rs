@@ -3,6 +3,7 @@
 //!
 //! Route handlers live in `surfaces`; this module only wires them together.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
@@ -13,14 +14,16 @@ use corral_engine::Engine;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use utoipa::openapi::tag::TagBuilder;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::body::{max_body_bytes, BodyLimit};
+use crate::mounts::{self, MountError, PlannedMount, Route};
 use crate::problem::Problem;
 use crate::prometheus::{self, MetricsRegistry};
-use crate::surfaces::{e2b, jupyter, native, python_rce};
+use crate::surfaces::native;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -30,57 +33,21 @@ pub struct ApiState {
     pub metrics: Option<MetricsRegistry>,
 }
 
-/// Where the surfaces are mounted.
-#[derive(Clone, Debug)]
+/// How the application is assembled.
+#[derive(Clone, Debug, Default)]
 pub struct ApiOptions {
-    /// Path prefix of the python_rce API (`/` by default: `/sessions/create`, ...).
-    pub python_rce_mount: String,
-    /// Path prefix of the E2B API (`/e2b` by default: `/e2b/sessions`, ...).
-    pub e2b_mount: String,
-    /// Path prefix of the Jupyter Server API (`/` by default: `/api/kernels`, ...).
-    pub jupyter_mount: String,
+    /// Mount points that differ from the defaults: surface name → path prefix, or `off`
+    /// (see [`crate::SURFACES`]).
+    pub mounts: BTreeMap<String, String>,
     /// The registry `/metrics` renders (see [`MetricsRegistry::install`]).
     pub metrics: Option<MetricsRegistry>,
-}
-
-impl Default for ApiOptions {
-    fn default() -> Self {
-        ApiOptions {
-            python_rce_mount: "/".to_owned(),
-            e2b_mount: "/e2b".to_owned(),
-            jupyter_mount: "/".to_owned(),
-            metrics: None,
-        }
-    }
-}
-
-/// A mount configuration the router cannot honour.
-#[derive(Debug, thiserror::Error)]
-pub enum RouterError {
-    #[error("mount point {mount:?} of {surface} must start with '/' and contain only letters, digits, '-', '_', '.' and '/'")]
-    InvalidMount {
-        surface: &'static str,
-        mount: String,
-    },
-    #[error("{first} and {second} are both mounted at {mount:?}; their routes /sessions... would collide")]
-    SharedMount {
-        first: &'static str,
-        second: &'static str,
-        mount: String,
-    },
-    #[error("mount point {mount:?} of {surface} collides with the native API's {reserved}")]
-    MountCollision {
-        surface: &'static str,
-        mount: String,
-        reserved: &'static str,
-    },
 }
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "corral",
-        description = "Stateful, sandboxed code-execution sessions. The native API is under /v1; the python_rce API (seed 000) is mounted at the root by default.",
+        description = "Stateful, sandboxed code-execution sessions. The native API is under /v1; compatibility surfaces (python_rce, E2B, ...) are mounted beside it, each under its own tag.",
     ),
     tags(
         (name = "sessions", description = "Native API: session lifecycle"),
@@ -88,41 +55,57 @@ pub enum RouterError {
         (name = "files", description = "Native API: files in a session's workspace"),
         (name = "keys", description = "Native API: API keys"),
         (name = "system", description = "Health, information and this document"),
-        (name = "python_rce", description = "Konfig's Python remote code executor API (seed 000)"),
-        (name = "e2b", description = "E2B's early sessions API (seed 001)"),
-        (name = "jupyter", description = "Jupyter Server's sessions, kernels and kernelspecs API (seed 002)"),
     )
 )]
 struct ApiDoc;
 
-/// The whole application, ready for `axum::serve`.
-pub fn build_router(engine: Engine, options: &ApiOptions) -> Result<Router, RouterError> {
-    let body_limit = max_body_bytes(engine.limits().max_code_bytes);
-    let python_rce_mount = normalise_mount("python_rce", &options.python_rce_mount)?;
-    let mut api = OpenApiRouter::with_openapi(ApiDoc::openapi())
+/// Checks mount points without building the application: what [`build_router`] would
+/// refuse (unknown surfaces, malformed prefixes, colliding routes).
+pub fn check_mounts(mounts: &BTreeMap<String, String>) -> Result<(), MountError> {
+    mounts::plan(mounts, &native_routes(&native_api())).map(drop)
+}
+
+/// The native API, the OpenAPI document and `/metrics`: the routes no mount can move.
+fn native_api() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(native::router())
         .routes(routes!(openapi_document))
-        .routes(routes!(prometheus::metrics_text));
-    let e2b_mount = normalise_mount("e2b", &options.e2b_mount)?;
-    if e2b_mount == python_rce_mount {
-        return Err(RouterError::SharedMount {
-            first: "python_rce",
-            second: "e2b",
-            mount: options.e2b_mount.clone(),
-        });
-    }
-    let jupyter_mount = normalise_mount("jupyter", &options.jupyter_mount)?;
-    for (mount, surface) in [
-        (python_rce_mount, python_rce::router()),
-        (e2b_mount, e2b::router()),
-        (jupyter_mount, jupyter::router()),
-    ] {
-        api = match mount.as_deref() {
-            None => api.merge(surface),
-            Some(prefix) => api.nest(prefix, surface),
+        .routes(routes!(prometheus::metrics_text))
+}
+
+fn native_routes(api: &OpenApiRouter<ApiState>) -> Vec<Route> {
+    mounts::openapi_routes(api)
+        .into_iter()
+        .map(|(method, path)| Route {
+            owner: "native",
+            method,
+            path,
+        })
+        .collect()
+}
+
+/// The whole application, ready for `axum::serve`; refused when the mounts are invalid or
+/// would make routes collide.
+pub fn build_router(engine: Engine, options: &ApiOptions) -> Result<Router, MountError> {
+    let body_limit = max_body_bytes(engine.limits().max_code_bytes);
+    let mut api = native_api();
+    let planned = mounts::plan(&options.mounts, &native_routes(&api))?;
+    let mut tags = Vec::new();
+    for PlannedMount { surface, prefix } in planned {
+        let routes = (surface.router)();
+        api = match prefix {
+            None => api.merge(routes),
+            Some(prefix) => api.nest(&prefix, routes),
         };
+        tags.push(
+            TagBuilder::new()
+                .name(surface.name)
+                .description(Some(surface.description))
+                .build(),
+        );
     }
-    let (router, document) = api.split_for_parts();
+    let (router, mut document) = api.split_for_parts();
+    document.tags.get_or_insert_with(Vec::new).extend(tags);
     let mut document = serde_json::to_value(&document).unwrap_or_default();
     // Catch-all segments are `{*path}` for the router, `{path}` in OpenAPI.
     if let Some(paths) = document
@@ -184,35 +167,6 @@ fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Spa
     )
 }
 
-/// `None` for the root; otherwise the prefix without a trailing slash.
-fn normalise_mount(surface: &'static str, mount: &str) -> Result<Option<String>, RouterError> {
-    let valid = mount.starts_with('/')
-        && !mount.contains("//")
-        && mount
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
-    if !valid {
-        return Err(RouterError::InvalidMount {
-            surface,
-            mount: mount.to_owned(),
-        });
-    }
-    let trimmed = mount.trim_end_matches('/');
-    if trimmed.is_empty() {
-        return Ok(None);
-    }
-    for reserved in ["/v1", "/healthz", "/openapi.json", "/metrics"] {
-        if trimmed == reserved || trimmed.starts_with(&format!("{reserved}/")) {
-            return Err(RouterError::MountCollision {
-                surface,
-                mount: mount.to_owned(),
-                reserved,
-            });
-        }
-    }
-    Ok(Some(trimmed.to_owned()))
-}
-
 #[derive(Clone)]
 struct OpenApiDocument(Arc<serde_json::Value>);
 
@@ -245,23 +199,4 @@ fn panic_response(_payload: Box<dyn std::any::Any + Send + 'static>) -> Response
         "the server hit an internal error; details are in its log",
     )
     .into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mounts_are_validated() {
-        assert_eq!(normalise_mount("x", "/").ok(), Some(None));
-        assert_eq!(
-            normalise_mount("x", "/rce/").ok(),
-            Some(Some("/rce".to_owned()))
-        );
-        assert!(normalise_mount("x", "rce").is_err());
-        assert!(normalise_mount("x", "/a b").is_err());
-        assert!(normalise_mount("x", "/{id}").is_err());
-        assert!(normalise_mount("x", "/v1").is_err());
-        assert!(normalise_mount("x", "/v1/rce").is_err());
-    }
 }

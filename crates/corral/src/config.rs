@@ -3,6 +3,7 @@
 //!
 //! Only reads and validates settings; starting anything is `cli::serve`'s job.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -26,8 +27,9 @@ pub struct FileConfig {
     pub require_auth: Option<bool>,
     #[serde(default)]
     pub limits: FileLimits,
+    /// `[mounts]`: surface name → path prefix or `off`.
     #[serde(default)]
-    pub mounts: FileMounts,
+    pub mounts: BTreeMap<String, String>,
     #[serde(default)]
     pub sandbox: FileSandbox,
 }
@@ -139,14 +141,6 @@ pub struct FileLimits {
     pub ended_session_retention_seconds: Option<f64>,
 }
 
-/// `[mounts]` in the config file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileMounts {
-    pub python_rce: Option<String>,
-    pub e2b: Option<String>,
-}
-
 /// The effective configuration.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -154,8 +148,8 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     pub python: PathBuf,
     pub limits: Limits,
-    pub python_rce_mount: String,
-    pub e2b_mount: String,
+    /// Every surface's mount point (a path prefix, or `off`).
+    pub mounts: BTreeMap<String, String>,
     pub session_limits: SessionLimits,
     pub max_session_limits: SessionLimits,
     pub insecure_no_sandbox: bool,
@@ -337,7 +331,9 @@ impl ServeConfig {
                 (section, "max_open_files", large(resources.max_open_files)),
             ]);
         }
-        entries.push(("mounts", "python_rce", text_value(&self.python_rce_mount)));
+        for (surface, mount) in &self.mounts {
+            entries.push(("mounts", surface, text_value(mount)));
+        }
         // Unset optional limits print as comments (TOML has no null), after their section's
         // other keys.
         let mut all: Vec<(&str, &str, Option<toml::Value>)> = Vec::new();
@@ -414,6 +410,54 @@ fn mark_file_keys(origins: &mut Origins, prefix: &str, table: &toml::Table) {
             _ => origins.set(&full_key, Origin::File),
         }
     }
+}
+
+/// Every surface's mount point: its default, then the file's `[mounts]`, then `--mount
+/// SURFACE=PATH` flags (or `CORRAL_MOUNT`); refused when a surface is unknown, a prefix is
+/// malformed or two surfaces' routes would collide (the message names the routes).
+pub fn resolve_mounts(
+    file: &BTreeMap<String, String>,
+    flags: &[String],
+    flags_from_environment: bool,
+    origins: &mut Origins,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut mounts: BTreeMap<String, String> = corral_api::SURFACES
+        .iter()
+        .map(|surface| (surface.name.to_owned(), surface.default_mount.to_owned()))
+        .collect();
+    let known = || corral_api::surface_names().join(", ");
+    for (surface, mount) in file {
+        if !mounts.contains_key(surface) {
+            bail!(
+                "unknown surface {surface:?} in [mounts] (known: {})",
+                known()
+            );
+        }
+        mounts.insert(surface.clone(), mount.clone());
+    }
+    for flag in flags {
+        let Some((surface, mount)) = flag.split_once('=') else {
+            bail!("--mount takes SURFACE=PATH (or SURFACE=off), not {flag:?}");
+        };
+        let surface = surface.trim();
+        if !mounts.contains_key(surface) {
+            bail!(
+                "unknown surface {surface:?} in --mount (known: {})",
+                known()
+            );
+        }
+        mounts.insert(surface.to_owned(), mount.trim().to_owned());
+        origins.set(
+            &format!("mounts.{surface}"),
+            if flags_from_environment {
+                Origin::Environment("CORRAL_MOUNT")
+            } else {
+                Origin::Flag("--mount")
+            },
+        );
+    }
+    corral_api::check_mounts(&mounts)?;
+    Ok(mounts)
 }
 
 /// A positive number of seconds (below 10^9), or `default` when absent.

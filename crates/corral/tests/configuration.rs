@@ -44,14 +44,14 @@ fn print_config_shows_values_with_their_origin_and_exits() {
     let config = temp.path().join("corral.toml");
     std::fs::write(
         &config,
-        "bind = \"127.0.0.1:1111\"\nshutdown_grace_seconds = 4\n[limits]\nmax_sessions = 7\n[mounts]\npython_rce = \"/from-file\"\n",
+        "bind = \"127.0.0.1:1111\"\nshutdown_grace_seconds = 4\n[limits]\nmax_sessions = 7\n[mounts]\npython_rce = \"/from-file\"\ne2b = \"/from-file\"\n",
     )
     .expect("config file");
     let data_dir = temp.path().join("data");
     let output = Command::new(env!("CARGO_BIN_EXE_corral"))
         .args(["serve", "--print-config", "--config"])
         .arg(&config)
-        .args(["--python-rce-mount", "/from-flag", "--log-format", "text"])
+        .args(["--mount", "python_rce=/from-flag", "--log-format", "text"])
         .env("CORRAL_DATA_DIR", &data_dir)
         .env("CORRAL_BIND", "127.0.0.1:2222")
         .env("CORRAL_LOG_FORMAT", "json")
@@ -91,12 +91,8 @@ fn print_config_shows_values_with_their_origin_and_exits() {
     check("", "log_format", "text".into(), "flag --log-format");
     check("limits", "max_sessions", 7.into(), "config file");
     check("limits", "idle_ttl_seconds", 1800.0.into(), "default");
-    check(
-        "mounts",
-        "python_rce",
-        "/from-flag".into(),
-        "flag --python-rce-mount",
-    );
+    check("mounts", "python_rce", "/from-flag".into(), "flag --mount");
+    check("mounts", "e2b", "/from-file".into(), "config file");
     check("sandbox", "insecure_no_sandbox", false.into(), "default");
     // Printing starts nothing.
     assert!(

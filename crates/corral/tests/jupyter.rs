@@ -1100,3 +1100,37 @@ async fn tokens_are_corral_keys_and_tenants_are_apart() {
     assert_eq!(status, 403, "{reply}");
     assert_eq!(reply["reason"], Value::Null);
 }
+
+#[tokio::test]
+async fn mounted_elsewhere_the_locations_follow() {
+    let server = TestServer::start_with_arguments("", &["--mount", "jupyter=/jupyter"]);
+    let (status, _) = server.get("/api/kernels").await;
+    assert_eq!(status, 404, "not at the root any more");
+    let (status, location, kernel) = send(&server, "POST", "/jupyter/api/kernels", &[], None).await;
+    assert_eq!(status, 201, "{kernel}");
+    let id = kernel_id(&kernel);
+    assert_eq!(location, Some(format!("/jupyter/api/kernels/{id}")));
+    let (status, location, session) = send(
+        &server,
+        "POST",
+        "/jupyter/api/sessions",
+        &[],
+        Some(r#"{"path": "m", "type": "file"}"#),
+    )
+    .await;
+    assert_eq!(status, 201, "{session}");
+    let session_id = session["id"].as_str().expect("id");
+    assert_eq!(
+        location,
+        Some(format!("/jupyter/api/sessions/{session_id}"))
+    );
+    let (status, _, got) = send(
+        &server,
+        "GET",
+        &format!("/jupyter/api/sessions/{session_id}"),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!((status, got), (200, session));
+}

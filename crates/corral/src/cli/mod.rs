@@ -130,12 +130,16 @@ pub struct ServeArgs {
     /// TOML config file; flags and CORRAL_* variables override it.
     #[arg(long, env = "CORRAL_CONFIG")]
     config: Option<PathBuf>,
-    /// Path prefix for the python_rce API (default `/`).
-    #[arg(long, env = "CORRAL_PYTHON_RCE_MOUNT")]
-    python_rce_mount: Option<String>,
-    /// Path prefix for the E2B API (default `/e2b`).
-    #[arg(long, env = "CORRAL_E2B_MOUNT")]
-    e2b_mount: Option<String>,
+    /// Mount a compatibility surface at a path prefix, or turn it `off`: `--mount e2b=/e2b`
+    /// (repeatable; the variable takes a comma-separated list). Surfaces and defaults:
+    /// python_rce=/, e2b=/e2b, ... (`corral serve --print-config` lists them all).
+    #[arg(
+        long = "mount",
+        value_name = "SURFACE=PATH",
+        env = "CORRAL_MOUNT",
+        value_delimiter = ','
+    )]
+    mounts: Vec<String>,
     /// Run sessions WITHOUT a sandbox (plain child processes). Only for hosts that cannot
     /// sandbox and trusted code; the server refuses to start unsandboxed otherwise.
     #[arg(long, env = "CORRAL_INSECURE_NO_SANDBOX")]

@@ -62,13 +62,6 @@ fn resolve(arguments: ServeArgs) -> anyhow::Result<ServeConfig> {
             arguments.python.is_some(),
         ),
         (
-            "python_rce_mount",
-            "mounts.python_rce",
-            "--python-rce-mount",
-            "CORRAL_PYTHON_RCE_MOUNT",
-            arguments.python_rce_mount.is_some(),
-        ),
-        (
             "log_format",
             "log_format",
             "--log-format",
@@ -119,15 +112,12 @@ fn resolve(arguments: ServeArgs) -> anyhow::Result<ServeConfig> {
             file.shutdown_grace_seconds,
             DEFAULT_SHUTDOWN_GRACE,
         )?,
-        e2b_mount: arguments
-            .e2b_mount
-            .clone()
-            .or(file.mounts.e2b.clone())
-            .unwrap_or_else(|| "/e2b".to_owned()),
-        python_rce_mount: arguments
-            .python_rce_mount
-            .or(file.mounts.python_rce)
-            .unwrap_or_else(|| "/".to_owned()),
+        mounts: config::resolve_mounts(
+            &file.mounts,
+            &arguments.mounts,
+            from_environment("mounts"),
+            &mut origins,
+        )?,
         session_limits,
         max_session_limits,
         insecure_no_sandbox: arguments.insecure_no_sandbox
@@ -239,10 +229,8 @@ pub async fn run(arguments: ServeArgs) -> anyhow::Result<ExitCode> {
     let router = build_router(
         engine.clone(),
         &ApiOptions {
-            python_rce_mount: config.python_rce_mount.clone(),
-            e2b_mount: config.e2b_mount.clone(),
+            mounts: config.mounts.clone(),
             metrics: Some(MetricsRegistry::install()?),
-            ..ApiOptions::default()
         },
     )?;
     let info = engine.info();
