@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::router::ApiState;
-use crate::surfaces::{agents, e2b, python_rce};
+use crate::surfaces::{agents, e2b, jupyter, python_rce};
 
 /// One compatibility surface.
 pub struct SurfaceSpec {
@@ -44,6 +44,12 @@ pub const SURFACES: &[SurfaceSpec] = &[
         default_mount: "/agents",
         description: "Agent sessions API (seed 004; schema inferred): sessions named by the caller, each with its own API key",
         router: agents::router,
+    },
+    SurfaceSpec {
+        name: "jupyter",
+        default_mount: "/",
+        description: "Jupyter Server's sessions, kernels and kernelspecs API (seed 002)",
+        router: jupyter::router,
     },
 ];
 

@@ -97,9 +97,12 @@ async fn open_until_the_first_key_then_keys_are_required() {
 const AGENT_IDENTIFIER: &str = "alices-agent";
 
 /// Fills a documented route's path parameters.
-fn fill(path: &str, session: &str, key_id: &str) -> String {
+fn fill(path: &str, session: &str, key_id: &str, jupyter_session: &str) -> String {
     path.replace("{id}", session)
         .replace("{sessionID}", session)
+        .replace("{kernel_id}", session)
+        .replace("{session_id}", jupyter_session)
+        .replace("{kernel_name}", "python3")
         .replace("{execution_count}", "1")
         .replace("{key_id}", key_id)
         .replace("{identifier}", AGENT_IDENTIFIER)
@@ -153,6 +156,16 @@ async fn every_route_needs_a_key_and_hides_other_tenants() {
         .as_str()
         .expect("agent_id")
         .to_owned();
+    let (status, jupyter_session) = send(
+        &server,
+        "POST",
+        "/api/sessions",
+        Some(&alice),
+        Some(json!({"path": "alice.ipynb", "type": "notebook"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{jupyter_session}");
+    let alices_jupyter = jupyter_session["id"].as_str().expect("id").to_owned();
 
     let (_, document) = server.get("/openapi.json").await;
     let mut routes = Vec::new();
@@ -162,13 +175,14 @@ async fn every_route_needs_a_key_and_hides_other_tenants() {
         }
     }
     assert!(routes.len() >= 20, "{routes:?}");
-    let public = ["/healthz", "/openapi.json"];
+    let public = ["/healthz", "/openapi.json", "/api"];
     for (method, path) in &routes {
-        let concrete = fill(path, &alices, &alice_key_id);
+        let concrete = fill(path, &alices, &alice_key_id, &alices_jupyter);
         // A valid body for the route, naming Alice's session where a body can.
         let body = (method != "GET" && method != "DELETE").then(|| match path.as_str() {
             "/v1/keys" => json!({"scope": "session", "session_id": alices}),
             "/e2b/sessions" => json!({"codeSnippetID": "snippet"}),
+            "/api/sessions" => json!({"path": "alice.ipynb", "type": "notebook"}),
             "/sessions/execute" | "/sessions/close" => {
                 json!({"session_id": alices, "code": "secret"})
             }
@@ -180,7 +194,9 @@ async fn every_route_needs_a_key_and_hides_other_tenants() {
             assert_eq!(status, 200, "{method} {path} is public");
             continue;
         }
-        assert_eq!(status, 401, "{method} {path} without a key: {reply}");
+        // Jupyter's API handlers refuse with 403, as jupyter_server does.
+        let refused = if path.starts_with("/api/") { 403 } else { 401 };
+        assert_eq!(status, refused, "{method} {path} without a key: {reply}");
 
         // Bob must not reach, or even see, anything of Alice's.
         let (status, reply) = send(&server, method, &concrete, Some(&bob), body).await;
@@ -192,6 +208,9 @@ async fn every_route_needs_a_key_and_hides_other_tenants() {
             assert_ne!(reply["session"]["agent_id"], alices_agent.as_str());
             let (status, _) = send(&server, "DELETE", &concrete, Some(&bob), None).await;
             assert_eq!(status, 200);
+        } else if path == "/api/kernelspecs/{kernel_name}" {
+            // Kernelspecs are the same for every tenant.
+            assert_eq!(status, 200, "{method} {path}: {reply}");
         } else if path.contains('{') {
             assert_eq!(
                 status, 404,
@@ -204,11 +223,16 @@ async fn every_route_needs_a_key_and_hides_other_tenants() {
                     assert_eq!(status, 404, "{method} {path}: {reply}")
                 }
                 // Creating is allowed (in Bob's tenant); listing shows only Bob's.
-                ("POST", "/v1/sessions" | "/sessions/create" | "/e2b/sessions")
+                (
+                    "POST",
+                    "/v1/sessions" | "/sessions/create" | "/e2b/sessions" | "/api/kernels"
+                    | "/api/sessions",
+                )
                 | (
                     "GET",
                     "/v1/sessions" | "/sessions/list" | "/v1/keys" | "/v1/info" | "/e2b/sessions"
-                    | "/agents/sessions",
+                    | "/agents/sessions" | "/api/kernels" | "/api/sessions" | "/api/kernelspecs"
+                    | "/api/status",
                 ) => {
                     assert!(status < 300, "{method} {path}: {status} {reply}")
                 }

@@ -299,6 +299,21 @@ async fn openapi_document_covers_every_route() {
         "PUT /agents/sessions/{identifier}",
         "GET /agents/sessions/{identifier}",
         "DELETE /agents/sessions/{identifier}",
+        "GET /api",
+        "GET /api/status",
+        "GET /api/kernelspecs",
+        "GET /api/kernelspecs/{kernel_name}",
+        "GET /api/kernels",
+        "POST /api/kernels",
+        "GET /api/kernels/{kernel_id}",
+        "DELETE /api/kernels/{kernel_id}",
+        "POST /api/kernels/{kernel_id}/interrupt",
+        "POST /api/kernels/{kernel_id}/restart",
+        "GET /api/sessions",
+        "POST /api/sessions",
+        "GET /api/sessions/{session_id}",
+        "PATCH /api/sessions/{session_id}",
+        "DELETE /api/sessions/{session_id}",
     ];
     expected.sort();
     assert_eq!(routes, expected);
@@ -312,8 +327,11 @@ async fn openapi_document_covers_every_route() {
             .replace("{execution_count}", "1")
             .replace("{path}", "some/file.txt")
             .replace("{sessionID}", &session)
-            .replace("{key_id}", "nope")
-            .replace("{identifier}", "agent-1");
+            .replace("{identifier}", "agent-1")
+            .replace("{kernel_id}", &session)
+            .replace("{session_id}", "00000000-0000-4000-8000-000000000000")
+            .replace("{kernel_name}", "python3")
+            .replace("{key_id}", "nope");
         let request = server
             .http
             .request(method.parse().expect("method"), server.url(&path));

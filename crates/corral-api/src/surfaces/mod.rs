@@ -3,5 +3,6 @@
 
 pub mod agents;
 pub mod e2b;
+pub mod jupyter;
 pub mod native;
 pub mod python_rce;

@@ -318,14 +318,11 @@ pub fn remove_cgroups_of(server_pid: u32) {
             if !entry.file_name().to_string_lossy().starts_with(&prefix) {
                 continue;
             }
-            loop {
-                match std::fs::remove_dir(entry.path()) {
-                    Ok(()) => break,
-                    // A server starting meanwhile removes dead servers' cgroups too.
-                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => break,
-                    Err(_) if Instant::now() >= deadline => break,
-                    Err(_) => {}
-                }
+            // Gone already (the server removed it as it died) counts as removed.
+            while std::fs::remove_dir(entry.path())
+                .is_err_and(|error| error.kind() != std::io::ErrorKind::NotFound)
+                && Instant::now() < deadline
+            {
                 let procs =
                     std::fs::read_to_string(entry.path().join("cgroup.procs")).unwrap_or_default();
                 for pid in procs
