@@ -29,6 +29,19 @@ async fn create_through(server: &TestServer, surface: &str, label: &str) -> Stri
                 .await;
             support::response(response).await
         }
+        "jupyter_kernel" => {
+            server
+                .post("/api/kernels", json!({"name": "python3"}))
+                .await
+        }
+        "jupyter_session" => {
+            server
+                .post(
+                    "/api/sessions",
+                    json!({"path": format!("{label}.ipynb"), "type": "notebook"}),
+                )
+                .await
+        }
         other => panic!("no creator for {other}"),
     };
     assert!(status < 300, "{surface}: {status} {body}");
@@ -37,6 +50,8 @@ async fn create_through(server: &TestServer, surface: &str, label: &str) -> Stri
         "python_rce" => &body["session_id"],
         "e2b" => &body["sessionID"],
         "agents" => &body["session"]["agent_id"],
+        "jupyter_kernel" => &body["id"],
+        "jupyter_session" => &body["kernel"]["id"],
         _ => unreachable!(),
     };
     id.as_str().expect("session id").to_owned()
@@ -56,6 +71,7 @@ async fn close_through(server: &TestServer, surface: &str, id: &str) {
                 .delete(&format!("/e2b/sessions/{id}?api_key=k"))
                 .await
         }
+        "jupyter_kernel" => server.delete(&format!("/api/kernels/{id}")).await,
         other => panic!("no closer for {other}"),
     };
     assert!(status < 300, "closing through {surface}: {status} {body}");
@@ -68,6 +84,8 @@ async fn listed_by(server: &TestServer, surface: &str, id: &str) -> bool {
         "python_rce" => server.get("/sessions/list").await,
         "e2b" => server.get("/e2b/sessions?api_key=k").await,
         "agents" => server.get("/agents/sessions").await,
+        "jupyter_kernel" => server.get("/api/kernels").await,
+        "jupyter_session" => server.get("/api/sessions").await,
         other => panic!("no listing for {other}"),
     };
     assert_eq!(status, 200, "{surface}: {body}");
@@ -86,8 +104,15 @@ fn corral_sessions_list(server: &TestServer) -> Value {
 #[tokio::test]
 async fn sessions_from_every_surface_are_one_kind_of_session() {
     let server = TestServer::start();
-    let creators = ["native", "python_rce", "e2b", "agents"];
-    let closers = ["native", "python_rce", "e2b"];
+    let creators = [
+        "native",
+        "python_rce",
+        "e2b",
+        "agents",
+        "jupyter_kernel",
+        "jupyter_session",
+    ];
+    let closers = ["native", "python_rce", "e2b", "jupyter_kernel"];
     let mut created = Vec::new();
     for (index, surface) in creators.iter().enumerate() {
         let id = create_through(&server, surface, &format!("made-by-{surface}")).await;
