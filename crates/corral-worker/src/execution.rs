@@ -209,6 +209,8 @@ impl Worker {
             execution_count: spec.execution_count,
             sync_token,
         };
+        // From here until `done`, client interrupts are for this execution.
+        self.executing.store(true, Ordering::SeqCst);
         if worker_exit.is_none() {
             if let Err(send_error) = self.send(&request).await {
                 tracing::debug!(%send_error, "could not send exec; waiting for the worker to exit");
@@ -254,6 +256,7 @@ impl Worker {
                         }
                         WorkerEvent::Done { id, status } if id == request_id => {
                             done = true;
+                            self.executing.store(false, Ordering::SeqCst);
                             if status == DoneStatus::Error && error.is_none() {
                                 error = Some(ErrorInfo { ename: "Error".into(), evalue: String::new(), traceback: Vec::new() });
                             }
@@ -295,6 +298,7 @@ impl Worker {
             }
         }
 
+        self.executing.store(false, Ordering::SeqCst);
         let truncated =
             stdout.text.truncated() || stderr.text.truncated() || collector.rich_truncated;
         let interrupted_by_client = self.interrupt_requested.swap(false, Ordering::SeqCst);

@@ -77,6 +77,8 @@ pub struct InterruptHandle {
     pid: u32,
     alive: Arc<AtomicBool>,
     requested: Arc<AtomicBool>,
+    /// Whether an exec is outstanding (sent, `done` not yet received).
+    executing: Arc<AtomicBool>,
     cgroup: Option<SessionCgroup>,
 }
 
@@ -128,9 +130,11 @@ impl InterruptHandle {
             .map(|kib| kib * 1024)
     }
 
-    /// SIGINT to the worker; the running cell (if any) gets `KeyboardInterrupt`.
+    /// SIGINT to the worker while an execution is outstanding: the running cell (or the one
+    /// whose request is on its way) gets `KeyboardInterrupt`. While idle it is a no-op: a
+    /// signal then could land on the next execution.
     pub fn interrupt(&self) {
-        if !self.alive.load(Ordering::SeqCst) {
+        if !self.alive.load(Ordering::SeqCst) || !self.executing.load(Ordering::SeqCst) {
             return;
         }
         self.requested.store(true, Ordering::SeqCst);
@@ -155,6 +159,8 @@ pub struct Worker {
     pub(crate) exited: Option<WorkerExit>,
     pub(crate) alive: Arc<AtomicBool>,
     pub(crate) interrupt_requested: Arc<AtomicBool>,
+    /// Set while an exec is outstanding; interrupts are only sent then.
+    pub(crate) executing: Arc<AtomicBool>,
     workspace: PathBuf,
     sandbox: Option<SandboxResources>,
     /// Kept after the worker is gone, to release the workspace.
@@ -253,6 +259,7 @@ impl Worker {
             exited: None,
             alive: Arc::new(AtomicBool::new(true)),
             interrupt_requested: Arc::new(AtomicBool::new(false)),
+            executing: Arc::new(AtomicBool::new(false)),
             workspace,
             sandbox,
             sandbox_handle: config.sandbox.clone(),
@@ -312,6 +319,7 @@ impl Worker {
             pid: self.info.pid,
             alive: self.alive.clone(),
             requested: self.interrupt_requested.clone(),
+            executing: self.executing.clone(),
             cgroup: self
                 .sandbox
                 .as_ref()

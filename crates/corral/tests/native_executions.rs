@@ -412,3 +412,26 @@ async fn display_outputs_and_results_share_a_capped_budget() {
     );
     assert!(text.starts_with("'zzz"));
 }
+
+/// Regression: an interrupt sent while the session is idle used to reach the driver and
+/// interrupt the *next* execution (2 rounds in 40 in one run).
+#[tokio::test]
+async fn an_interrupt_while_idle_does_not_hit_the_next_execution() {
+    let server = TestServer::start();
+    let id = server.create_session().await;
+    for round in 0..300 {
+        let (status, _) = server
+            .post(&format!("/v1/sessions/{id}/interrupt"), json!({}))
+            .await;
+        assert_eq!(status, 200, "round {round}");
+        let execution = server.execute(&id, "sum(range(1000))").await;
+        assert_eq!(
+            (
+                execution["status"].as_str(),
+                &execution["result"]["text/plain"]
+            ),
+            (Some("ok"), &json!("499500")),
+            "round {round}: {execution}"
+        );
+    }
+}
