@@ -20,7 +20,7 @@ use utoipa_axum::routes;
 use crate::body::{max_body_bytes, BodyLimit};
 use crate::problem::Problem;
 use crate::prometheus::{self, MetricsRegistry};
-use crate::surfaces::{e2b, native, python_rce};
+use crate::surfaces::{e2b, native, python_rce, qiskit};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -37,6 +37,8 @@ pub struct ApiOptions {
     pub python_rce_mount: String,
     /// Path prefix of the E2B API (`/e2b` by default: `/e2b/sessions`, ...).
     pub e2b_mount: String,
+    /// Path prefix of the Qiskit Runtime API (`/` by default: `/api/v1/sessions`, ...).
+    pub qiskit_mount: String,
     /// The registry `/metrics` renders (see [`MetricsRegistry::install`]).
     pub metrics: Option<MetricsRegistry>,
 }
@@ -46,6 +48,7 @@ impl Default for ApiOptions {
         ApiOptions {
             python_rce_mount: "/".to_owned(),
             e2b_mount: "/e2b".to_owned(),
+            qiskit_mount: "/".to_owned(),
             metrics: None,
         }
     }
@@ -87,6 +90,7 @@ pub enum RouterError {
         (name = "system", description = "Health, information and this document"),
         (name = "python_rce", description = "Konfig's Python remote code executor API (seed 000)"),
         (name = "e2b", description = "E2B's early sessions API (seed 001)"),
+        (name = "qiskit", description = "IBM Qiskit Runtime's sessions API (seed 003)"),
     )
 )]
 struct ApiDoc;
@@ -107,9 +111,11 @@ pub fn build_router(engine: Engine, options: &ApiOptions) -> Result<Router, Rout
             mount: options.e2b_mount.clone(),
         });
     }
+    let qiskit_mount = normalise_mount("qiskit", &options.qiskit_mount)?;
     for (mount, surface) in [
         (python_rce_mount, python_rce::router()),
         (e2b_mount, e2b::router()),
+        (qiskit_mount, qiskit::router()),
     ] {
         api = match mount.as_deref() {
             None => api.merge(surface),

@@ -1,5 +1,5 @@
-//! The engine's public face: create, list, get, update, close, execute, interrupt, restart,
-//! refresh and shutdown; the server-wide session cap.
+//! The engine's public face: create, list, get, update, drain, close, execute, interrupt,
+//! restart, refresh and shutdown; the server-wide session cap.
 //!
 //! Running a session is `session_task`'s job, expiring sessions the `reaper`'s, and counting
 //! unfinished work at shutdown `drain`'s; this module holds the registry and validates input.
@@ -628,6 +628,29 @@ impl Engine {
             record.clone()
         };
         self.inner.store.update_session(&record).await?;
+        Ok(record)
+    }
+
+    /// Drains a live session: it stops accepting executions now (they are refused with
+    /// [`EngineError::NotAccepting`]), what is running or queued finishes, and then the
+    /// session is closed with reason `drained` — at once when nothing is running or queued.
+    /// Accepting executions again (through [`Engine::update_session`]) before the queue runs
+    /// empty cancels the close.
+    pub async fn drain_session(
+        &self,
+        caller: &Principal,
+        id: SessionId,
+    ) -> Result<SessionRecord, EngineError> {
+        let live = self.require_live(caller, id).await?;
+        let record = {
+            let mut record = live.record();
+            record.accepting_executions = false;
+            record.clone()
+        };
+        self.inner.store.update_session(&record).await?;
+        if live.control.send(Control::Drain).is_err() {
+            return Err(self.ended_error(id).await);
+        }
         Ok(record)
     }
 

@@ -2,7 +2,7 @@
 //!
 //! The task is the only place a session's worker is touched. Clients reach it through a
 //! bounded job queue (executions, in arrival order) and an unbounded control channel (close,
-//! restart) that is served even while an execution runs.
+//! restart, drain) that is served even while an execution runs.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -17,6 +17,8 @@ use crate::{measurements, EngineError};
 
 /// Grace given to a worker asked to shut down before it is killed.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
+/// Reason recorded for a session closed because it was drained and its queue ran empty.
+pub const DRAINED_REASON: &str = "drained";
 
 /// An execution waiting in a session's queue.
 pub(crate) struct ExecJob {
@@ -37,6 +39,10 @@ pub(crate) enum Control {
     Restart {
         reply: oneshot::Sender<Result<SessionRecord, EngineError>>,
     },
+    /// Close the session (reason [`DRAINED_REASON`]) once nothing is running or queued, as
+    /// long as it is still not accepting executions then; the running execution is not
+    /// disturbed.
+    Drain,
 }
 
 /// What the rest of the engine holds of a live session.
@@ -84,10 +90,20 @@ pub(crate) async fn run_session(
     mut control: mpsc::UnboundedReceiver<Control>,
     context: TaskContext,
 ) {
+    // Set by `Control::Drain`; cleared if the session accepts executions again first.
+    let mut draining = false;
     let end = loop {
+        if draining {
+            if live.record().accepting_executions {
+                draining = false;
+            } else if jobs.is_empty() {
+                break End::Closed(DRAINED_REASON.to_owned(), None);
+            }
+        }
         tokio::select! {
             biased;
             request = control.recv() => match request {
+                Some(Control::Drain) => draining = true,
                 Some(request) => match handle_control(request, &live, &mut worker, &context).await {
                     Flow::Continue => {}
                     Flow::End(end) => break end,
@@ -100,7 +116,7 @@ pub(crate) async fn run_session(
             }
             job = jobs.recv() => match job {
                 Some(job) => {
-                    match run_job(job, &live, &mut worker, &mut control, &context).await {
+                    match run_job(job, &live, &mut worker, &mut control, &mut draining, &context).await {
                         Flow::Continue => {}
                         Flow::End(end) => break end,
                     }
@@ -132,16 +148,18 @@ pub(crate) async fn run_session(
     }
     (context.on_end)();
     match end {
-        End::Closed(_, reply) => {
+        End::Closed(_, Some(reply)) => {
             let _ = reply.send(final_record);
         }
+        End::Closed(_, None) => {}
         End::Died(_) | End::Abandoned => {}
     }
 }
 
 enum End {
     Died(String),
-    Closed(String, oneshot::Sender<SessionRecord>),
+    /// Closed with this reason; the reply goes to whoever asked, if anyone did.
+    Closed(String, Option<oneshot::Sender<SessionRecord>>),
     Abandoned,
 }
 
@@ -175,7 +193,7 @@ async fn handle_control(
     context: &TaskContext,
 ) -> Flow {
     match request {
-        Control::Close { reason, reply } => Flow::End(End::Closed(reason, reply)),
+        Control::Close { reason, reply } => Flow::End(End::Closed(reason, Some(reply))),
         Control::Restart { reply } => match restart_worker(live, worker, context).await {
             Ok(record) => {
                 let _ = reply.send(Ok(record));
@@ -187,6 +205,8 @@ async fn handle_control(
                 Flow::End(End::Died(reason))
             }
         },
+        // Served by `run_session` and `run_job` before they get here.
+        Control::Drain => Flow::Continue,
     }
 }
 
@@ -225,6 +245,7 @@ async fn run_job(
     live: &Arc<LiveSession>,
     worker: &mut Worker,
     control: &mut mpsc::UnboundedReceiver<Control>,
+    draining: &mut bool,
     context: &TaskContext,
 ) -> Flow {
     let started_at = Utc::now();
@@ -245,20 +266,25 @@ async fn run_job(
     };
 
     // Close and restart pre-empt a running execution; the execution is then recorded as
-    // killed.
+    // killed. A drain lets it run on.
     let mut pending_control = None;
     let outcome = {
         let execution = worker.execute(spec, job.events);
         tokio::pin!(execution);
-        tokio::select! {
-            outcome = &mut execution => outcome,
-            request = control.recv() => match request {
-                Some(request) => {
-                    pending_control = Some(request);
-                    killed_outcome("the session was closed or restarted during the execution")
-                }
-                None => killed_outcome("the server is shutting down"),
-            },
+        loop {
+            tokio::select! {
+                outcome = &mut execution => break outcome,
+                request = control.recv() => match request {
+                    Some(Control::Drain) => *draining = true,
+                    Some(request) => {
+                        pending_control = Some(request);
+                        break killed_outcome(
+                            "the session was closed or restarted during the execution",
+                        );
+                    }
+                    None => break killed_outcome("the server is shutting down"),
+                },
+            }
         }
     };
     if pending_control.is_some() {

@@ -4,3 +4,4 @@
 pub mod e2b;
 pub mod native;
 pub mod python_rce;
+pub mod qiskit;

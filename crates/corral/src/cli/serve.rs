@@ -242,6 +242,7 @@ pub async fn run(arguments: ServeArgs) -> anyhow::Result<ExitCode> {
             python_rce_mount: config.python_rce_mount.clone(),
             e2b_mount: config.e2b_mount.clone(),
             metrics: Some(MetricsRegistry::install()?),
+            ..ApiOptions::default()
         },
     )?;
     let info = engine.info();
