@@ -152,6 +152,8 @@ async fn every_route_needs_a_key_and_hides_other_tenants() {
         let body = (method != "GET" && method != "DELETE").then(|| match path.as_str() {
             "/v1/keys" => json!({"scope": "session", "session_id": alices}),
             "/e2b/sessions" => json!({"codeSnippetID": "snippet"}),
+            "/api/v1/sessions" => json!({"mode": "dedicated"}),
+            "/api/v1/sessions/{id}" => json!({"accepting_jobs": false}),
             "/sessions/execute" | "/sessions/close" => {
                 json!({"session_id": alices, "code": "secret"})
             }
@@ -180,7 +182,10 @@ async fn every_route_needs_a_key_and_hides_other_tenants() {
                     assert_eq!(status, 404, "{method} {path}: {reply}")
                 }
                 // Creating is allowed (in Bob's tenant); listing shows only Bob's.
-                ("POST", "/v1/sessions" | "/sessions/create" | "/e2b/sessions")
+                (
+                    "POST",
+                    "/v1/sessions" | "/sessions/create" | "/e2b/sessions" | "/api/v1/sessions",
+                )
                 | (
                     "GET",
                     "/v1/sessions" | "/sessions/list" | "/v1/keys" | "/v1/info" | "/e2b/sessions",

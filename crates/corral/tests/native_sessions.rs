@@ -295,6 +295,10 @@ async fn openapi_document_covers_every_route() {
         "POST /e2b/sessions",
         "DELETE /e2b/sessions/{sessionID}",
         "POST /e2b/sessions/{sessionID}/refresh",
+        "POST /api/v1/sessions",
+        "GET /api/v1/sessions/{id}",
+        "PATCH /api/v1/sessions/{id}",
+        "DELETE /api/v1/sessions/{id}/close",
     ];
     expected.sort();
     assert_eq!(routes, expected);

@@ -318,7 +318,11 @@ pub fn remove_cgroups_of(server_pid: u32) {
             if !entry.file_name().to_string_lossy().starts_with(&prefix) {
                 continue;
             }
-            while std::fs::remove_dir(entry.path()).is_err() && Instant::now() < deadline {
+            // Another test's server, starting, may remove it first (NotFound ends the wait).
+            while std::fs::remove_dir(entry.path())
+                .is_err_and(|error| error.kind() != std::io::ErrorKind::NotFound)
+                && Instant::now() < deadline
+            {
                 let procs =
                     std::fs::read_to_string(entry.path().join("cgroup.procs")).unwrap_or_default();
                 for pid in procs
