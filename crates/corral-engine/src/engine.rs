@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -410,6 +410,7 @@ impl Engine {
             jobs: job_sender,
             control: control_sender,
             interrupt: Mutex::new(worker.interrupt_handle()),
+            close_when_drained: AtomicBool::new(false),
         });
         self.live_map().insert(id, live.clone());
         let registry = Arc::downgrade(&self.inner);
@@ -624,6 +625,10 @@ impl Engine {
             }
             if let Some(accepting) = update.accepting_executions {
                 record.accepting_executions = accepting;
+                if accepting {
+                    // Accepting again cancels a drain's pending close.
+                    live.close_when_drained.store(false, Ordering::SeqCst);
+                }
             }
             record.clone()
         };
@@ -645,6 +650,7 @@ impl Engine {
         let record = {
             let mut record = live.record();
             record.accepting_executions = false;
+            live.close_when_drained.store(true, Ordering::SeqCst);
             record.clone()
         };
         self.inner.store.update_session(&record).await?;

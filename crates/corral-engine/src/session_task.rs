@@ -4,6 +4,7 @@
 //! bounded job queue (executions, in arrival order) and an unbounded control channel (close,
 //! restart, drain) that is served even while an execution runs.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -39,9 +40,9 @@ pub(crate) enum Control {
     Restart {
         reply: oneshot::Sender<Result<SessionRecord, EngineError>>,
     },
-    /// Close the session (reason [`DRAINED_REASON`]) once nothing is running or queued, as
-    /// long as it is still not accepting executions then; the running execution is not
-    /// disturbed.
+    /// [`LiveSession::close_when_drained`] was set: close the session (reason
+    /// [`DRAINED_REASON`]) once nothing is running or queued, if it is still set then. The
+    /// running execution is not disturbed.
     Drain,
 }
 
@@ -51,6 +52,9 @@ pub(crate) struct LiveSession {
     pub jobs: mpsc::Sender<ExecJob>,
     pub control: mpsc::UnboundedSender<Control>,
     pub interrupt: Mutex<InterruptHandle>,
+    /// The session closes once its queue is empty. Set together with `accepting_executions =
+    /// false` and cleared by accepting executions again, both under the record's lock.
+    pub close_when_drained: AtomicBool,
 }
 
 impl LiveSession {
@@ -90,20 +94,15 @@ pub(crate) async fn run_session(
     mut control: mpsc::UnboundedReceiver<Control>,
     context: TaskContext,
 ) {
-    // Set by `Control::Drain`; cleared if the session accepts executions again first.
-    let mut draining = false;
     let end = loop {
-        if draining {
-            if live.record().accepting_executions {
-                draining = false;
-            } else if jobs.is_empty() {
-                break End::Closed(DRAINED_REASON.to_owned(), None);
-            }
+        if live.close_when_drained.load(Ordering::SeqCst) && jobs.is_empty() {
+            break End::Closed(DRAINED_REASON.to_owned(), None);
         }
         tokio::select! {
             biased;
             request = control.recv() => match request {
-                Some(Control::Drain) => draining = true,
+                // Only a wake-up: the check above decides.
+                Some(Control::Drain) => {}
                 Some(request) => match handle_control(request, &live, &mut worker, &context).await {
                     Flow::Continue => {}
                     Flow::End(end) => break end,
@@ -116,7 +115,7 @@ pub(crate) async fn run_session(
             }
             job = jobs.recv() => match job {
                 Some(job) => {
-                    match run_job(job, &live, &mut worker, &mut control, &mut draining, &context).await {
+                    match run_job(job, &live, &mut worker, &mut control, &context).await {
                         Flow::Continue => {}
                         Flow::End(end) => break end,
                     }
@@ -205,7 +204,7 @@ async fn handle_control(
                 Flow::End(End::Died(reason))
             }
         },
-        // Served by `run_session` and `run_job` before they get here.
+        // Checked by `run_session` between executions.
         Control::Drain => Flow::Continue,
     }
 }
@@ -245,7 +244,6 @@ async fn run_job(
     live: &Arc<LiveSession>,
     worker: &mut Worker,
     control: &mut mpsc::UnboundedReceiver<Control>,
-    draining: &mut bool,
     context: &TaskContext,
 ) -> Flow {
     let started_at = Utc::now();
@@ -275,7 +273,7 @@ async fn run_job(
             tokio::select! {
                 outcome = &mut execution => break outcome,
                 request = control.recv() => match request {
-                    Some(Control::Drain) => *draining = true,
+                    Some(Control::Drain) => {}
                     Some(request) => {
                         pending_control = Some(request);
                         break killed_outcome(

@@ -398,7 +398,8 @@ async fn draining_an_idle_session_closes_it_and_true_cancels_a_drain() {
     assert_eq!(closed["state_reason"], "drained");
     assert_eq!(statuses(&closed), ["open", "closed"]);
 
-    // false then true while a job runs: the session keeps running and accepting.
+    // false then true while a job runs: the drain is cancelled. Stopping executions later
+    // through the native API (which drains without closing) does not revive it.
     let id = create(&server, json!({"mode": "dedicated"})).await["id"]
         .as_str()
         .expect("id")
@@ -411,9 +412,15 @@ async fn draining_an_idle_session_closes_it_and_true_cancels_a_drain() {
     assert_eq!(details(&server, &id).await["accepting_jobs"], true);
     let queued = server.execute_in_background(&id, "'queued'");
     wait_for_queue_depth(&server, 1).await;
+    let native_path = format!("/v1/sessions/{id}");
+    let native_accepting =
+        |accepting: bool| server.patch(&native_path, json!({ "accepting_executions": accepting }));
+    assert_eq!(native_accepting(false).await.0, 200);
     std::fs::write(&gate, b"").expect("open the gate");
     while running.next().await.is_some() {}
     assert_eq!(queued.await.expect("join").0, 200);
+    let (status, reopened) = native_accepting(true).await;
+    assert_eq!(status, 200, "still live: {reopened}");
     assert_eq!(server.execute(&id, "'still open'").await["status"], "ok");
     let session = details(&server, &id).await;
     assert_eq!(session["state"], "inactive");
