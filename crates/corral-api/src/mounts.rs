@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::router::ApiState;
-use crate::surfaces::{agents, e2b, jupyter, python_rce};
+use crate::surfaces::{agents, e2b, jupyter, python_rce, qiskit};
 
 /// One compatibility surface.
 pub struct SurfaceSpec {
@@ -50,6 +50,12 @@ pub const SURFACES: &[SurfaceSpec] = &[
         default_mount: "/",
         description: "Jupyter Server's sessions, kernels and kernelspecs API (seed 002)",
         router: jupyter::router,
+    },
+    SurfaceSpec {
+        name: "qiskit",
+        default_mount: "/",
+        description: "IBM Qiskit Runtime sessions API (seed 003)",
+        router: qiskit::router,
     },
 ];
 

@@ -1,12 +1,12 @@
-//! The engine's public face: create, list, get, update, close, execute, interrupt, restart,
-//! refresh and shutdown; the server-wide session cap.
+//! The engine's public face: create, list, get, update, drain, close, execute, interrupt,
+//! restart, refresh and shutdown; the server-wide session cap.
 //!
 //! Running a session is `session_task`'s job, expiring sessions the `reaper`'s, and counting
 //! unfinished work at shutdown `drain`'s; this module holds the registry and validates input.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -410,6 +410,7 @@ impl Engine {
             jobs: job_sender,
             control: control_sender,
             interrupt: Mutex::new(worker.interrupt_handle()),
+            close_when_drained: AtomicBool::new(false),
         });
         self.live_map().insert(id, live.clone());
         let registry = Arc::downgrade(&self.inner);
@@ -624,10 +625,38 @@ impl Engine {
             }
             if let Some(accepting) = update.accepting_executions {
                 record.accepting_executions = accepting;
+                if accepting {
+                    // Accepting again cancels a drain's pending close.
+                    live.close_when_drained.store(false, Ordering::SeqCst);
+                }
             }
             record.clone()
         };
         self.inner.store.update_session(&record).await?;
+        Ok(record)
+    }
+
+    /// Drains a live session: it stops accepting executions now (they are refused with
+    /// [`EngineError::NotAccepting`]), what is running or queued finishes, and then the
+    /// session is closed with reason `drained` — at once when nothing is running or queued.
+    /// Accepting executions again (through [`Engine::update_session`]) before the queue runs
+    /// empty cancels the close.
+    pub async fn drain_session(
+        &self,
+        caller: &Principal,
+        id: SessionId,
+    ) -> Result<SessionRecord, EngineError> {
+        let live = self.require_live(caller, id).await?;
+        let record = {
+            let mut record = live.record();
+            record.accepting_executions = false;
+            live.close_when_drained.store(true, Ordering::SeqCst);
+            record.clone()
+        };
+        self.inner.store.update_session(&record).await?;
+        if live.control.send(Control::Drain).is_err() {
+            return Err(self.ended_error(id).await);
+        }
         Ok(record)
     }
 

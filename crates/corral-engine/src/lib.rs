@@ -29,3 +29,4 @@ pub use engine::{
 };
 pub use error::EngineError;
 pub use quotas::QuotaKind;
+pub use session_task::DRAINED_REASON;

@@ -2,8 +2,9 @@
 //!
 //! The task is the only place a session's worker is touched. Clients reach it through a
 //! bounded job queue (executions, in arrival order) and an unbounded control channel (close,
-//! restart) that is served even while an execution runs.
+//! restart, drain) that is served even while an execution runs.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -17,6 +18,8 @@ use crate::{measurements, EngineError};
 
 /// Grace given to a worker asked to shut down before it is killed.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
+/// Reason recorded for a session closed because it was drained and its queue ran empty.
+pub const DRAINED_REASON: &str = "drained";
 
 /// An execution waiting in a session's queue.
 pub(crate) struct ExecJob {
@@ -37,6 +40,10 @@ pub(crate) enum Control {
     Restart {
         reply: oneshot::Sender<Result<SessionRecord, EngineError>>,
     },
+    /// [`LiveSession::close_when_drained`] was set: close the session (reason
+    /// [`DRAINED_REASON`]) once nothing is running or queued, if it is still set then. The
+    /// running execution is not disturbed.
+    Drain,
 }
 
 /// What the rest of the engine holds of a live session.
@@ -45,6 +52,9 @@ pub(crate) struct LiveSession {
     pub jobs: mpsc::Sender<ExecJob>,
     pub control: mpsc::UnboundedSender<Control>,
     pub interrupt: Mutex<InterruptHandle>,
+    /// The session closes once its queue is empty. Set together with `accepting_executions =
+    /// false` and cleared by accepting executions again, both under the record's lock.
+    pub close_when_drained: AtomicBool,
 }
 
 impl LiveSession {
@@ -85,9 +95,14 @@ pub(crate) async fn run_session(
     context: TaskContext,
 ) {
     let end = loop {
+        if live.close_when_drained.load(Ordering::SeqCst) && jobs.is_empty() {
+            break End::Closed(DRAINED_REASON.to_owned(), None);
+        }
         tokio::select! {
             biased;
             request = control.recv() => match request {
+                // Only a wake-up: the check above decides.
+                Some(Control::Drain) => {}
                 Some(request) => match handle_control(request, &live, &mut worker, &context).await {
                     Flow::Continue => {}
                     Flow::End(end) => break end,
@@ -132,16 +147,18 @@ pub(crate) async fn run_session(
     }
     (context.on_end)();
     match end {
-        End::Closed(_, reply) => {
+        End::Closed(_, Some(reply)) => {
             let _ = reply.send(final_record);
         }
+        End::Closed(_, None) => {}
         End::Died(_) | End::Abandoned => {}
     }
 }
 
 enum End {
     Died(String),
-    Closed(String, oneshot::Sender<SessionRecord>),
+    /// Closed with this reason; the reply goes to whoever asked, if anyone did.
+    Closed(String, Option<oneshot::Sender<SessionRecord>>),
     Abandoned,
 }
 
@@ -175,7 +192,7 @@ async fn handle_control(
     context: &TaskContext,
 ) -> Flow {
     match request {
-        Control::Close { reason, reply } => Flow::End(End::Closed(reason, reply)),
+        Control::Close { reason, reply } => Flow::End(End::Closed(reason, Some(reply))),
         Control::Restart { reply } => match restart_worker(live, worker, context).await {
             Ok(record) => {
                 let _ = reply.send(Ok(record));
@@ -187,6 +204,8 @@ async fn handle_control(
                 Flow::End(End::Died(reason))
             }
         },
+        // Checked by `run_session` between executions.
+        Control::Drain => Flow::Continue,
     }
 }
 
@@ -245,20 +264,25 @@ async fn run_job(
     };
 
     // Close and restart pre-empt a running execution; the execution is then recorded as
-    // killed.
+    // killed. A drain lets it run on.
     let mut pending_control = None;
     let outcome = {
         let execution = worker.execute(spec, job.events);
         tokio::pin!(execution);
-        tokio::select! {
-            outcome = &mut execution => outcome,
-            request = control.recv() => match request {
-                Some(request) => {
-                    pending_control = Some(request);
-                    killed_outcome("the session was closed or restarted during the execution")
-                }
-                None => killed_outcome("the server is shutting down"),
-            },
+        loop {
+            tokio::select! {
+                outcome = &mut execution => break outcome,
+                request = control.recv() => match request {
+                    Some(Control::Drain) => {}
+                    Some(request) => {
+                        pending_control = Some(request);
+                        break killed_outcome(
+                            "the session was closed or restarted during the execution",
+                        );
+                    }
+                    None => break killed_outcome("the server is shutting down"),
+                },
+            }
         }
     };
     if pending_control.is_some() {

@@ -183,6 +183,8 @@ async fn every_route_needs_a_key_and_hides_other_tenants() {
             "/v1/keys" => json!({"scope": "session", "session_id": alices}),
             "/e2b/sessions" => json!({"codeSnippetID": "snippet"}),
             "/api/sessions" => json!({"path": "alice.ipynb", "type": "notebook"}),
+            "/api/v1/sessions" => json!({"mode": "dedicated"}),
+            "/api/v1/sessions/{id}" => json!({"accepting_jobs": false}),
             "/sessions/execute" | "/sessions/close" => {
                 json!({"session_id": alices, "code": "secret"})
             }
@@ -195,7 +197,8 @@ async fn every_route_needs_a_key_and_hides_other_tenants() {
             continue;
         }
         // Jupyter's API handlers refuse with 403, as jupyter_server does.
-        let refused = if path.starts_with("/api/") { 403 } else { 401 };
+        let jupyter = path.starts_with("/api/") && !path.starts_with("/api/v1/");
+        let refused = if jupyter { 403 } else { 401 };
         assert_eq!(status, refused, "{method} {path} without a key: {reply}");
 
         // Bob must not reach, or even see, anything of Alice's.
@@ -226,7 +229,7 @@ async fn every_route_needs_a_key_and_hides_other_tenants() {
                 (
                     "POST",
                     "/v1/sessions" | "/sessions/create" | "/e2b/sessions" | "/api/kernels"
-                    | "/api/sessions",
+                    | "/api/sessions" | "/api/v1/sessions",
                 )
                 | (
                     "GET",

@@ -39,6 +39,18 @@ fn has_error_shape(tag: &str, body: &Value) -> Option<bool> {
         }),
         // jupyter_server: {"message", "reason"}, or {"message", "short_message"} for a 501.
         "jupyter" => text("message") && (body.get("reason").is_some() || text("short_message")),
+        // ErrorContainer, with the HTTP status and the request's id.
+        "qiskit" => {
+            body["errors"].as_array().is_some_and(|errors| {
+                !errors.is_empty()
+                    && errors.iter().all(|error| {
+                        error["code"].is_string()
+                            && error["message"].is_string()
+                            && error["more_info"].is_string()
+                    })
+            }) && text("trace")
+                && body["status_code"].is_u64()
+        }
         _ => return None,
     })
 }

@@ -145,7 +145,7 @@ async fn every_mounted_surface_has_its_own_tag_on_every_operation() {
         .iter()
         .filter_map(|tag| tag["name"].as_str().map(str::to_owned))
         .collect();
-    for surface in ["python_rce", "e2b", "agents", "jupyter"] {
+    for surface in ["python_rce", "e2b", "agents", "jupyter", "qiskit"] {
         assert!(tags.iter().any(|tag| tag == surface), "{surface}: {tags:?}");
     }
     for (path, item) in document["paths"].as_object().expect("paths") {

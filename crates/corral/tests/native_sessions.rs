@@ -314,6 +314,10 @@ async fn openapi_document_covers_every_route() {
         "GET /api/sessions/{session_id}",
         "PATCH /api/sessions/{session_id}",
         "DELETE /api/sessions/{session_id}",
+        "POST /api/v1/sessions",
+        "GET /api/v1/sessions/{id}",
+        "PATCH /api/v1/sessions/{id}",
+        "DELETE /api/v1/sessions/{id}/close",
     ];
     expected.sort();
     assert_eq!(routes, expected);

@@ -42,6 +42,11 @@ async fn create_through(server: &TestServer, surface: &str, label: &str) -> Stri
                 )
                 .await
         }
+        "qiskit" => {
+            server
+                .post("/api/v1/sessions", json!({"mode": "dedicated"}))
+                .await
+        }
         other => panic!("no creator for {other}"),
     };
     assert!(status < 300, "{surface}: {status} {body}");
@@ -52,6 +57,7 @@ async fn create_through(server: &TestServer, surface: &str, label: &str) -> Stri
         "agents" => &body["session"]["agent_id"],
         "jupyter_kernel" => &body["id"],
         "jupyter_session" => &body["kernel"]["id"],
+        "qiskit" => &body["id"],
         _ => unreachable!(),
     };
     id.as_str().expect("session id").to_owned()
@@ -72,6 +78,7 @@ async fn close_through(server: &TestServer, surface: &str, id: &str) {
                 .await
         }
         "jupyter_kernel" => server.delete(&format!("/api/kernels/{id}")).await,
+        "qiskit" => server.delete(&format!("/api/v1/sessions/{id}/close")).await,
         other => panic!("no closer for {other}"),
     };
     assert!(status < 300, "closing through {surface}: {status} {body}");
@@ -86,6 +93,11 @@ async fn listed_by(server: &TestServer, surface: &str, id: &str) -> bool {
         "agents" => server.get("/agents/sessions").await,
         "jupyter_kernel" => server.get("/api/kernels").await,
         "jupyter_session" => server.get("/api/sessions").await,
+        // Qiskit has no listing: its view of one session is the listing.
+        "qiskit" => {
+            let (status, body) = server.get(&format!("/api/v1/sessions/{id}")).await;
+            return status == 200 && body["state"] != "closed";
+        }
         other => panic!("no listing for {other}"),
     };
     assert_eq!(status, 200, "{surface}: {body}");
@@ -111,8 +123,9 @@ async fn sessions_from_every_surface_are_one_kind_of_session() {
         "agents",
         "jupyter_kernel",
         "jupyter_session",
+        "qiskit",
     ];
-    let closers = ["native", "python_rce", "e2b", "jupyter_kernel"];
+    let closers = ["native", "python_rce", "e2b", "jupyter_kernel", "qiskit"];
     let mut created = Vec::new();
     for (index, surface) in creators.iter().enumerate() {
         let id = create_through(&server, surface, &format!("made-by-{surface}")).await;

@@ -6,3 +6,4 @@ pub mod e2b;
 pub mod jupyter;
 pub mod native;
 pub mod python_rce;
+pub mod qiskit;
