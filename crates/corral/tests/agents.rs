@@ -15,18 +15,7 @@ async fn send(
     key: Option<&str>,
     body: Option<String>,
 ) -> (u16, Value) {
-    let mut request = server
-        .http
-        .request(method.parse().expect("method"), server.url(path));
-    if let Some(key) = key {
-        request = request.bearer_auth(key);
-    }
-    if let Some(body) = body {
-        request = request
-            .header("content-type", "application/json")
-            .body(body);
-    }
-    support::response(request.send().await).await
+    server.send(method, path, key, body.as_deref()).await
 }
 
 async fn put(

@@ -16,16 +16,8 @@ async fn send(
     key: Option<&str>,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut request = server
-        .http
-        .request(method.parse().expect("method"), server.url(path));
-    if let Some(key) = key {
-        request = request.bearer_auth(key);
-    }
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    support::response(request.send().await).await
+    let body = body.map(|body| body.to_string());
+    server.send(method, path, key, body.as_deref()).await
 }
 
 async fn issue(server: &TestServer, by: Option<&str>, body: Value) -> (String, String) {

@@ -225,6 +225,29 @@ impl TestServer {
     }
 
     /// Creates a session and returns its id.
+    /// `method path` with an optional bearer key and an optional raw JSON body; the status
+    /// and the body (JSON, or its text as a string).
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .http
+            .request(method.parse().expect("method"), self.url(path));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_owned());
+        }
+        response(request.send().await).await
+    }
+
     pub async fn create_session(&self) -> String {
         let (status, body) = self.post("/v1/sessions", serde_json::json!({})).await;
         assert_eq!(status, 201, "{body}");

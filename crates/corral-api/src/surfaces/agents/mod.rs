@@ -65,6 +65,19 @@ fn identifier_of(path: Result<Path<String>, PathRejection>) -> Result<String, Ag
     Ok(identifier)
 }
 
+/// The caller's live session named by the route's identifier (404 when there is none).
+fn named_session(
+    state: &ApiState,
+    caller: &Principal,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<SessionRecord, AgentError> {
+    let identifier = identifier_of(path)?;
+    state
+        .engine
+        .find_claimed(caller, &claim(&identifier))
+        .ok_or_else(|| AgentError::session_not_found(&identifier))
+}
+
 /// The claim naming the session with `identifier`.
 fn claim(identifier: &str) -> SessionClaim {
     SessionClaim {
@@ -244,11 +257,7 @@ async fn get_session(
     AgentCaller(caller): AgentCaller,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<SessionContainer>, AgentError> {
-    let identifier = identifier_of(path)?;
-    let record = state
-        .engine
-        .find_claimed(&caller, &claim(&identifier))
-        .ok_or_else(|| AgentError::session_not_found(&identifier))?;
+    let record = named_session(&state, &caller, path)?;
     Ok(Json(container(&record, None)?))
 }
 
@@ -268,11 +277,7 @@ async fn delete_session(
     AgentCaller(caller): AgentCaller,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<SessionContainer>, AgentError> {
-    let identifier = identifier_of(path)?;
-    let record = state
-        .engine
-        .find_claimed(&caller, &claim(&identifier))
-        .ok_or_else(|| AgentError::session_not_found(&identifier))?;
+    let record = named_session(&state, &caller, path)?;
     // Revoke first: should closing fail, a retry still finds the session and closes it.
     if let Some(key_id) = views::key_id(&record) {
         // Only the session key minted for this very session: metadata is editable on the
