@@ -170,8 +170,9 @@ fn normalise_mount(surface: &str, mount: &str) -> Result<Option<String>, MountEr
 }
 
 /// One line per pair of routes of different owners that would collide: the same method
-/// with templates matching the same request, or templates the path matcher cannot hold
-/// side by side (parameters of different names at the same place).
+/// with templates matching the same request, one path (whatever the methods: a path answers
+/// unsupported methods in its owner's error shape), or templates the path matcher cannot
+/// hold side by side (parameters of different names at the same place).
 fn collisions(routes: &[Route]) -> Vec<String> {
     let mut conflicts = Vec::new();
     for (index, first) in routes.iter().enumerate() {
@@ -180,8 +181,10 @@ fn collisions(routes: &[Route]) -> Vec<String> {
                 continue;
             }
             let same_requests = first.method == second.method && overlap(&first.path, &second.path);
+            // One path answers wrong methods in one API's error shape, so it has one owner.
+            let shared_path = first.path == second.path;
             let unmatchable = differently_named_parameters(&first.path, &second.path);
-            if same_requests || unmatchable {
+            if same_requests || shared_path || unmatchable {
                 conflicts.push(format!(
                     "  {} {} {} and {} {} {}{}",
                     first.owner,
@@ -192,6 +195,8 @@ fn collisions(routes: &[Route]) -> Vec<String> {
                     second.path,
                     if same_requests {
                         " answer the same requests"
+                    } else if shared_path {
+                        " share one path"
                     } else {
                         " name one path parameter differently"
                     }
@@ -296,6 +301,8 @@ mod tests {
         assert!(found[0].contains("e2b GET /sessions and agents GET /sessions"));
         assert!(found[1].contains("{sessionID}") && found[1].contains("{identifier}"));
         assert!(collisions(&routes[..1]).is_empty());
+        let shared = [route("e2b", "GET", "/x"), route("python_rce", "POST", "/x")];
+        assert!(collisions(&shared)[0].contains("share one path"));
     }
 
     #[test]

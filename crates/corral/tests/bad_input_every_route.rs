@@ -1,5 +1,6 @@
 //! Bad input on every route of every surface, walked from `/openapi.json` so no route escapes:
-//! a missing key, a wrong key, unknown ids, a malformed JSON body and wrongly typed bodies.
+//! a missing key, a wrong key, unknown ids, a malformed JSON body, wrongly typed bodies and
+//! a method the path does not take.
 //! Each must get a 4xx (never a 5xx, never success without a key) whose body is JSON in the
 //! error shape of the route's own API (known by its OpenAPI tag). The surfaces' own tests
 //! check the exact status and message of each case; this one proves nothing is left out.
@@ -114,7 +115,27 @@ async fn every_route_answers_bad_input_in_its_own_error_shape() {
     ];
     let mut checked = 0;
     for (path, item) in document["paths"].as_object().expect("paths") {
-        for (method, operation) in item.as_object().expect("item") {
+        let operations = item.as_object().expect("item");
+        // A method the path does not take: 405 in the path's own API's shape.
+        let unsupported = ["PATCH", "PUT", "DELETE", "POST", "GET"]
+            .into_iter()
+            .find(|method| !operations.contains_key(&method.to_lowercase()));
+        if let Some(method) = unsupported {
+            let tag = operations.values().next().map(tag_of).unwrap_or_default();
+            let route = format!("{method} {path} ({tag})");
+            let sent = send(
+                &server,
+                method,
+                &filled(path, &unknown_ids[0]),
+                Some(&admin),
+                None,
+            )
+            .await;
+            assert_eq!(sent.status, 405, "{route}: {}", sent.body);
+            check(&route, "an unsupported method", &tag, &sent, false);
+            checked += 1;
+        }
+        for (method, operation) in operations {
             let method = method.to_uppercase();
             let tag = tag_of(operation);
             let route = format!("{method} {path} ({tag})");

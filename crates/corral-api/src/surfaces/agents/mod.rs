@@ -36,9 +36,18 @@ const KEY_FAILED_REASON: &str = "its agent session key could not be issued";
 
 /// The agent sessions routes, relative to the surface's mount point.
 pub fn router() -> OpenApiRouter<ApiState> {
-    OpenApiRouter::new()
+    let routes = OpenApiRouter::new()
         .routes(routes!(list_sessions))
-        .routes(routes!(put_session, get_session, delete_session))
+        .routes(routes!(put_session, get_session, delete_session));
+    crate::router::answer_wrong_methods(routes, method_not_allowed)
+}
+
+async fn method_not_allowed() -> AgentError {
+    AgentError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this path does not accept this method",
+    )
 }
 
 /// The authenticated caller, or 401 `unauthorized` as an `ErrorList`.

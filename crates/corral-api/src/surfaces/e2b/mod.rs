@@ -34,10 +34,18 @@ const LIST_PAGES: usize = 100;
 
 /// The E2B routes, relative to the surface's mount point.
 pub fn router() -> OpenApiRouter<ApiState> {
-    OpenApiRouter::new()
+    let routes = OpenApiRouter::new()
         .routes(routes!(list_sessions, create_session))
         .routes(routes!(delete_session))
-        .routes(routes!(refresh_session))
+        .routes(routes!(refresh_session));
+    crate::router::answer_wrong_methods(routes, method_not_allowed)
+}
+
+async fn method_not_allowed() -> Failure {
+    Failure(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "this path does not accept this method".to_owned(),
+    )
 }
 
 /// `NewSession`.

@@ -26,7 +26,6 @@ use std::sync::Arc;
 use axum::extract::{OriginalUri, Query};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
-use axum::routing::MethodRouter;
 use axum::Extension;
 use chrono::{DateTime, Utc};
 use corral_core::Principal;
@@ -40,20 +39,6 @@ use failure::Failure;
 /// The jupyter_server release whose API this surface answers (`GET /api`).
 const EMULATED_VERSION: &str = "2.21.1";
 
-/// Every path of the surface (relative to its mount point), for the 405 answers.
-const PATHS: [&str; 10] = [
-    "/api",
-    "/api/status",
-    "/api/kernelspecs",
-    "/api/kernelspecs/{kernel_name}",
-    "/api/kernels",
-    "/api/kernels/{kernel_id}",
-    "/api/kernels/{kernel_id}/interrupt",
-    "/api/kernels/{kernel_id}/restart",
-    "/api/sessions",
-    "/api/sessions/{session_id}",
-];
-
 /// What the surface's handlers share besides the engine.
 #[derive(Clone)]
 struct SurfaceContext {
@@ -66,7 +51,7 @@ struct SurfaceContext {
 
 /// The Jupyter routes, relative to the surface's mount point.
 pub fn router() -> OpenApiRouter<ApiState> {
-    let mut router = OpenApiRouter::new()
+    let router = OpenApiRouter::new()
         .routes(routes!(server::version))
         .routes(routes!(server::status))
         .routes(routes!(kernelspecs::list_kernelspecs))
@@ -81,13 +66,12 @@ pub fn router() -> OpenApiRouter<ApiState> {
             sessions::update_session,
             sessions::delete_session
         ));
-    for path in PATHS {
-        router = router.route(path, MethodRouter::new().fallback(method_not_allowed));
-    }
-    router.layer(Extension(SurfaceContext {
-        started_at: Utc::now(),
-        session_changes: Arc::new(tokio::sync::Mutex::new(())),
-    }))
+    crate::router::answer_wrong_methods(router, method_not_allowed).layer(Extension(
+        SurfaceContext {
+            started_at: Utc::now(),
+            session_changes: Arc::new(tokio::sync::Mutex::new(())),
+        },
+    ))
 }
 
 async fn method_not_allowed() -> Failure {

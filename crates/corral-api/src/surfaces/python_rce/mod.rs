@@ -30,11 +30,20 @@ use validation::{ValidationError, Validator};
 
 /// The python_rce routes, relative to the surface's mount point.
 pub fn router() -> OpenApiRouter<ApiState> {
-    OpenApiRouter::new()
+    let routes = OpenApiRouter::new()
         .routes(routes!(session_create))
         .routes(routes!(session_list))
         .routes(routes!(session_execute))
-        .routes(routes!(session_close))
+        .routes(routes!(session_close));
+    crate::router::answer_wrong_methods(routes, method_not_allowed)
+}
+
+/// FastAPI's 405: `{"detail": "Method Not Allowed"}`.
+async fn method_not_allowed() -> RceError {
+    RceError::Http {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        detail: "Method Not Allowed".to_owned(),
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

@@ -43,11 +43,20 @@ const MAX_TTL_SECONDS: i64 = i32::MAX as i64;
 /// The Qiskit routes, relative to the surface's mount point; every error response they give
 /// is an `ErrorContainer`.
 pub fn router() -> OpenApiRouter<ApiState> {
-    OpenApiRouter::new()
+    let routes = OpenApiRouter::new()
         .routes(routes!(create_session))
         .routes(routes!(get_session, update_session))
-        .routes(routes!(cancel_session))
+        .routes(routes!(cancel_session));
+    crate::router::answer_wrong_methods(routes, method_not_allowed)
         .route_layer(axum::middleware::from_fn(failure::render_errors))
+}
+
+async fn method_not_allowed() -> Failure {
+    Failure::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this path does not accept this method",
+    )
 }
 
 /// `CreateSessionRequest`: `mode` is required; unknown keys are ignored.
