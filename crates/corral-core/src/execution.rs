@@ -139,6 +139,17 @@ pub struct ExecutionRecord {
     pub finished_at: DateTime<Utc>,
 }
 
+/// When an execution ran and how it ended, without its code or output: what a session's
+/// timeline needs (e.g. the Qiskit surface's job times).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecutionTiming {
+    pub execution_count: u64,
+    pub status: ExecutionStatus,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub duration_ms: u64,
+}
+
 impl ExecutionRecord {
     /// Cuts what is kept of the output to `cap` bytes: stdout and stderr together, and the
     /// ordered outputs (stream text, then whole display items) likewise; `truncated` is set

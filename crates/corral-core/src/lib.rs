@@ -16,8 +16,8 @@ pub use access::{
     is_valid_tenant, ApiKeyRecord, KeyScope, Principal, DEFAULT_TENANT, MAX_TENANT_CHARS,
 };
 pub use execution::{
-    ErrorInfo, ExecEvent, ExecRequest, ExecutionRecord, ExecutionStatus, MimeBundle, OutputItem,
-    StreamName,
+    ErrorInfo, ExecEvent, ExecRequest, ExecutionRecord, ExecutionStatus, ExecutionTiming,
+    MimeBundle, OutputItem, StreamName,
 };
 pub use limits::{Limits, ResourceLimits};
 pub use session::{

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use corral_core::{
-    ApiKeyRecord, ExecEvent, ExecRequest, ExecutionRecord, KeyScope, Limits, Principal, SessionId,
-    SessionRecord, SessionState, SessionTtl, DEFAULT_TENANT,
+    ApiKeyRecord, ExecEvent, ExecRequest, ExecutionRecord, ExecutionTiming, KeyScope, Limits,
+    Principal, SessionId, SessionRecord, SessionState, SessionTtl, DEFAULT_TENANT,
 };
 use corral_store::{SessionQuery, Store};
 use corral_worker::{
@@ -873,6 +873,16 @@ impl Engine {
                 session_id: id,
                 execution_count,
             })
+    }
+
+    /// When each stored execution of a session ran and how it ended (no code or output).
+    pub async fn execution_timings(
+        &self,
+        caller: &Principal,
+        id: SessionId,
+    ) -> Result<Vec<ExecutionTiming>, EngineError> {
+        self.get_session(caller, id).await?;
+        Ok(self.inner.store.list_execution_timings(id).await?)
     }
 
     pub async fn list_executions(

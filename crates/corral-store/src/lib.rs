@@ -12,7 +12,9 @@ mod sqlite;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use corral_core::{ApiKeyRecord, ExecutionRecord, SessionId, SessionRecord, SessionState};
+use corral_core::{
+    ApiKeyRecord, ExecutionRecord, ExecutionTiming, SessionId, SessionRecord, SessionState,
+};
 
 pub use sqlite::SqliteStore;
 
@@ -66,6 +68,11 @@ pub trait Store: Send + Sync + 'static {
         session_id: SessionId,
         execution_count: u64,
     ) -> Result<Option<ExecutionRecord>, StoreError>;
+    /// The timing of every stored execution of a session, in order (no code or output).
+    async fn list_execution_timings(
+        &self,
+        session_id: SessionId,
+    ) -> Result<Vec<ExecutionTiming>, StoreError>;
     /// Executions in order, after `after_count`, at most `limit`.
     async fn list_executions(
         &self,

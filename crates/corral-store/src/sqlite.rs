@@ -7,8 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use corral_core::{
-    ApiKeyRecord, ErrorInfo, ExecutionRecord, ExecutionStatus, KeyScope, MimeBundle, OutputItem,
-    SessionId, SessionRecord, SessionState, SessionTtl,
+    ApiKeyRecord, ErrorInfo, ExecutionRecord, ExecutionStatus, ExecutionTiming, KeyScope,
+    MimeBundle, OutputItem, SessionId, SessionRecord, SessionState, SessionTtl,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
@@ -301,6 +301,35 @@ impl Store for SqliteStore {
                 .fetch_optional(&self.pool)
                 .await?;
         row.as_ref().map(execution_from_row).transpose()
+    }
+
+    async fn list_execution_timings(
+        &self,
+        session_id: SessionId,
+    ) -> Result<Vec<ExecutionTiming>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT execution_count, status, started_at, finished_at, duration_ms \
+             FROM executions WHERE session_id = ? ORDER BY execution_count",
+        )
+        .bind(session_id.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let status: String = row.try_get("status")?;
+                let execution_count: i64 = row.try_get("execution_count")?;
+                let duration_ms: i64 = row.try_get("duration_ms")?;
+                Ok(ExecutionTiming {
+                    execution_count: u64::try_from(execution_count).unwrap_or_default(),
+                    status: ExecutionStatus::parse(&status).ok_or_else(|| {
+                        StoreError::Corrupt(format!("execution status {status:?}"))
+                    })?,
+                    started_at: row.try_get("started_at")?,
+                    finished_at: row.try_get("finished_at")?,
+                    duration_ms: u64::try_from(duration_ms).unwrap_or_default(),
+                })
+            })
+            .collect()
     }
 
     async fn list_executions(

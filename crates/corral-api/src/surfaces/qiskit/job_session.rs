@@ -11,7 +11,7 @@
 //! this module's job (see `super::get_session`).
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use corral_core::{ExecutionRecord, ExecutionStatus, SessionRecord, SessionState};
+use corral_core::{ExecutionStatus, ExecutionTiming, SessionRecord, SessionState};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -86,8 +86,8 @@ pub struct JobTimes {
     pub killed: bool,
 }
 
-impl From<&ExecutionRecord> for JobTimes {
-    fn from(execution: &ExecutionRecord) -> Self {
+impl From<&ExecutionTiming> for JobTimes {
+    fn from(execution: &ExecutionTiming) -> Self {
         JobTimes {
             started_at: execution.started_at,
             finished_at: execution.finished_at,

@@ -20,7 +20,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
-use corral_core::{ExecutionRecord, Principal, SessionId, SessionRecord, SessionState};
+use corral_core::{Principal, SessionId, SessionRecord, SessionState};
 use corral_engine::{CreateSession, EngineError, SessionUpdate};
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -33,10 +33,6 @@ use job_session::{job_session, JobSession, JobTimes, Mode, METADATA_KEY};
 
 /// Reason recorded when a session is cancelled through this API.
 const CANCELLED_REASON: &str = "cancelled";
-/// Executions read per page while deriving a session's job history.
-const HISTORY_PAGE: u32 = 100;
-/// Pages read at most (a bound, not an expected size).
-const HISTORY_PAGES: usize = 10_000;
 /// The largest TTL this API can express (`i32`).
 const MAX_TTL_SECONDS: i64 = i32::MAX as i64;
 
@@ -256,29 +252,17 @@ async fn job_history(
 ) -> Result<Vec<JobTimes>, Failure> {
     // Executions that finished after `record` was read would contradict it.
     let running = (record.state == SessionState::Busy).then_some(record.execution_count);
-    let belongs = |execution: &ExecutionRecord| {
-        execution.execution_count <= record.execution_count
-            && Some(execution.execution_count) != running
-    };
-    let mut jobs = Vec::new();
-    let mut after = None;
-    for _ in 0..HISTORY_PAGES {
-        let page = state
-            .engine
-            .list_executions(principal, record.id, after, HISTORY_PAGE)
-            .await?;
-        jobs.extend(
-            page.executions
-                .iter()
-                .filter(|execution| belongs(execution))
-                .map(JobTimes::from),
-        );
-        match page.next_after {
-            Some(next) => after = Some(next),
-            None => break,
-        }
-    }
-    Ok(jobs)
+    Ok(state
+        .engine
+        .execution_timings(principal, record.id)
+        .await?
+        .iter()
+        .filter(|execution| {
+            execution.execution_count <= record.execution_count
+                && Some(execution.execution_count) != running
+        })
+        .map(JobTimes::from)
+        .collect())
 }
 
 /// A session, live or ended, with its job history.
