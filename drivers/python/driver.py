@@ -48,6 +48,7 @@ class _State:
         "sock", "send_lock", "main_ident", "ns", "user_module", "saved_fds", "fd_ids",
         "streams", "graveyard", "in_cell", "sending", "pending_interrupt", "current_id",
         "history", "future_flags", "loop", "pid", "frame_started", "early_interrupt",
+        "sync_token", "fences",
     )
 
 
@@ -120,8 +121,20 @@ def _shrink(obj, size):
     return obj
 
 
+FENCED_FRAMES = ("display", "result", "error")
+
+
 def _send(obj):
-    """Sends one frame. Thread-safe; a broken socket means the server is gone: exit."""
+    """Sends one frame. Thread-safe; a broken socket means the server is gone: exit.
+
+    Rich output of a cell is fenced: what the cell printed so far is flushed and a fence is
+    written to stdout and stderr first, so the server shows the output in the order it
+    happened although it arrives on three channels.
+    """
+    if obj.get("type") in FENCED_FRAMES and S.current_id is not None and S.sync_token:
+        fence = _write_fence()
+        if fence is not None:
+            obj = dict(obj, fence=fence)
     payload = _encode(obj)
     if len(payload) > MAX_FRAME:
         payload = _encode(_shrink(obj, len(payload)))
@@ -281,6 +294,22 @@ def _write_all(fd, data):
 def _sleep(seconds):
     import time
     time.sleep(seconds)
+
+
+def _write_fence():
+    """Flushes the cell's streams and writes the next fence to fds 1 and 2; its number, or
+    None if it could not be written to both."""
+    _flush_streams()
+    with S.send_lock:
+        S.fences += 1
+        fence = S.fences
+    marker = SYNC_PREFIX + S.sync_token.encode("utf-8", "replace") + (".%d\x00" % fence).encode()
+    for fd in (1, 2):
+        try:
+            _write_all(fd, marker)
+        except OSError:
+            return None
+    return fence
 
 
 def _write_markers(token):
@@ -673,6 +702,7 @@ def _serve_exec(msg):
     code = msg.get("code")
     count = msg.get("execution_count")
     token = str(msg.get("sync_token", ""))
+    S.sync_token = token
     ok = False
     try:
         if not isinstance(code, str):
@@ -791,6 +821,8 @@ def _setup():
     S.early_interrupt = False
     S.sock = None
     S.current_id = None
+    S.sync_token = None
+    S.fences = 0
     S.history = ["", "", ""]
     S.future_flags = 0
     S.loop = None

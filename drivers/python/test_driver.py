@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import random
+import re
 import shutil
 import signal
 import socket
@@ -111,11 +112,25 @@ class PipeReader(threading.Thread):
             return bytes(self.data)
 
 
+def split_fences(data, token):
+    """The stream without the execution's fences, and each fence's (number, offset) in it."""
+    pattern = re.compile(re.escape(SYNC_PREFIX + token.encode()) + rb"\.(\d+)\x00")
+    fences = []
+    kept = []
+    position = 0
+    for match in pattern.finditer(data):
+        kept.append(data[position:match.start()])
+        fences.append((int(match.group(1)), sum(len(part) for part in kept)))
+        position = match.end()
+    kept.append(data[position:])
+    return b"".join(kept), fences
+
+
 class Execution:
     def __init__(self, frames, stdout, stderr, token):
         self.frames = frames
-        self.stdout = stdout
-        self.stderr = stderr
+        self.stdout, self.stdout_fences = split_fences(stdout, token)
+        self.stderr, self.stderr_fences = split_fences(stderr, token)
         self.token = token
 
     def of_type(self, kind):
@@ -501,6 +516,21 @@ class OutputTests(DriverTestCase):
         self.assertEqual(execution.stdout, b"two\n")
         self.assertEqual(execution.stderr, b"e\n")
         self.assertEqual(execution.text, "True")
+
+    def test_rich_frames_are_fenced_after_what_was_printed_before_them(self):
+        execution = self.run_ok("""
+            import sys
+            print('before')
+            print('err before', file=sys.stderr)
+            display('shown')
+            print('after')
+            6 * 7
+        """)
+        display, result = execution.of_type("display")[0], execution.result
+        self.assertEqual((display["fence"], result["fence"]), (1, 2))
+        self.assertEqual(execution.stdout, b"before\nafter\n")
+        self.assertEqual(execution.stdout_fences, [(1, len(b"before\n")), (2, len(b"before\nafter\n"))])
+        self.assertEqual(execution.stderr_fences, [(1, len(b"err before\n")), (2, len(b"err before\n"))])
 
     def test_sync_marker_once_per_stream_after_all_output(self):
         code = """

@@ -50,6 +50,10 @@ pub enum WorkerEvent {
         data: MimeBundle,
         #[serde(default)]
         metadata: serde_json::Map<String, serde_json::Value>,
+        /// The fence the worker wrote to stdout and stderr right before this frame (see
+        /// [`crate::Scanned::Fence`]); `None` when it could not write one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fence: Option<u64>,
     },
     Result {
         id: String,
@@ -57,12 +61,20 @@ pub enum WorkerEvent {
         data: MimeBundle,
         #[serde(default)]
         metadata: serde_json::Map<String, serde_json::Value>,
+        /// The fence the worker wrote to stdout and stderr right before this frame (see
+        /// [`crate::Scanned::Fence`]); `None` when it could not write one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fence: Option<u64>,
     },
     Error {
         id: String,
         ename: String,
         evalue: String,
         traceback: Vec<String>,
+        /// The fence the worker wrote to stdout and stderr right before this frame (see
+        /// [`crate::Scanned::Fence`]); `None` when it could not write one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fence: Option<u64>,
     },
     Done {
         id: String,

@@ -23,11 +23,24 @@ impl SyncMarker {
     }
 }
 
-/// Scans one stream for one marker across chunk boundaries.
+/// What a scanned chunk holds, in stream order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scanned {
+    /// Bytes the cell printed.
+    Output(Vec<u8>),
+    /// Fence `n` (`\0CORRAL-SYNC:<token>.<n>\0`): the worker wrote it right before sending
+    /// rich output frame `n`, so everything printed before that frame comes before it.
+    Fence(u64),
+}
+
+/// Longest fence number, in digits.
+const MAX_FENCE_DIGITS: usize = 20;
+
+/// Scans one stream for one execution's marker and fences across chunk boundaries.
 #[derive(Debug)]
 pub struct SyncScan {
     marker: SyncMarker,
-    /// Bytes that might be the start of a marker split across chunks.
+    /// Bytes that might be the start of a marker or fence split across chunks.
     held_back: Vec<u8>,
     found: bool,
 }
@@ -45,34 +58,112 @@ impl SyncScan {
         self.found
     }
 
-    /// Feeds a chunk; returns the bytes that are certainly output (marker removed).
-    /// After the marker is found, bytes following it in the chunk are returned too (they
-    /// belong to whatever printed after the cell, e.g. a background process).
-    pub fn feed(&mut self, chunk: &[u8]) -> Vec<u8> {
+    /// The marker without its final NUL: what the marker and every fence start with.
+    fn stem(&self) -> &[u8] {
+        let bytes = self.marker.as_bytes();
+        &bytes[..bytes.len() - 1]
+    }
+
+    /// Feeds a chunk; returns the output (markers and fences removed) and the fences, in
+    /// order. After the marker is found, bytes following it are output too (they belong to
+    /// whatever printed after the cell, e.g. a background process).
+    pub fn feed(&mut self, chunk: &[u8]) -> Vec<Scanned> {
         if self.found {
-            return chunk.to_vec();
+            return vec![Scanned::Output(chunk.to_vec())];
         }
         let mut data = std::mem::take(&mut self.held_back);
         data.extend_from_slice(chunk);
-        let marker = self.marker.as_bytes();
-        if let Some(position) = find(&data, marker) {
-            self.found = true;
-            let mut output = data[..position].to_vec();
-            output.extend_from_slice(&data[position + marker.len()..]);
-            return output;
+        let stem = self.stem().to_vec();
+        let mut items = Vec::new();
+        let mut output = Vec::new();
+        let mut rest: &[u8] = &data;
+        while let Some(position) = find(rest, &stem) {
+            let after = &rest[position + stem.len()..];
+            match tail(after) {
+                Tail::End => {
+                    output.extend_from_slice(&rest[..position]);
+                    output.extend_from_slice(&after[1..]);
+                    self.found = true;
+                    push_output(&mut items, output);
+                    return items;
+                }
+                Tail::Fence(number, length) => {
+                    output.extend_from_slice(&rest[..position]);
+                    push_output(&mut items, std::mem::take(&mut output));
+                    items.push(Scanned::Fence(number));
+                    rest = &after[length..];
+                }
+                Tail::Incomplete => {
+                    output.extend_from_slice(&rest[..position]);
+                    self.held_back = rest[position..].to_vec();
+                    push_output(&mut items, output);
+                    return items;
+                }
+                Tail::NotOurs => {
+                    output.extend_from_slice(&rest[..position + 1]);
+                    rest = &rest[position + 1..];
+                }
+            }
         }
-        // Hold back the longest suffix that is a prefix of the marker.
-        let keep = (1..marker.len().min(data.len() + 1))
+        // Hold back the longest suffix that is a prefix of the stem.
+        let keep = (1..stem.len().min(rest.len() + 1))
             .rev()
-            .find(|&length| data.ends_with(&marker[..length]))
+            .find(|&length| rest.ends_with(&stem[..length]))
             .unwrap_or(0);
-        self.held_back = data.split_off(data.len() - keep);
-        data
+        output.extend_from_slice(&rest[..rest.len() - keep]);
+        self.held_back = rest[rest.len() - keep..].to_vec();
+        push_output(&mut items, output);
+        items
     }
 
     /// The end of the stream: whatever was held back is output after all.
     pub fn finish(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.held_back)
+    }
+}
+
+fn push_output(items: &mut Vec<Scanned>, output: Vec<u8>) {
+    if !output.is_empty() {
+        items.push(Scanned::Output(output));
+    }
+}
+
+/// What follows the stem.
+enum Tail {
+    /// `\0`: the end marker.
+    End,
+    /// `.<digits>\0`: a fence, and how many bytes it takes after the stem.
+    Fence(u64, usize),
+    /// Could still become either once more bytes arrive.
+    Incomplete,
+    /// Neither.
+    NotOurs,
+}
+
+fn tail(after: &[u8]) -> Tail {
+    match after.first() {
+        None => Tail::Incomplete,
+        Some(0) => Tail::End,
+        Some(b'.') => {
+            let digits = after[1..]
+                .iter()
+                .take_while(|byte| byte.is_ascii_digit())
+                .count();
+            match after.get(1 + digits) {
+                None if digits <= MAX_FENCE_DIGITS => Tail::Incomplete,
+                Some(0) if (1..=MAX_FENCE_DIGITS).contains(&digits) => {
+                    match std::str::from_utf8(&after[1..1 + digits])
+                        .ok()
+                        .and_then(|text| text.parse().ok())
+                    {
+                        Some(number) => Tail::Fence(number, digits + 2),
+                        None => Tail::NotOurs,
+                    }
+                }
+                _ => Tail::NotOurs,
+            }
+        }
+        Some(_) => Tail::NotOurs,
     }
 }
 
@@ -89,14 +180,77 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 mod tests {
     use super::*;
 
-    fn scan_in_chunks(input: &[u8], chunk_size: usize) -> (Vec<u8>, bool) {
+    fn scan_with_fences(input: &[u8], chunk_size: usize) -> (Vec<Scanned>, bool) {
         let mut scan = SyncScan::new(SyncMarker::new("abc123"));
-        let mut output = Vec::new();
+        let mut items: Vec<Scanned> = Vec::new();
         for chunk in input.chunks(chunk_size) {
-            output.extend(scan.feed(chunk));
+            for item in scan.feed(chunk) {
+                match (items.last_mut(), item) {
+                    (Some(Scanned::Output(last)), Scanned::Output(more)) => last.extend(more),
+                    (_, item) => items.push(item),
+                }
+            }
         }
-        output.extend(scan.finish());
-        (output, scan.found())
+        let held = scan.finish();
+        if !held.is_empty() {
+            match items.last_mut() {
+                Some(Scanned::Output(last)) => last.extend(held),
+                _ => items.push(Scanned::Output(held)),
+            }
+        }
+        (items, scan.found())
+    }
+
+    fn scan_in_chunks(input: &[u8], chunk_size: usize) -> (Vec<u8>, bool) {
+        let (items, found) = scan_with_fences(input, chunk_size);
+        let mut output = Vec::new();
+        for item in items {
+            if let Scanned::Output(bytes) = item {
+                output.extend(bytes);
+            }
+        }
+        (output, found)
+    }
+
+    #[test]
+    fn fences_are_found_in_order_at_any_split() {
+        let marker = SyncMarker::new("abc123");
+        let stem = &marker.as_bytes()[..marker.as_bytes().len() - 1];
+        let mut input = b"a\n".to_vec();
+        input.extend_from_slice(stem);
+        input.extend_from_slice(b".1\0b\n");
+        input.extend_from_slice(stem);
+        input.extend_from_slice(b".12\0");
+        input.extend_from_slice(marker.as_bytes());
+        input.extend_from_slice(b"late");
+        for chunk_size in 1..input.len() + 1 {
+            let (items, found) = scan_with_fences(&input, chunk_size);
+            assert!(found, "chunk size {chunk_size}");
+            assert_eq!(
+                items,
+                vec![
+                    Scanned::Output(b"a\n".to_vec()),
+                    Scanned::Fence(1),
+                    Scanned::Output(b"b\n".to_vec()),
+                    Scanned::Fence(12),
+                    Scanned::Output(b"late".to_vec()),
+                ],
+                "chunk size {chunk_size}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_fences_are_output() {
+        let marker = SyncMarker::new("abc123");
+        let stem = &marker.as_bytes()[..marker.as_bytes().len() - 1];
+        let mut input = stem.to_vec();
+        input.extend_from_slice(b".x\0 and ");
+        input.extend_from_slice(stem);
+        input.extend_from_slice(b".\0");
+        let (output, found) = scan_in_chunks(&input, 5);
+        assert!(!found);
+        assert_eq!(output, input);
     }
 
     #[test]

@@ -5,13 +5,16 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use corral_core::{ErrorInfo, ExecEvent, ExecutionStatus, MimeBundle, OutputItem, StreamName};
-use corral_protocol::{DoneStatus, SyncMarker, SyncScan, WorkerEvent, WorkerRequest};
+use corral_protocol::{DoneStatus, Scanned, SyncMarker, SyncScan, WorkerEvent, WorkerRequest};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::stream_text::StreamText;
 use crate::worker::{Worker, WorkerExit};
 
+/// How long a rich output frame waits for the output printed before it (its fence) to be
+/// read from the pipes; after that it is emitted anyway.
+const FENCE_WAIT: Duration = Duration::from_secs(2);
 /// How long to keep reading pipes after the worker died, for its last words.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(500);
 
@@ -122,7 +125,15 @@ struct PipeState {
     name: StreamName,
     scan: SyncScan,
     text: StreamText,
+    /// The marker was found or the pipe closed: the cell's output on this stream is complete.
     synced: bool,
+    /// The end of the text (an incomplete character) was emitted.
+    finished: bool,
+    /// The highest fence seen on this stream.
+    fence_passed: u64,
+    /// Output read after a fence whose rich frame is not emitted yet, each part with the
+    /// fence it follows; emitted once that frame is.
+    pending: Vec<(u64, Vec<u8>)>,
 }
 
 impl PipeState {
@@ -132,41 +143,112 @@ impl PipeState {
             scan: SyncScan::new(marker.clone()),
             text: StreamText::new(cap),
             synced: !open,
+            finished: !open,
+            fence_passed: 0,
+            pending: Vec::new(),
         }
     }
 
-    fn chunk(&mut self, chunk: Option<Vec<u8>>, open: &mut bool, collector: &mut Collector) {
+    /// Whether everything printed before fence `fence` has been read.
+    fn passed(&self, fence: u64) -> bool {
+        self.synced || self.fence_passed >= fence
+    }
+
+    /// Takes a chunk (or the end of the pipe); `emitted` is the highest fence whose frame
+    /// has been emitted: output after a later fence waits for that fence's frame.
+    fn chunk(
+        &mut self,
+        chunk: Option<Vec<u8>>,
+        open: &mut bool,
+        collector: &mut Collector,
+        emitted: u64,
+    ) {
         match chunk {
             Some(bytes) => {
-                let output = self.scan.feed(&bytes);
                 if self.synced {
                     // Printed after the cell finished (a background process): not this
                     // execution's output.
                     return;
                 }
-                let mut text = self.text.push(&output);
-                if self.scan.found() {
-                    // The cell's output ends here: an incomplete character becomes U+FFFD.
-                    text.push_str(&self.text.finish());
-                    self.synced = true;
+                for item in self.scan.feed(&bytes) {
+                    match item {
+                        Scanned::Fence(fence) => self.fence_passed = self.fence_passed.max(fence),
+                        Scanned::Output(output) => self.output(output, collector, emitted),
+                    }
                 }
-                collector.stream(self.name, text);
+                self.synced = self.scan.found();
             }
             None => {
                 *open = false;
                 if !self.synced {
                     let held = self.scan.finish();
-                    let mut text = self.text.push(&held);
-                    text.push_str(&self.text.finish());
-                    collector.stream(self.name, text);
+                    self.output(held, collector, emitted);
                     self.synced = true;
                 }
             }
         }
+        self.release(collector, emitted);
+    }
+
+    fn output(&mut self, output: Vec<u8>, collector: &mut Collector, emitted: u64) {
+        if self.fence_passed > emitted || !self.pending.is_empty() {
+            self.pending.push((self.fence_passed, output));
+        } else {
+            let text = self.text.push(&output);
+            collector.stream(self.name, text);
+        }
+    }
+
+    /// Emits what was kept back for frames up to fence `emitted`, and the end of the text
+    /// once the stream is complete and nothing is kept back.
+    fn release(&mut self, collector: &mut Collector, emitted: u64) {
+        let ready = self
+            .pending
+            .iter()
+            .take_while(|(fence, _)| *fence <= emitted)
+            .count();
+        let mut text = String::new();
+        for (_, output) in self.pending.drain(..ready) {
+            text.push_str(&self.text.push(&output));
+        }
+        if self.synced && !self.finished && self.pending.is_empty() {
+            // The cell's output ends here: an incomplete character becomes U+FFFD.
+            text.push_str(&self.text.finish());
+            self.finished = true;
+        }
+        collector.stream(self.name, text);
     }
 }
 
 impl Worker {
+    /// Before a rich output frame is emitted: reads the pipes until both have passed the
+    /// frame's fence (or closed, or [`FENCE_WAIT`] ran out), so what the cell printed before
+    /// the frame comes before it; what it printed after is kept back (see
+    /// [`PipeState::release`]).
+    async fn await_fence(
+        &mut self,
+        fence: Option<u64>,
+        emitted: u64,
+        stdout: &mut PipeState,
+        stderr: &mut PipeState,
+        collector: &mut Collector,
+    ) {
+        let Some(fence) = fence else { return };
+        let deadline = Instant::now() + FENCE_WAIT;
+        while !(stdout.passed(fence) && stderr.passed(fence)) {
+            tokio::select! {
+                chunk = self.stdout.recv(), if self.stdout_open => {
+                    stdout.chunk(chunk, &mut self.stdout_open, collector, emitted);
+                }
+                chunk = self.stderr.recv(), if self.stderr_open => {
+                    stderr.chunk(chunk, &mut self.stderr_open, collector, emitted);
+                }
+                _ = tokio::time::sleep_until(deadline) => break,
+                else => break,
+            }
+        }
+    }
+
     /// Runs one execution. Stream/display/result/error events are sent to `events` as they
     /// happen (when given); the full outcome is returned at the end.
     pub async fn execute(
@@ -198,6 +280,8 @@ impl Worker {
         let mut result = None;
         let mut error = None;
         let mut done = false;
+        // The highest fence whose rich frame has been emitted.
+        let mut emitted_fence = 0u64;
         let mut worker_exit = self.exited.clone();
         let mut timed_out = false;
         let mut killed_for_timeout = false;
@@ -238,21 +322,33 @@ impl Worker {
             tokio::select! {
                 event = self.events.recv(), if self.events_open && worker_exit.is_none() => match event {
                     Some(Ok(event)) => match event {
-                        WorkerEvent::Display { id, data, metadata } if id == request_id => {
+                        WorkerEvent::Display { id, data, metadata, fence } if id == request_id => {
+                            self.await_fence(fence, emitted_fence, &mut stdout, &mut stderr, &mut collector).await;
                             if collector.charge(&data) {
                                 collector.outputs.push(OutputItem::Display { data: data.clone(), metadata: metadata.clone() });
                                 collector.emit(ExecEvent::Display { data, metadata });
                             }
+                            emitted_fence = emitted_fence.max(fence.unwrap_or(0));
+                            stdout.release(&mut collector, emitted_fence);
+                            stderr.release(&mut collector, emitted_fence);
                         }
-                        WorkerEvent::Result { id, execution_count, data, .. } if id == request_id => {
+                        WorkerEvent::Result { id, execution_count, data, fence, .. } if id == request_id => {
+                            self.await_fence(fence, emitted_fence, &mut stdout, &mut stderr, &mut collector).await;
                             let data = collector.fit_result(data);
                             collector.emit(ExecEvent::Result { execution_count, data: data.clone() });
                             result = Some(data);
+                            emitted_fence = emitted_fence.max(fence.unwrap_or(0));
+                            stdout.release(&mut collector, emitted_fence);
+                            stderr.release(&mut collector, emitted_fence);
                         }
-                        WorkerEvent::Error { id, ename, evalue, traceback } if id == request_id => {
+                        WorkerEvent::Error { id, ename, evalue, traceback, fence } if id == request_id => {
+                            self.await_fence(fence, emitted_fence, &mut stdout, &mut stderr, &mut collector).await;
                             let info = ErrorInfo { ename, evalue, traceback };
                             collector.emit(ExecEvent::Error(info.clone()));
                             error = Some(info);
+                            emitted_fence = emitted_fence.max(fence.unwrap_or(0));
+                            stdout.release(&mut collector, emitted_fence);
+                            stderr.release(&mut collector, emitted_fence);
                         }
                         WorkerEvent::Done { id, status } if id == request_id => {
                             done = true;
@@ -271,8 +367,8 @@ impl Worker {
                     }
                     None => self.events_open = false,
                 },
-                chunk = self.stdout.recv(), if self.stdout_open => stdout.chunk(chunk, &mut self.stdout_open, &mut collector),
-                chunk = self.stderr.recv(), if self.stderr_open => stderr.chunk(chunk, &mut self.stderr_open, &mut collector),
+                chunk = self.stdout.recv(), if self.stdout_open => stdout.chunk(chunk, &mut self.stdout_open, &mut collector, emitted_fence),
+                chunk = self.stderr.recv(), if self.stderr_open => stderr.chunk(chunk, &mut self.stderr_open, &mut collector, emitted_fence),
                 status = self.child.wait(), if worker_exit.is_none() => {
                     let exit = if killed_for_timeout {
                         WorkerExit { description: format!("execution exceeded its {}s timeout and ignored the interrupt; worker killed", spec.timeout.as_secs_f64()) }
@@ -299,6 +395,9 @@ impl Worker {
         }
 
         self.executing.store(false, Ordering::SeqCst);
+        // Frames that never came (the worker died) hold nothing back any more.
+        stdout.release(&mut collector, u64::MAX);
+        stderr.release(&mut collector, u64::MAX);
         let truncated =
             stdout.text.truncated() || stderr.text.truncated() || collector.rich_truncated;
         let interrupted_by_client = self.interrupt_requested.swap(false, Ordering::SeqCst);

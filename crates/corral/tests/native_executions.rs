@@ -435,3 +435,43 @@ async fn an_interrupt_while_idle_does_not_hit_the_next_execution() {
         );
     }
 }
+
+/// Regression: stdout, stderr and rich output reach the server on three channels; printed
+/// text could come after a display that followed it (a clean-clone run saw it once). Rich
+/// frames are now fenced, so the order is the cell's.
+#[tokio::test]
+async fn printed_text_and_rich_output_keep_the_cells_order() {
+    let server = TestServer::start();
+    let id = server.create_session().await;
+    for round in 0..100 {
+        let execution = server
+            .execute(
+                &id,
+                "import sys\nprint('a')\nprint('e', file=sys.stderr)\ndisplay('shown')\nprint('b')\n6 * 7",
+            )
+            .await;
+        let kinds: Vec<String> = execution["outputs"]
+            .as_array()
+            .expect("outputs")
+            .iter()
+            .map(|item| match item["type"].as_str() {
+                Some("stream") => format!(
+                    "{}:{}",
+                    item["name"].as_str().unwrap_or(""),
+                    item["text"].as_str().unwrap_or("")
+                ),
+                other => other.unwrap_or("").to_owned(),
+            })
+            .collect();
+        let display_at = kinds.iter().position(|kind| kind == "display");
+        let before: Vec<&String> = kinds.iter().take(display_at.unwrap_or(0)).collect();
+        assert!(
+            display_at.is_some()
+                && before.iter().any(|kind| *kind == "stdout:a\n")
+                && before.iter().any(|kind| *kind == "stderr:e\n")
+                && kinds.last().map(String::as_str) == Some("stdout:b\n"),
+            "round {round}: {kinds:?}"
+        );
+        assert_eq!(execution["result"]["text/plain"], "42");
+    }
+}
