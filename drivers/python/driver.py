@@ -48,7 +48,7 @@ class _State:
         "sock", "send_lock", "main_ident", "ns", "user_module", "saved_fds", "fd_ids",
         "streams", "graveyard", "in_cell", "sending", "pending_interrupt", "current_id",
         "history", "future_flags", "loop", "pid", "frame_started", "early_interrupt",
-        "sync_token", "fences",
+        "sync_token", "fences", "stdin_mode", "original_input", "original_getpass",
     )
 
 
@@ -121,7 +121,7 @@ def _shrink(obj, size):
     return obj
 
 
-FENCED_FRAMES = ("display", "result", "error")
+FENCED_FRAMES = ("display", "result", "error", "clear_output", "input_request")
 
 
 def _send(obj):
@@ -469,11 +469,44 @@ def _raw_bundle(obj):
     return data, {}
 
 
-def display(*objs, raw=False, metadata=None, **kwargs):
-    """Shows each object as rich output of the running cell (IPython's `display`)."""
+class DisplayHandle:
+    """What `display(obj, display_id=...)` returns: updates that output in place."""
+
+    def __init__(self, display_id):
+        self.display_id = display_id
+
+    def __repr__(self):
+        return "<DisplayHandle display_id=%s>" % self.display_id
+
+    def display(self, obj, **kwargs):
+        kwargs.pop("display_id", None)
+        display(obj, display_id=self.display_id, **kwargs)
+
+    def update(self, obj, **kwargs):
+        kwargs.pop("display_id", None)
+        kwargs.pop("update", None)
+        display(obj, display_id=self.display_id, update=True, **kwargs)
+
+
+def _new_display_id():
+    return binascii.hexlify(os.urandom(16)).decode("ascii")
+
+
+def display(*objs, raw=False, metadata=None, display_id=None, update=False, **kwargs):
+    """Shows each object as rich output of the running cell (IPython's `display`).
+
+    With `display_id` (a string, or True for a new one) the output can later be replaced
+    with `update=True` (or `update_display`); a handle for that is returned.
+    """
+    if display_id is True:
+        display_id = _new_display_id()
+    if display_id is not None:
+        display_id = str(display_id)
+    elif update:
+        raise TypeError("display_id required for update_display")
     exec_id = S.current_id
     if exec_id is None:
-        return None
+        return DisplayHandle(display_id) if display_id is not None else None
     _flush_streams()
     for obj in objs:
         try:
@@ -481,10 +514,87 @@ def display(*objs, raw=False, metadata=None, **kwargs):
             if isinstance(metadata, dict) and _jsonable(metadata):
                 md.update((k, v) for k, v in metadata.items() if isinstance(k, str))
             frame = {"type": "display", "id": exec_id, "data": data, "metadata": md}
+            if display_id is not None:
+                frame["display_id"] = display_id
+            if update:
+                frame["update"] = True
         except Exception:
             continue
         _send(frame)
-    return None
+    return DisplayHandle(display_id) if display_id is not None else None
+
+
+def update_display(obj, display_id, **kwargs):
+    """Replaces the output shown with `display_id` (IPython's `update_display`)."""
+    kwargs.pop("update", None)
+    display(obj, display_id=display_id, update=True, **kwargs)
+
+
+def clear_output(wait=False):
+    """Clears the cell's output so far; with `wait`, once new output arrives."""
+    if S.current_id is None:
+        return
+    _send({"type": "clear_output", "id": S.current_id, "wait": bool(wait)})
+
+
+# --------------------------------------------------------------------------- standard input
+
+class StdinNotImplementedError(NotImplementedError):
+    """Raised by input() and getpass() when the client cannot answer input requests."""
+
+
+def _read_stdin(prompt, password):
+    """input() / getpass() in a cell, by the exec's stdin mode."""
+    mode = S.stdin_mode
+    if mode == "refused" or S.current_id is None:
+        what = "getpass" if password else "raw_input"
+        raise StdinNotImplementedError(
+            "%s was called, but this frontend does not support input requests." % what)
+    _send({"type": "input_request", "id": S.current_id, "prompt": str(prompt),
+           "password": bool(password)})
+    while True:
+        # Wait without consuming anything, so an interrupt here tears no frame.
+        try:
+            peeked = S.sock.recv(1, _socket.MSG_PEEK)
+        except InterruptedError:
+            continue
+        except OSError:
+            _exit(0)
+        if not peeked:
+            _exit(0)
+        # The whole frame is read with interrupts deferred (see _send_bytes).
+        S.sending += 1
+        try:
+            msg = _read_message()
+        finally:
+            S.sending -= 1
+            S.frame_started = False
+        if msg is None:
+            _exit(0)
+        if S.pending_interrupt and S.in_cell:
+            S.pending_interrupt = False
+            raise KeyboardInterrupt
+        kind = msg.get("type")
+        if kind == "input_reply" and msg.get("id") == S.current_id:
+            value = msg.get("value")
+            return value if isinstance(value, str) else ""
+        if kind == "shutdown":
+            _exit(0)
+        _note("frame %r while waiting for input ignored" % (kind,))
+
+
+def _input(prompt=""):
+    if S.stdin_mode == "empty":
+        return S.original_input(prompt)
+    _flush_streams()
+    return _read_stdin(prompt, False)
+
+
+def _getpass(prompt="Password: ", stream=None):
+    if S.stdin_mode == "empty":
+        return S.original_getpass(prompt, stream)
+    _flush_streams()
+    return _read_stdin(prompt, True)
 
 
 def _flush_figures(skip):
@@ -703,6 +813,8 @@ def _serve_exec(msg):
     count = msg.get("execution_count")
     token = str(msg.get("sync_token", ""))
     S.sync_token = token
+    stdin = msg.get("stdin", "empty")
+    S.stdin_mode = stdin if stdin in ("empty", "refused", "requested") else "empty"
     ok = False
     try:
         if not isinstance(code, str):
@@ -730,6 +842,7 @@ def _serve_exec(msg):
         pass
     exec_id = S.current_id
     S.current_id = None
+    S.stdin_mode = "empty"
     # From `done` on, an interrupt with a frame waiting is for the next exec: forget this one's
     # before the server can send that frame.
     S.frame_started = False
@@ -789,6 +902,160 @@ def _serve_complete(msg):
            "cursor_start": start, "cursor_end": end})
 
 
+# --------------------------------------------------------------------------- inspection
+
+def _names_at(code, cursor):
+    """Names to inspect at the cursor: the dotted name under (or just before) it, then the
+    callee of the call the cursor is in."""
+    def span(pos):
+        start = end = pos
+        while start > 0 and (code[start - 1].isalnum() or code[start - 1] in "_."):
+            start -= 1
+        while end < len(code) and (code[end].isalnum() or code[end] == "_"):
+            end += 1
+        name = code[start:end].strip(".")
+        return name if name[:1].isalpha() or name[:1] == "_" else ""
+    names = [span(cursor)]
+    depth = 0
+    for pos in range(min(cursor, len(code)) - 1, -1, -1):
+        if code[pos] == ")":
+            depth += 1
+        elif code[pos] == "(":
+            if depth == 0:
+                names.append(span(pos))
+                break
+            depth -= 1
+    return [name for name in names if name]
+
+
+def _lookup(name):
+    parts = name.split(".")
+    if parts[0] in S.ns:
+        obj = S.ns[parts[0]]
+    elif hasattr(builtins, parts[0]):
+        obj = getattr(builtins, parts[0])
+    else:
+        raise LookupError(name)
+    for part in parts[1:]:
+        obj = getattr(obj, part)
+    return obj
+
+
+def _inspection(name, obj, detail_level):
+    inspect = _stdlib_import("inspect")
+    lines = []
+    try:
+        signature = str(inspect.signature(obj))
+    except Exception:
+        signature = None
+    lines.append("Type:      %s" % type(obj).__name__)
+    if not callable(obj):
+        text = _safe_repr(obj)
+        if len(text) > 2000:
+            text = text[:2000] + "..."
+        lines.append("String form: %s" % text)
+    if signature is not None:
+        lines.append("Signature: %s%s" % (name.rpartition(".")[2], signature))
+    doc = inspect.getdoc(obj)
+    if doc:
+        lines.append("Docstring:\n%s" % doc)
+    else:
+        lines.append("Docstring: <no docstring>")
+    if detail_level >= 1:
+        try:
+            lines.append("Source:\n%s" % inspect.getsource(obj))
+        except Exception:
+            pass
+    try:
+        lines.append("File:      %s" % inspect.getfile(obj))
+    except Exception:
+        pass
+    return "\n".join(lines)
+
+
+def _serve_inspect(msg):
+    code = msg.get("code")
+    code = code if isinstance(code, str) else ""
+    cursor = msg.get("cursor_pos")
+    if not isinstance(cursor, int) or cursor < 0 or cursor > len(code):
+        cursor = len(code)
+    detail = msg.get("detail_level")
+    detail = detail if isinstance(detail, int) else 0
+    found, data = False, {}
+    for name in _names_at(code, cursor):
+        try:
+            obj = _lookup(name)
+            data = {"text/plain": _inspection(name, obj, detail)}
+            found = True
+            break
+        except Exception:
+            continue
+    _send({"type": "inspect_reply", "id": msg.get("id"), "found": found, "data": data})
+
+
+def _completeness(code):
+    """(status, indent) as Jupyter's is_complete_request wants them."""
+    codeop = _stdlib_import("codeop")
+    if not code.strip():
+        return "complete", ""
+    try:
+        compiled = codeop.compile_command(code, "<cell>", "exec")
+    except (SyntaxError, OverflowError, ValueError):
+        return "invalid", ""
+    if compiled is not None:
+        return "complete", ""
+    lines = code.splitlines() or [""]
+    last = lines[-1]
+    indent = last[:len(last) - len(last.lstrip())]
+    if last.rstrip().endswith(":"):
+        indent += "    "
+    return "incomplete", indent
+
+
+def _serve_is_complete(msg):
+    code = msg.get("code")
+    code = code if isinstance(code, str) else ""
+    try:
+        status, indent = _completeness(code)
+    except Exception:
+        status, indent = "unknown", ""
+    _send({"type": "is_complete_reply", "id": msg.get("id"), "status": status,
+           "indent": indent})
+
+
+def _serve_query(serve, msg):
+    """Answers a question about code. It may run user code (a repr, a property), so the
+    server may interrupt it like a cell: then no reply is sent."""
+    S.in_cell = True
+    try:
+        serve(msg)
+    finally:
+        S.in_cell = False
+
+
+def _serve_evaluate(msg):
+    """Jupyter's user_expressions: each [name, expression] evaluated in the namespace."""
+    results = []
+    expressions = msg.get("expressions")
+    for pair in expressions if isinstance(expressions, list) else []:
+        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
+            continue
+        name, expression = pair
+        try:
+            value = eval(compile(expression, "<expression>", "eval"), S.ns)
+            data, md = _bundle(value)
+            results.append([name, {"status": "ok", "data": data, "metadata": md}])
+        except Exception as exc:
+            frame = _error_frame(exc, clean=False)
+            results.append([name, {"status": "error", "ename": frame["ename"],
+                                   "evalue": frame["evalue"], "traceback": frame["traceback"]}])
+    _send({"type": "evaluate_reply", "id": msg.get("id"), "results": results})
+
+
+QUERIES = {"complete": _serve_complete, "inspect": _serve_inspect,
+           "is_complete": _serve_is_complete, "evaluate": _serve_evaluate}
+
+
 # --------------------------------------------------------------------------- start-up
 
 def _stdlib_import(name):
@@ -810,7 +1077,11 @@ def _load_modules():
     import linecache
     import binascii
     import tokenize  # noqa: F401 (used by _suppressed; imported here to be shadow-proof)
+    import codeop  # noqa: F401 (is_complete)
+    import getpass
     _completer_module()
+    S.original_getpass = getpass.getpass
+    getpass.getpass = _getpass
 
 
 def _setup():
@@ -823,6 +1094,9 @@ def _setup():
     S.current_id = None
     S.sync_token = None
     S.fences = 0
+    S.stdin_mode = "empty"
+    S.original_input = builtins.input
+    S.original_getpass = None
     S.history = ["", "", ""]
     S.future_flags = 0
     S.loop = None
@@ -861,6 +1135,9 @@ def _setup():
     S.ns = module.__dict__
     sys.modules["__main__"] = module
     builtins.display = display
+    builtins.update_display = update_display
+    builtins.clear_output = clear_output
+    builtins.input = _input
     sys.argv = [""]
 
 
@@ -893,8 +1170,10 @@ def _main():
                 S.early_interrupt = False
             if kind == "exec":
                 _serve_exec(msg)
-            elif kind == "complete":
-                _serve_complete(msg)
+            elif kind in QUERIES:
+                _serve_query(QUERIES[kind], msg)
+            elif kind == "input_reply":
+                pass  # the answer to an input request the cell no longer waits for
             elif kind == "shutdown":
                 _exit(0)
             else:

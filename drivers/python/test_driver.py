@@ -208,13 +208,16 @@ class Worker:
         return json.loads(self._recv_exact(n, deadline).decode("utf-8"))
 
     # executions
-    def start(self, code, count=None):
+    def start(self, code, count=None, stdin=None):
         self.count += 1
         token = uuid.uuid4().hex
         exec_id = "exec-%d" % self.count
-        self.send({"type": "exec", "id": exec_id, "code": code,
-                   "execution_count": self.count if count is None else count,
-                   "sync_token": token})
+        frame = {"type": "exec", "id": exec_id, "code": code,
+                 "execution_count": self.count if count is None else count,
+                 "sync_token": token}
+        if stdin is not None:
+            frame["stdin"] = stdin
+        self.send(frame)
         return exec_id, token
 
     def finish(self, exec_id, token, timeout=TIMEOUT):
@@ -951,6 +954,134 @@ class CompletionTests(DriverTestCase):
         self.assertEqual(self.worker.complete("undefined_thing.at")["matches"], [])
         reply = self.worker.complete("abc", cursor_pos=99)
         self.assertEqual(reply["cursor_end"], 3)
+
+
+class StdinTests(DriverTestCase):
+    def test_requested_input_waits_for_the_reply(self):
+        exec_id, token = self.worker.start("name = input('who? ')\nprint('hello', name)",
+                                           stdin="requested")
+        request = self.worker.recv()
+        self.assertEqual(request["type"], "input_request", request)
+        self.assertEqual((request["id"], request["prompt"], request["password"]),
+                         (exec_id, "who? ", False))
+        self.worker.send({"type": "input_reply", "id": exec_id, "value": "ada"})
+        execution = self.worker.finish(exec_id, token)
+        self.assertEqual(execution.status, "ok", execution.frames)
+        self.assertEqual(execution.stdout, b"hello ada\n")
+
+    def test_getpass_asks_for_a_password(self):
+        exec_id, token = self.worker.start("import getpass\nsecret = getpass.getpass()\nlen(secret)",
+                                           stdin="requested")
+        request = self.worker.recv()
+        self.assertEqual((request["type"], request["password"], request["prompt"]),
+                         ("input_request", True, "Password: "))
+        self.worker.send({"type": "input_reply", "id": exec_id, "value": "hunter2"})
+        execution = self.worker.finish(exec_id, token)
+        self.assertEqual(execution.text, "7")
+
+    def test_refused_input_raises_at_once(self):
+        exec_id, token = self.worker.start("input('x')", stdin="refused")
+        execution = self.worker.finish(exec_id, token)
+        self.assertEqual(execution.error["ename"], "StdinNotImplementedError")
+        self.assertIn("does not support input requests", execution.error["evalue"])
+
+    def test_empty_stdin_is_end_of_file(self):
+        execution = self.worker.execute("input()")
+        self.assertEqual(execution.error["ename"], "EOFError")
+
+    def test_an_interrupt_while_waiting_for_input_ends_the_cell(self):
+        exec_id, token = self.worker.start("input()", stdin="requested")
+        self.assertEqual(self.worker.recv()["type"], "input_request")
+        self.worker.proc.send_signal(signal.SIGINT)
+        execution = self.worker.finish(exec_id, token)
+        self.assertEqual(execution.error["ename"], "KeyboardInterrupt")
+        # A late answer is ignored and the next cell runs normally.
+        self.worker.send({"type": "input_reply", "id": exec_id, "value": "late"})
+        self.assertEqual(self.worker.execute("6 * 7").text, "42")
+
+    def test_the_mode_is_per_execution(self):
+        exec_id, token = self.worker.start("input()", stdin="refused")
+        self.worker.finish(exec_id, token)
+        self.assertEqual(self.worker.execute("input()").error["ename"], "EOFError")
+
+
+class DisplayIdTests(DriverTestCase):
+    def test_display_ids_updates_and_clear_output(self):
+        execution = self.run_ok("""
+            h = display('first', display_id='d1')
+            h.update('second')
+            update_display('third', display_id='d1')
+            auto = display('x', display_id=True)
+            clear_output(wait=True)
+            print(type(h).__name__, len(auto.display_id))
+        """)
+        frames = [f for f in execution.frames if f["type"] in ("display", "clear_output")]
+        self.assertEqual([f["type"] for f in frames],
+                         ["display", "display", "display", "display", "clear_output"])
+        self.assertEqual([(f.get("display_id"), f.get("update", False), f["data"]["text/plain"])
+                          for f in frames[:3]],
+                         [("d1", False, "'first'"), ("d1", True, "'second'"), ("d1", True, "'third'")])
+        self.assertEqual(len(frames[3]["display_id"]), 32)
+        self.assertTrue(frames[4]["wait"])
+        self.assertEqual(execution.stdout, b"DisplayHandle 32\n")
+
+    def test_update_needs_a_display_id(self):
+        self.run_error("display(1, update=True)", "TypeError")
+
+
+class InspectionTests(DriverTestCase):
+    def inspect(self, code, cursor_pos=None, detail_level=0):
+        self.worker.send({"type": "inspect", "id": "i1", "code": code,
+                          "cursor_pos": len(code) if cursor_pos is None else cursor_pos,
+                          "detail_level": detail_level})
+        reply = self.worker.recv()
+        self.assertEqual((reply["type"], reply["id"]), ("inspect_reply", "i1"), reply)
+        return reply
+
+    def is_complete(self, code):
+        self.worker.send({"type": "is_complete", "id": "c1", "code": code})
+        reply = self.worker.recv()
+        self.assertEqual((reply["type"], reply["id"]), ("is_complete_reply", "c1"), reply)
+        return reply["status"], reply["indent"]
+
+    def test_inspect_shows_signature_and_docstring(self):
+        self.run_ok('''
+            def area(width, height=2):
+                "The area of a rectangle."
+                return width * height
+        ''')
+        reply = self.inspect("area(3", cursor_pos=6)
+        self.assertTrue(reply["found"])
+        text = reply["data"]["text/plain"]
+        self.assertIn("area(width, height=2)", text)
+        self.assertIn("The area of a rectangle.", text)
+        detailed = self.inspect("area", detail_level=1)["data"]["text/plain"]
+        self.assertIn("return width * height", detailed)
+
+    def test_inspect_of_an_unknown_name_finds_nothing(self):
+        reply = self.inspect("no_such_name")
+        self.assertEqual((reply["found"], reply["data"]), (False, {}))
+
+    def test_inspect_of_attributes_and_builtins(self):
+        self.run_ok("import os")
+        self.assertIn("Signature: join(", self.inspect("os.path.join")["data"]["text/plain"])
+        self.assertTrue(self.inspect("len")["found"])
+
+    def test_evaluate_user_expressions(self):
+        self.run_ok("x = 6")
+        self.worker.send({"type": "evaluate", "id": "e1",
+                          "expressions": [["double", "x * 2"], ["bad", "1 / 0"]]})
+        reply = self.worker.recv()
+        self.assertEqual((reply["type"], reply["id"]), ("evaluate_reply", "e1"), reply)
+        (first, good), (second, bad) = reply["results"]
+        self.assertEqual((first, good["status"], good["data"]["text/plain"]), ("double", "ok", "12"))
+        self.assertEqual((second, bad["status"], bad["ename"]), ("bad", "error", "ZeroDivisionError"))
+
+    def test_is_complete(self):
+        self.assertEqual(self.is_complete("x = 1"), ("complete", ""))
+        self.assertEqual(self.is_complete("for i in range(3):"), ("incomplete", "    "))
+        self.assertEqual(self.is_complete("x = (1,"), ("incomplete", ""))
+        self.assertEqual(self.is_complete("def f(:"), ("invalid", ""))
 
 
 class StartupTimeTests(unittest.TestCase):

@@ -12,7 +12,7 @@ use corral_core::Principal;
 use corral_engine::EngineError;
 
 use crate::problem::Problem;
-use crate::router::ApiState;
+use crate::state::ApiState;
 
 /// The key a request presents, if any: `Authorization: Bearer` first, then `X-API-Key`.
 pub(crate) fn presented_key(headers: &HeaderMap) -> Option<&str> {

@@ -14,6 +14,7 @@ mod mounts;
 mod problem;
 mod prometheus;
 mod router;
+mod state;
 mod surfaces;
 
 pub use mounts::{surface_names, MountError, SurfaceSpec, DISABLED as DISABLED_MOUNT, SURFACES};

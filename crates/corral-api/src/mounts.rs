@@ -8,9 +8,11 @@
 
 use std::collections::BTreeMap;
 
+use axum::routing::MethodRouter;
+
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::router::ApiState;
+use crate::state::ApiState;
 use crate::surfaces::{agents, e2b, jupyter, python_rce, qiskit};
 
 /// One compatibility surface.
@@ -247,6 +249,26 @@ fn differently_named_parameters(first: &str, second: &str) -> bool {
         return is_parameter(a) && is_parameter(b);
     }
     false
+}
+
+/// `router` with each of its paths answering an unsupported method through `answer`, so a
+/// surface's 405 comes in its own API's error shape (the server-wide one is problem+json).
+/// Call it before the surface's own layers, so they apply to the answer too.
+pub(crate) fn answer_wrong_methods<H, T>(
+    router: OpenApiRouter<ApiState>,
+    answer: H,
+) -> OpenApiRouter<ApiState>
+where
+    H: axum::handler::Handler<T, ApiState> + Clone,
+    T: 'static,
+{
+    let paths: std::collections::BTreeSet<String> = openapi_routes(&router)
+        .into_iter()
+        .map(|(_, path)| path)
+        .collect();
+    paths.into_iter().fold(router, |router, path| {
+        router.route(&path, MethodRouter::new().fallback(answer.clone()))
+    })
 }
 
 #[cfg(test)]

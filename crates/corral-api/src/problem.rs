@@ -114,6 +114,16 @@ impl From<EngineError> for Problem {
                 "not_accepting_executions",
                 error.to_string(),
             ),
+            EngineError::ExecutionCancelled(_) => Problem::new(
+                StatusCode::CONFLICT,
+                "execution_cancelled",
+                error.to_string(),
+            ),
+            EngineError::QueryFailed { .. } => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "interpreter_unresponsive",
+                error.to_string(),
+            ),
             EngineError::QueueFull { .. } => {
                 let mut problem = Problem::new(
                     StatusCode::TOO_MANY_REQUESTS,

@@ -18,7 +18,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::auth::Caller;
 use crate::problem::Problem;
-use crate::router::ApiState;
+use crate::state::ApiState;
 
 /// HTTP requests answered, labelled `method`, `route` (the matched template) and `status`.
 const HTTP_REQUESTS: &str = "corral_http_requests_total";

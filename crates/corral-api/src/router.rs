@@ -9,7 +9,6 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::MethodRouter;
 use axum::{Extension, Json, Router};
 use corral_engine::Engine;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -24,15 +23,8 @@ use crate::body::{max_body_bytes, BodyLimit};
 use crate::mounts::{self, MountError, PlannedMount, Route};
 use crate::problem::Problem;
 use crate::prometheus::{self, MetricsRegistry};
+use crate::state::ApiState;
 use crate::surfaces::native;
-
-/// What every handler can reach.
-#[derive(Clone)]
-pub struct ApiState {
-    pub engine: Engine,
-    /// Rendered by `/metrics`; `None` when no recorder was installed.
-    pub metrics: Option<MetricsRegistry>,
-}
 
 /// How the application is assembled.
 #[derive(Clone, Debug, Default)]
@@ -59,26 +51,6 @@ pub struct ApiOptions {
     )
 )]
 struct ApiDoc;
-
-/// `router` with each of its paths answering an unsupported method through `answer`, so a
-/// surface's 405 comes in its own API's error shape (the server-wide one is problem+json).
-/// Call it before the surface's own layers, so they apply to the answer too.
-pub(crate) fn answer_wrong_methods<H, T>(
-    router: OpenApiRouter<ApiState>,
-    answer: H,
-) -> OpenApiRouter<ApiState>
-where
-    H: axum::handler::Handler<T, ApiState> + Clone,
-    T: 'static,
-{
-    let paths: std::collections::BTreeSet<String> = mounts::openapi_routes(&router)
-        .into_iter()
-        .map(|(_, path)| path)
-        .collect();
-    paths.into_iter().fold(router, |router, path| {
-        router.route(&path, MethodRouter::new().fallback(answer.clone()))
-    })
-}
 
 /// Checks mount points without building the application: what [`build_router`] would
 /// refuse (unknown surfaces, malformed prefixes, colliding routes).

@@ -20,6 +20,24 @@ pub struct ExecRequest {
     pub code: String,
     /// `None` uses the operator's default.
     pub timeout: Option<Duration>,
+    /// What `input()` and `getpass()` do in the code.
+    pub stdin: StdinMode,
+}
+
+/// What reading standard input (`input()`, `getpass()`) does during an execution.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StdinMode {
+    /// Standard input is empty: `input()` raises `EOFError` (what a plain script sees with
+    /// `< /dev/null`; the native API and most surfaces).
+    #[default]
+    Empty,
+    /// The client cannot answer: `input()` raises an error at once saying so (Jupyter's
+    /// `allow_stdin: false`).
+    Refused,
+    /// The client answers: each read becomes an [`ExecEvent::InputRequest`] and waits for
+    /// the client's reply (Jupyter's `allow_stdin: true`).
+    Requested,
 }
 
 /// How an execution ended.
@@ -99,12 +117,24 @@ pub enum OutputItem {
         data: MimeBundle,
         #[serde(default)]
         metadata: serde_json::Map<String, serde_json::Value>,
+        /// The display id the code gave this output (`display(x, display_id=...)`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        display_id: Option<String>,
+        /// This output replaces the earlier ones with the same `display_id` (an
+        /// `update_display`), rather than adding one.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        update: bool,
     },
 }
 
 /// What happens during an execution, in order, for streaming to a client.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ExecEvent {
+    /// The execution left the queue and began, with this execution count; always the first
+    /// event.
+    Started {
+        execution_count: u64,
+    },
     Stream {
         name: StreamName,
         text: String,
@@ -112,6 +142,22 @@ pub enum ExecEvent {
     Display {
         data: MimeBundle,
         metadata: serde_json::Map<String, serde_json::Value>,
+        /// See [`OutputItem::Display`].
+        display_id: Option<String>,
+        /// See [`OutputItem::Display`].
+        update: bool,
+    },
+    /// The code cleared its output so far (`clear_output`); with `wait`, only once new
+    /// output arrives.
+    ClearOutput {
+        wait: bool,
+    },
+    /// The code reads standard input (with [`StdinMode::Requested`]): the execution waits
+    /// until the client's answer is sent on the execution's input channel.
+    InputRequest {
+        prompt: String,
+        /// The answer should not be echoed (`getpass`).
+        password: bool,
     },
     Result {
         execution_count: u64,

@@ -9,6 +9,7 @@
 
 mod access;
 mod execution;
+mod introspection;
 mod limits;
 mod session;
 
@@ -17,8 +18,9 @@ pub use access::{
 };
 pub use execution::{
     ErrorInfo, ExecEvent, ExecRequest, ExecutionRecord, ExecutionStatus, ExecutionTiming,
-    MimeBundle, OutputItem, StreamName,
+    MimeBundle, OutputItem, StdinMode, StreamName,
 };
+pub use introspection::{CodeQuery, CodeQueryReply, Completeness, ExpressionValue};
 pub use limits::{Limits, ResourceLimits};
 pub use session::{
     Expiry, InvalidTransition, ParseSessionIdError, ParseSessionStateError, SessionId,

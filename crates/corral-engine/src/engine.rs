@@ -27,7 +27,9 @@ use crate::keys::{self, IssuedKey, NewKey};
 use crate::measurements::{self, LiveGauges};
 use crate::quotas::{QuotaKind, TenantQuotas};
 use crate::reaper::run_reaper;
-use crate::session_task::{run_session, Control, ExecJob, LiveSession, TaskContext};
+use crate::session_task::{
+    run_session, Control, ExecJob, Job, LiveSession, TaskContext, SIGNAL_CAPACITY,
+};
 use crate::EngineError;
 
 /// The only runtime so far.
@@ -305,7 +307,7 @@ impl Engine {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn live(&self, id: SessionId) -> Option<Arc<LiveSession>> {
+    pub(crate) fn live(&self, id: SessionId) -> Option<Arc<LiveSession>> {
         self.live_map().get(&id).cloned()
     }
 
@@ -408,6 +410,7 @@ impl Engine {
         let live = Arc::new(LiveSession {
             record: Mutex::new(record.clone()),
             jobs: job_sender,
+            signals: tokio::sync::broadcast::channel(SIGNAL_CAPACITY).0,
             control: control_sender,
             interrupt: Mutex::new(worker.interrupt_handle()),
             close_when_drained: AtomicBool::new(false),
@@ -712,6 +715,23 @@ impl Engine {
         request: ExecRequest,
         events: Option<mpsc::UnboundedSender<ExecEvent>>,
     ) -> Result<PendingExecution, EngineError> {
+        let io = ExecIo {
+            events,
+            ..ExecIo::default()
+        };
+        self.submit_with(caller, id, request, io).await
+    }
+
+    /// [`Engine::submit`] with the whole of an interactive client's side of the execution:
+    /// its events, the answers to its input requests, and a switch that cancels it while it
+    /// still waits in the queue.
+    pub async fn submit_with(
+        &self,
+        caller: &Principal,
+        id: SessionId,
+        request: ExecRequest,
+        io: ExecIo,
+    ) -> Result<PendingExecution, EngineError> {
         let limits = &self.inner.limits;
         if request.code.contains('\0') {
             return Err(EngineError::InvalidInput(
@@ -749,12 +769,15 @@ impl Engine {
         let tenant = live.record().tenant.clone();
         let in_flight = self.inner.quotas.claim(&tenant, QuotaKind::Executions)?;
         let (reply, job_answer) = oneshot::channel();
-        let job = ExecJob {
+        let job = Job::Execute(ExecJob {
             code: request.code,
             timeout,
-            events,
+            stdin: request.stdin,
+            events: io.events,
+            input: io.input,
+            cancelled: io.cancelled,
             reply,
-        };
+        });
         match live.jobs.try_send(job) {
             Ok(()) => {
                 // The execution counts as unfinished work until the session task answers,
@@ -983,7 +1006,7 @@ impl Engine {
     }
 
     /// The live session, if `caller` may reach it; otherwise not found, or why it ended.
-    async fn require_live(
+    pub(crate) async fn require_live(
         &self,
         caller: &Principal,
         id: SessionId,
@@ -1090,7 +1113,7 @@ impl Engine {
     }
 
     /// The error for a session that is not live: not found, or its terminal state.
-    async fn ended_error(&self, id: SessionId) -> EngineError {
+    pub(crate) async fn ended_error(&self, id: SessionId) -> EngineError {
         match self.inner.store.get_session(id).await {
             Ok(Some(record)) => EngineError::SessionNotRunning {
                 id,
@@ -1101,6 +1124,20 @@ impl Engine {
             Err(error) => EngineError::Store(error),
         }
     }
+}
+
+/// An interactive client's side of one execution (see [`Engine::submit_with`]); every part
+/// is optional.
+#[derive(Debug, Default)]
+pub struct ExecIo {
+    /// Receives the execution's events as they happen.
+    pub events: Option<mpsc::UnboundedSender<ExecEvent>>,
+    /// Answers to input requests, in order (the request's `stdin` must be
+    /// [`corral_core::StdinMode::Requested`]; without answers, reading input is refused).
+    pub input: Option<mpsc::UnboundedReceiver<String>>,
+    /// Once set, the execution is skipped if it has not started yet
+    /// ([`EngineError::ExecutionCancelled`]).
+    pub cancelled: Option<Arc<AtomicBool>>,
 }
 
 /// A queued execution; [`PendingExecution::finish`] waits for its record.

@@ -44,6 +44,10 @@ pub enum EngineError {
     Randomness(String),
     #[error("could not start a worker: {0}")]
     WorkerStart(String),
+    #[error("the execution was cancelled before it started")]
+    ExecutionCancelled(SessionId),
+    #[error("session {id} could not answer: {reason}")]
+    QueryFailed { id: SessionId, reason: String },
     #[error("the server is shutting down")]
     ShuttingDown,
     #[error(transparent)]

@@ -12,6 +12,7 @@
 mod drain;
 mod engine;
 mod error;
+mod interaction;
 pub mod keys;
 pub mod measurements;
 mod quotas;
@@ -23,10 +24,10 @@ pub use corral_worker::{
     SessionLimits, WorkspaceFiles,
 };
 pub use engine::{
-    CreateSession, Engine, EngineConfig, EngineInfo, ExecutionPage, PendingExecution, RuntimeInfo,
-    SessionClaim, SessionPage, SessionUpdate, CLOSED_BY_CLIENT_REASON, RESTART_REASON,
+    CreateSession, Engine, EngineConfig, EngineInfo, ExecIo, ExecutionPage, PendingExecution,
+    RuntimeInfo, SessionClaim, SessionPage, SessionUpdate, CLOSED_BY_CLIENT_REASON, RESTART_REASON,
     SHUTDOWN_REASON,
 };
 pub use error::EngineError;
 pub use quotas::QuotaKind;
-pub use session_task::DRAINED_REASON;
+pub use session_task::{SessionSignal, DRAINED_REASON};

@@ -9,10 +9,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::Utc;
-use corral_core::{ExecEvent, ExecutionRecord, ExecutionStatus, SessionRecord, SessionState};
+use corral_core::{
+    CodeQuery, CodeQueryReply, ExecEvent, ExecutionRecord, ExecutionStatus, SessionRecord,
+    SessionState, StdinMode,
+};
 use corral_store::Store;
-use corral_worker::{ExecOutcome, ExecSpec, InterruptHandle, Worker, WorkerConfig};
-use tokio::sync::{mpsc, oneshot};
+use corral_worker::{ExecOutcome, ExecSpec, InterruptHandle, QueryError, Worker, WorkerConfig};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::{measurements, EngineError};
 
@@ -21,13 +24,47 @@ const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 /// Reason recorded for a session closed because it was drained and its queue ran empty.
 pub const DRAINED_REASON: &str = "drained";
 
+/// How long the interpreter has to answer a [`CodeQuery`] before it is interrupted.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What waits in a session's queue, served in arrival order.
+pub(crate) enum Job {
+    Execute(ExecJob),
+    Query(QueryJob),
+}
+
 /// An execution waiting in a session's queue.
 pub(crate) struct ExecJob {
     pub code: String,
     pub timeout: Duration,
+    pub stdin: StdinMode,
     pub events: Option<mpsc::UnboundedSender<ExecEvent>>,
+    /// Answers to the execution's input requests (with [`StdinMode::Requested`]).
+    pub input: Option<mpsc::UnboundedReceiver<String>>,
+    /// Set before the execution starts: it is skipped (answered
+    /// [`EngineError::ExecutionCancelled`]) instead of run.
+    pub cancelled: Option<Arc<AtomicBool>>,
     pub reply: oneshot::Sender<Result<ExecutionRecord, EngineError>>,
 }
+
+/// A question about code, answered by the interpreter between executions.
+pub(crate) struct QueryJob {
+    pub query: CodeQuery,
+    pub reply: oneshot::Sender<Result<CodeQueryReply, EngineError>>,
+}
+
+/// What happens to a live session's interpreter, for whoever follows the session (e.g. a
+/// Jupyter client's status). The session's end closes the channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionSignal {
+    /// A restart began: the interpreter and its state are going away.
+    Restarting,
+    /// A fresh interpreter is ready.
+    Restarted,
+}
+
+/// Signals a follower may miss before it is dropped behind.
+pub(crate) const SIGNAL_CAPACITY: usize = 16;
 
 /// Out-of-band requests, served even while an execution runs.
 pub(crate) enum Control {
@@ -49,7 +86,8 @@ pub(crate) enum Control {
 /// What the rest of the engine holds of a live session.
 pub(crate) struct LiveSession {
     pub record: Mutex<SessionRecord>,
-    pub jobs: mpsc::Sender<ExecJob>,
+    pub jobs: mpsc::Sender<Job>,
+    pub signals: broadcast::Sender<SessionSignal>,
     pub control: mpsc::UnboundedSender<Control>,
     pub interrupt: Mutex<InterruptHandle>,
     /// The session closes once its queue is empty. Set together with `accepting_executions =
@@ -90,7 +128,7 @@ pub(crate) struct TaskContext {
 pub(crate) async fn run_session(
     live: Arc<LiveSession>,
     mut worker: Worker,
-    mut jobs: mpsc::Receiver<ExecJob>,
+    mut jobs: mpsc::Receiver<Job>,
     mut control: mpsc::UnboundedReceiver<Control>,
     context: TaskContext,
 ) {
@@ -114,12 +152,13 @@ pub(crate) async fn run_session(
                 break End::Died(exit.description);
             }
             job = jobs.recv() => match job {
-                Some(job) => {
+                Some(Job::Execute(job)) => {
                     match run_job(job, &live, &mut worker, &mut control, &context).await {
                         Flow::Continue => {}
                         Flow::End(end) => break end,
                     }
                 }
+                Some(Job::Query(job)) => run_query(job, &live, &mut worker).await,
                 None => break End::Abandoned,
             },
         }
@@ -143,7 +182,10 @@ pub(crate) async fn run_session(
     // Whatever is still queued will never run.
     jobs.close();
     while let Ok(job) = jobs.try_recv() {
-        let _ = job.reply.send(Err(not_running(&final_record)));
+        match job {
+            Job::Execute(job) => drop(job.reply.send(Err(not_running(&final_record)))),
+            Job::Query(job) => drop(job.reply.send(Err(not_running(&final_record)))),
+        }
     }
     (context.on_end)();
     match end {
@@ -218,6 +260,8 @@ async fn restart_worker(
         let mut record = live.record();
         record.state = SessionState::Starting;
     }
+    // Nobody following the session is an error here.
+    let _ = live.signals.send(SessionSignal::Restarting);
     let fresh = Worker::start(&context.worker_config, context.workspace.clone())
         .await
         .map_err(|error| format!("restart failed: {error}"))?;
@@ -236,7 +280,27 @@ async fn restart_worker(
     if let Err(error) = context.store.update_session(&record).await {
         tracing::error!(session_id = %record.id, %error, "could not store the restart");
     }
+    let _ = live.signals.send(SessionSignal::Restarted);
     Ok(record)
+}
+
+/// Answers a question about code; a worker that does not answer in time is interrupted.
+async fn run_query(job: QueryJob, live: &LiveSession, worker: &mut Worker) {
+    let answer = worker.query(job.query, QUERY_TIMEOUT).await;
+    let reply = answer.map_err(|error| {
+        let id = live.snapshot().id;
+        match error {
+            QueryError::Timeout(_) => EngineError::QueryFailed {
+                id,
+                reason: "the interpreter did not answer in time".to_owned(),
+            },
+            QueryError::WorkerGone => EngineError::QueryFailed {
+                id,
+                reason: "the interpreter stopped".to_owned(),
+            },
+        }
+    });
+    let _ = job.reply.send(reply);
 }
 
 async fn run_job(
@@ -246,6 +310,16 @@ async fn run_job(
     control: &mut mpsc::UnboundedReceiver<Control>,
     context: &TaskContext,
 ) -> Flow {
+    if job
+        .cancelled
+        .as_ref()
+        .is_some_and(|cancelled| cancelled.load(Ordering::SeqCst))
+    {
+        let _ = job
+            .reply
+            .send(Err(EngineError::ExecutionCancelled(live.snapshot().id)));
+        return Flow::Continue;
+    }
     let started_at = Utc::now();
     let execution_count = {
         let mut record = live.record();
@@ -261,13 +335,17 @@ async fn run_job(
         timeout: job.timeout,
         interrupt_grace: context.interrupt_grace,
         output_cap_bytes: context.output_cap_bytes,
+        stdin: job.stdin,
     };
+    if let Some(events) = &job.events {
+        let _ = events.send(ExecEvent::Started { execution_count });
+    }
 
     // Close and restart pre-empt a running execution; the execution is then recorded as
     // killed. A drain lets it run on.
     let mut pending_control = None;
     let outcome = {
-        let execution = worker.execute(spec, job.events);
+        let execution = worker.execute(spec, job.events, job.input);
         tokio::pin!(execution);
         loop {
             tokio::select! {

@@ -1,6 +1,6 @@
 //! The messages of protocol version 1, both directions.
 
-use corral_core::MimeBundle;
+use corral_core::{Completeness, ExpressionValue, MimeBundle, StdinMode};
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this crate speaks; the worker announces its own in `ready`.
@@ -15,13 +15,40 @@ pub enum WorkerRequest {
         code: String,
         execution_count: u64,
         sync_token: String,
+        /// What `input()` does; absent means [`StdinMode::Empty`].
+        #[serde(default, skip_serializing_if = "is_empty_stdin")]
+        stdin: StdinMode,
+    },
+    /// The answer to the running exec's `input_request`.
+    InputReply {
+        id: String,
+        value: String,
     },
     Complete {
         id: String,
         code: String,
         cursor_pos: u64,
     },
+    Inspect {
+        id: String,
+        code: String,
+        cursor_pos: u64,
+        detail_level: u8,
+    },
+    IsComplete {
+        id: String,
+        code: String,
+    },
+    /// Evaluates each `(name, expression)` in the session's namespace.
+    Evaluate {
+        id: String,
+        expressions: Vec<(String, String)>,
+    },
     Shutdown,
+}
+
+fn is_empty_stdin(mode: &StdinMode) -> bool {
+    *mode == StdinMode::Empty
 }
 
 /// How a cell finished, as the worker reports it.
@@ -50,6 +77,11 @@ pub enum WorkerEvent {
         data: MimeBundle,
         #[serde(default)]
         metadata: serde_json::Map<String, serde_json::Value>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        display_id: Option<String>,
+        /// Replaces the outputs with the same `display_id`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        update: bool,
         /// The fence the worker wrote to stdout and stderr right before this frame (see
         /// [`crate::Scanned::Fence`]); `None` when it could not write one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -76,6 +108,25 @@ pub enum WorkerEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         fence: Option<u64>,
     },
+    ClearOutput {
+        id: String,
+        #[serde(default)]
+        wait: bool,
+        /// See `Display::fence`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fence: Option<u64>,
+    },
+    /// The running cell reads standard input; it waits for an `input_reply`.
+    InputRequest {
+        id: String,
+        #[serde(default)]
+        prompt: String,
+        #[serde(default)]
+        password: bool,
+        /// See `Display::fence`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fence: Option<u64>,
+    },
     Done {
         id: String,
         status: DoneStatus,
@@ -85,6 +136,23 @@ pub enum WorkerEvent {
         matches: Vec<String>,
         cursor_start: u64,
         cursor_end: u64,
+    },
+    InspectReply {
+        id: String,
+        found: bool,
+        #[serde(default)]
+        data: MimeBundle,
+    },
+    IsCompleteReply {
+        id: String,
+        status: Completeness,
+        #[serde(default)]
+        indent: String,
+    },
+    /// Each expression's name and value, in the order asked.
+    EvaluateReply {
+        id: String,
+        results: Vec<(String, ExpressionValue)>,
     },
 }
 
@@ -99,11 +167,69 @@ mod tests {
             code: "1".into(),
             execution_count: 2,
             sync_token: "ff".into(),
+            stdin: StdinMode::Empty,
         };
         let json = serde_json::to_value(&request).expect("serialises");
         assert_eq!(
             json,
             serde_json::json!({"type": "exec", "id": "a", "code": "1", "execution_count": 2, "sync_token": "ff"})
+        );
+    }
+
+    #[test]
+    fn exec_request_names_stdin_only_when_not_empty() {
+        let request = WorkerRequest::Exec {
+            id: "a".into(),
+            code: "input()".into(),
+            execution_count: 1,
+            sync_token: "ff".into(),
+            stdin: StdinMode::Requested,
+        };
+        let json = serde_json::to_value(&request).expect("serialises");
+        assert_eq!(json["stdin"], "requested");
+        let reply = serde_json::to_value(WorkerRequest::InputReply {
+            id: "a".into(),
+            value: "x".into(),
+        })
+        .expect("serialises");
+        assert_eq!(
+            reply,
+            serde_json::json!({"type": "input_reply", "id": "a", "value": "x"})
+        );
+    }
+
+    #[test]
+    fn introspection_frames_parse() {
+        let event: WorkerEvent = serde_json::from_str(
+            r#"{"type":"is_complete_reply","id":"q","status":"incomplete","indent":"    "}"#,
+        )
+        .expect("parses");
+        assert_eq!(
+            event,
+            WorkerEvent::IsCompleteReply {
+                id: "q".into(),
+                status: Completeness::Incomplete,
+                indent: "    ".into()
+            }
+        );
+        let event: WorkerEvent = serde_json::from_str(
+            r#"{"type":"input_request","id":"1","prompt":"name? ","password":true,"fence":2}"#,
+        )
+        .expect("parses");
+        assert!(matches!(
+            event,
+            WorkerEvent::InputRequest {
+                password: true,
+                fence: Some(2),
+                ..
+            }
+        ));
+        let event: WorkerEvent = serde_json::from_str(
+            r#"{"type":"display","id":"1","data":{"text/plain":"a"},"display_id":"d","update":true}"#,
+        )
+        .expect("parses");
+        assert!(
+            matches!(event, WorkerEvent::Display { update: true, display_id: Some(ref d), .. } if d == "d")
         );
     }
 

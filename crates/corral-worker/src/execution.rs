@@ -4,7 +4,9 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use corral_core::{ErrorInfo, ExecEvent, ExecutionStatus, MimeBundle, OutputItem, StreamName};
+use corral_core::{
+    ErrorInfo, ExecEvent, ExecutionStatus, MimeBundle, OutputItem, StdinMode, StreamName,
+};
 use corral_protocol::{DoneStatus, Scanned, SyncMarker, SyncScan, WorkerEvent, WorkerRequest};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -27,6 +29,9 @@ pub struct ExecSpec {
     /// After the timeout's interrupt, how long the code has to stop before the kill.
     pub interrupt_grace: Duration,
     pub output_cap_bytes: usize,
+    /// What `input()` does; with [`StdinMode::Requested`] the answers come on the
+    /// `input` channel given to [`Worker::execute`].
+    pub stdin: StdinMode,
 }
 
 /// What an execution produced. When `worker_exit` is set the worker is gone and the session
@@ -250,11 +255,15 @@ impl Worker {
     }
 
     /// Runs one execution. Stream/display/result/error events are sent to `events` as they
-    /// happen (when given); the full outcome is returned at the end.
+    /// happen (when given); the full outcome is returned at the end. With
+    /// [`StdinMode::Requested`], each [`ExecEvent::InputRequest`] is answered by the next
+    /// value on `input`; should `input` close (or be missing) while the code waits, the
+    /// code is interrupted.
     pub async fn execute(
         &mut self,
         spec: ExecSpec,
         events: Option<mpsc::UnboundedSender<ExecEvent>>,
+        mut input: Option<mpsc::UnboundedReceiver<String>>,
     ) -> ExecOutcome {
         let request_id = format!("{}", spec.execution_count);
         let sync_token = sync_token();
@@ -285,13 +294,21 @@ impl Worker {
         let mut worker_exit = self.exited.clone();
         let mut timed_out = false;
         let mut killed_for_timeout = false;
+        // An input request is outstanding.
+        let mut awaiting_input = false;
         self.interrupt_requested.store(false, Ordering::SeqCst);
+        // Without a way to answer, reading input is refused rather than left waiting.
+        let stdin = match (spec.stdin, &input) {
+            (StdinMode::Requested, None) => StdinMode::Refused,
+            (mode, _) => mode,
+        };
 
         let request = WorkerRequest::Exec {
             id: request_id.clone(),
             code: spec.code,
             execution_count: spec.execution_count,
             sync_token,
+            stdin,
         };
         // From here until `done`, client interrupts are for this execution.
         self.executing.store(true, Ordering::SeqCst);
@@ -322,11 +339,11 @@ impl Worker {
             tokio::select! {
                 event = self.events.recv(), if self.events_open && worker_exit.is_none() => match event {
                     Some(Ok(event)) => match event {
-                        WorkerEvent::Display { id, data, metadata, fence } if id == request_id => {
+                        WorkerEvent::Display { id, data, metadata, display_id, update, fence } if id == request_id => {
                             self.await_fence(fence, emitted_fence, &mut stdout, &mut stderr, &mut collector).await;
                             if collector.charge(&data) {
-                                collector.outputs.push(OutputItem::Display { data: data.clone(), metadata: metadata.clone() });
-                                collector.emit(ExecEvent::Display { data, metadata });
+                                collector.outputs.push(OutputItem::Display { data: data.clone(), metadata: metadata.clone(), display_id: display_id.clone(), update });
+                                collector.emit(ExecEvent::Display { data, metadata, display_id, update });
                             }
                             emitted_fence = emitted_fence.max(fence.unwrap_or(0));
                             stdout.release(&mut collector, emitted_fence);
@@ -350,8 +367,24 @@ impl Worker {
                             stdout.release(&mut collector, emitted_fence);
                             stderr.release(&mut collector, emitted_fence);
                         }
+                        WorkerEvent::ClearOutput { id, wait, fence } if id == request_id => {
+                            self.await_fence(fence, emitted_fence, &mut stdout, &mut stderr, &mut collector).await;
+                            collector.emit(ExecEvent::ClearOutput { wait });
+                            emitted_fence = emitted_fence.max(fence.unwrap_or(0));
+                            stdout.release(&mut collector, emitted_fence);
+                            stderr.release(&mut collector, emitted_fence);
+                        }
+                        WorkerEvent::InputRequest { id, prompt, password, fence } if id == request_id => {
+                            self.await_fence(fence, emitted_fence, &mut stdout, &mut stderr, &mut collector).await;
+                            collector.emit(ExecEvent::InputRequest { prompt, password });
+                            awaiting_input = true;
+                            emitted_fence = emitted_fence.max(fence.unwrap_or(0));
+                            stdout.release(&mut collector, emitted_fence);
+                            stderr.release(&mut collector, emitted_fence);
+                        }
                         WorkerEvent::Done { id, status } if id == request_id => {
                             done = true;
+                            awaiting_input = false;
                             self.executing.store(false, Ordering::SeqCst);
                             if status == DoneStatus::Error && error.is_none() {
                                 error = Some(ErrorInfo { ename: "Error".into(), evalue: String::new(), traceback: Vec::new() });
@@ -367,6 +400,24 @@ impl Worker {
                     }
                     None => self.events_open = false,
                 },
+                answer = receive_input(&mut input), if awaiting_input && worker_exit.is_none() => {
+                    awaiting_input = false;
+                    match answer {
+                        Some(value) => {
+                            let reply = WorkerRequest::InputReply { id: request_id.clone(), value };
+                            if let Err(send_error) = self.send(&reply).await {
+                                tracing::debug!(%send_error, "could not send an input reply");
+                            }
+                        }
+                        // Nobody can answer any more: stop waiting.
+                        None => {
+                            input = None;
+                            if let Err(signal_error) = corral_sandbox::interrupt(self.info.pid) {
+                                tracing::debug!(%signal_error, "interrupt of an unanswerable input failed");
+                            }
+                        }
+                    }
+                }
                 chunk = self.stdout.recv(), if self.stdout_open => stdout.chunk(chunk, &mut self.stdout_open, &mut collector, emitted_fence),
                 chunk = self.stderr.recv(), if self.stderr_open => stderr.chunk(chunk, &mut self.stderr_open, &mut collector, emitted_fence),
                 status = self.child.wait(), if worker_exit.is_none() => {
@@ -457,6 +508,14 @@ impl Worker {
             truncated,
             worker_exit,
         }
+    }
+}
+
+/// The next answer on `input`; `None` when it closed or there is none.
+async fn receive_input(input: &mut Option<mpsc::UnboundedReceiver<String>>) -> Option<String> {
+    match input {
+        Some(receiver) => receiver.recv().await,
+        None => None,
     }
 }
 

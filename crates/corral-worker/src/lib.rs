@@ -12,6 +12,7 @@ mod driver;
 mod execution;
 mod files;
 mod interpreter;
+mod introspection;
 mod stream_text;
 mod worker;
 
@@ -24,6 +25,7 @@ pub use driver::{install_driver, DRIVER_SOURCE};
 pub use execution::{ExecOutcome, ExecSpec};
 pub use files::{FileDownload, FileError, WorkspaceFiles};
 pub use interpreter::{discover_interpreter, Interpreter};
+pub use introspection::QueryError;
 pub use worker::{InterruptHandle, Worker, WorkerConfig, WorkerExit, WorkerInfo};
 
 /// Failures of this crate's operations.

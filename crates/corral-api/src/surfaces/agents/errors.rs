@@ -106,6 +106,14 @@ impl From<EngineError> for AgentError {
             EngineError::NotAccepting(_) => {
                 AgentError::new(StatusCode::CONFLICT, "not_accepting", message)
             }
+            EngineError::ExecutionCancelled(_) => {
+                AgentError::new(StatusCode::CONFLICT, "execution_cancelled", message)
+            }
+            EngineError::QueryFailed { .. } => AgentError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "interpreter_unresponsive",
+                message,
+            ),
             EngineError::InvalidInput(detail) => {
                 AgentError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", detail)
             }

@@ -27,7 +27,7 @@ use utoipa_axum::routes;
 
 use crate::auth::authenticate;
 use crate::body::{parse_json, BodyError};
-use crate::router::ApiState;
+use crate::state::ApiState;
 use errors::{AgentError, ErrorList};
 use views::{AgentSession, AgentSessionRequest, SessionContainer};
 
@@ -39,7 +39,7 @@ pub fn router() -> OpenApiRouter<ApiState> {
     let routes = OpenApiRouter::new()
         .routes(routes!(list_sessions))
         .routes(routes!(put_session, get_session, delete_session));
-    crate::router::answer_wrong_methods(routes, method_not_allowed)
+    crate::mounts::answer_wrong_methods(routes, method_not_allowed)
 }
 
 async fn method_not_allowed() -> AgentError {

@@ -21,7 +21,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::router::ApiState;
+use crate::state::ApiState;
 
 /// Metadata key under which the E2B fields are kept.
 const METADATA_KEY: &str = "e2b";
@@ -38,7 +38,7 @@ pub fn router() -> OpenApiRouter<ApiState> {
         .routes(routes!(list_sessions, create_session))
         .routes(routes!(delete_session))
         .routes(routes!(refresh_session));
-    crate::router::answer_wrong_methods(routes, method_not_allowed)
+    crate::mounts::answer_wrong_methods(routes, method_not_allowed)
 }
 
 async fn method_not_allowed() -> Failure {

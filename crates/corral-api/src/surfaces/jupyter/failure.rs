@@ -115,6 +115,12 @@ impl From<EngineError> for Failure {
                 StatusCode::CONFLICT,
                 format!("Kernel {id} is not accepting executions"),
             ),
+            EngineError::ExecutionCancelled(_) => {
+                Failure::new(StatusCode::CONFLICT, error.to_string())
+            }
+            EngineError::QueryFailed { .. } => {
+                Failure::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
+            }
             EngineError::TooManySessions { .. }
             | EngineError::HostMemoryLow { .. }
             | EngineError::QuotaExceeded { .. }

@@ -15,7 +15,7 @@ use axum::extract::{Path, State};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use corral_core::{Principal, SessionId, SessionRecord};
 use corral_engine::{CreateSession, EngineError, CLOSED_BY_CLIENT_REASON};
 
@@ -23,10 +23,8 @@ use super::failure::Failure;
 use super::kernelspecs::{default_kernel_name, is_kernel_name};
 use super::models::{JupyterError, KernelModel};
 use super::requests::{json_body, json_object, optional_object, optional_string};
-use crate::router::ApiState;
-
-/// Open websocket connections per kernel: none, until the channels route exists.
-pub const CONNECTIONS: u32 = 0;
+use super::SurfaceContext;
+use crate::state::ApiState;
 
 /// The caller's live kernel named by a route id; anything else is jupyter_server's 404.
 pub async fn live_kernel(
@@ -62,6 +60,7 @@ fn route_kernel_id(path: Result<Path<String>, PathRejection>) -> Result<String, 
     ))]
 pub async fn list_kernels(
     State(state): State<ApiState>,
+    Extension(context): Extension<SurfaceContext>,
     parts: Parts,
 ) -> Result<Json<Vec<KernelModel>>, Failure> {
     let principal = super::caller(&state, &parts).await?;
@@ -70,7 +69,7 @@ pub async fn list_kernels(
             .engine
             .live_sessions(&principal)
             .iter()
-            .map(|record| KernelModel::of(record, CONNECTIONS))
+            .map(|record| KernelModel::of(record, context.kernels.connections(record.id)))
             .collect(),
     ))
 }
@@ -90,6 +89,7 @@ pub async fn list_kernels(
     ))]
 pub async fn start_kernel(
     State(state): State<ApiState>,
+    Extension(context): Extension<SurfaceContext>,
     parts: Parts,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Failure> {
@@ -134,7 +134,10 @@ pub async fn start_kernel(
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],
-        Json(KernelModel::of(&record, CONNECTIONS)),
+        Json(KernelModel::of(
+            &record,
+            context.kernels.connections(record.id),
+        )),
     )
         .into_response())
 }
@@ -152,12 +155,16 @@ pub async fn start_kernel(
     ))]
 pub async fn get_kernel(
     State(state): State<ApiState>,
+    Extension(context): Extension<SurfaceContext>,
     kernel_id: Result<Path<String>, PathRejection>,
     parts: Parts,
 ) -> Result<Json<KernelModel>, Failure> {
     let principal = super::caller(&state, &parts).await?;
     let record = live_kernel(&state, &principal, &route_kernel_id(kernel_id)?).await?;
-    Ok(Json(KernelModel::of(&record, CONNECTIONS)))
+    Ok(Json(KernelModel::of(
+        &record,
+        context.kernels.connections(record.id),
+    )))
 }
 
 /// Shuts a kernel down: closes its corral session.
@@ -221,13 +228,17 @@ pub async fn interrupt_kernel(
     ))]
 pub async fn restart_kernel(
     State(state): State<ApiState>,
+    Extension(context): Extension<SurfaceContext>,
     kernel_id: Result<Path<String>, PathRejection>,
     parts: Parts,
 ) -> Result<Json<KernelModel>, Failure> {
     let principal = super::caller(&state, &parts).await?;
     let record = live_kernel(&state, &principal, &route_kernel_id(kernel_id)?).await?;
     match state.engine.restart(&principal, record.id).await {
-        Ok(record) => Ok(Json(KernelModel::of(&record, CONNECTIONS))),
+        Ok(record) => Ok(Json(KernelModel::of(
+            &record,
+            context.kernels.connections(record.id),
+        ))),
         // The new interpreter did not start and the kernel is gone.
         Err(EngineError::SessionNotRunning { id, reason, .. }) => {
             tracing::error!(kernel_id = %id, reason = reason.as_deref().unwrap_or(""), "jupyter: kernel restart failed");

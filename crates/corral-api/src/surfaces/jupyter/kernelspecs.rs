@@ -14,7 +14,7 @@ use corral_engine::RuntimeInfo;
 
 use super::failure::Failure;
 use super::models::{JupyterError, KernelSpec, KernelSpecModel, KernelSpecs};
-use crate::router::ApiState;
+use crate::state::ApiState;
 
 /// The kernelspec of a runtime.
 fn kernelspec_model(runtime: &RuntimeInfo) -> KernelSpecModel {

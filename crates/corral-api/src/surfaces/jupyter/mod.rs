@@ -10,10 +10,15 @@
 //! 501 `{"message", "short_message"}`), auth is Jupyter's token (`Authorization: token`,
 //! `?token=`, or corral's Bearer / `X-API-Key`), refused with 403.
 //!
-//! Not here: the kernel websocket channels (`/api/kernels/{id}/channels`), contents, terminals,
-//! and kernelspec resource files. It imports no other surface.
+//! The kernel websocket channels (`/api/kernels/{id}/channels`) are `channels` (moving frames)
+//! and `kernel_hub` (each kernel's connections and the messaging protocol's requests served
+//! through the engine); the protocol itself is the `corral-jupyter` crate.
+//!
+//! Not here: contents, terminals, and kernelspec resource files. It imports no other surface.
 
+mod channels;
 mod failure;
+mod kernel_hub;
 mod kernels;
 mod kernelspecs;
 mod models;
@@ -33,7 +38,7 @@ use corral_engine::EngineError;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::router::ApiState;
+use crate::state::ApiState;
 use failure::Failure;
 
 /// The jupyter_server release whose API this surface answers (`GET /api`).
@@ -47,6 +52,8 @@ struct SurfaceContext {
     /// Held while a handler decides which kernel backs which Jupyter session and changes it,
     /// so that concurrent creates, updates and deletes of sessions see each other's results.
     session_changes: Arc<tokio::sync::Mutex<()>>,
+    /// The kernels' websocket connections.
+    kernels: Arc<kernel_hub::KernelHubs>,
 }
 
 /// The Jupyter routes, relative to the surface's mount point.
@@ -60,16 +67,18 @@ pub fn router() -> OpenApiRouter<ApiState> {
         .routes(routes!(kernels::get_kernel, kernels::delete_kernel))
         .routes(routes!(kernels::interrupt_kernel))
         .routes(routes!(kernels::restart_kernel))
+        .routes(routes!(channels::kernel_channels))
         .routes(routes!(sessions::list_sessions, sessions::create_session))
         .routes(routes!(
             sessions::get_session,
             sessions::update_session,
             sessions::delete_session
         ));
-    crate::router::answer_wrong_methods(router, method_not_allowed).layer(Extension(
+    crate::mounts::answer_wrong_methods(router, method_not_allowed).layer(Extension(
         SurfaceContext {
             started_at: Utc::now(),
             session_changes: Arc::new(tokio::sync::Mutex::new(())),
+            kernels: Arc::default(),
         },
     ))
 }

@@ -8,10 +8,9 @@ use axum::http::request::Parts;
 use axum::{Extension, Json};
 
 use super::failure::Failure;
-use super::kernels::CONNECTIONS;
-use super::models::{jupyter_timestamp, JupyterError, KernelModel, ServerStatus, ServerVersion};
+use super::models::{jupyter_timestamp, JupyterError, ServerStatus, ServerVersion};
 use super::{SurfaceContext, EMULATED_VERSION};
-use crate::router::ApiState;
+use crate::state::ApiState;
 
 /// The version of jupyter_server this API answers as.
 #[utoipa::path(get, path = "/api", tag = "jupyter",
@@ -42,7 +41,7 @@ pub async fn status(
         .fold(context.started_at, std::cmp::max);
     let connections = records
         .iter()
-        .map(|record| KernelModel::of(record, CONNECTIONS).connections)
+        .map(|record| context.kernels.connections(record.id))
         .sum();
     Ok(Json(ServerStatus {
         connections,

@@ -26,12 +26,13 @@ use corral_engine::{CreateSession, SessionClaim, SessionUpdate, CLOSED_BY_CLIENT
 use serde_json::{Map, Value};
 
 use super::failure::Failure;
-use super::kernels::{live_kernel, CONNECTIONS};
+use super::kernel_hub::KernelHubs;
+use super::kernels::live_kernel;
 use super::kernelspecs::{default_kernel_name, is_kernel_name};
 use super::models::{JupyterError, KernelModel, KernelUnavailable, NotebookModel, SessionModel};
 use super::requests::{json_body, json_object, optional_object, optional_string, required_string};
 use super::SurfaceContext;
-use crate::router::ApiState;
+use crate::state::ApiState;
 
 /// Metadata key under which a kernel's Jupyter session is kept.
 const METADATA_KEY: &str = "jupyter";
@@ -74,13 +75,13 @@ impl StoredSession {
         metadata
     }
 
-    fn model(&self, kernel: &SessionRecord) -> SessionModel {
+    fn model(&self, kernel: &SessionRecord, kernels: &KernelHubs) -> SessionModel {
         SessionModel {
             id: self.session_id.clone(),
             path: self.path.clone(),
             name: self.name.clone(),
             session_type: self.session_type.clone(),
-            kernel: KernelModel::of(kernel, CONNECTIONS),
+            kernel: KernelModel::of(kernel, kernels.connections(kernel.id)),
             notebook: (self.session_type == "notebook").then(|| NotebookModel {
                 path: self.path.clone(),
                 name: self.name.clone(),
@@ -230,6 +231,7 @@ fn created(parts: &Parts, model: SessionModel) -> Response {
     ))]
 pub async fn list_sessions(
     State(state): State<ApiState>,
+    Extension(context): Extension<SurfaceContext>,
     parts: Parts,
 ) -> Result<Json<Vec<SessionModel>>, Failure> {
     let principal = super::caller(&state, &parts).await?;
@@ -238,7 +240,7 @@ pub async fn list_sessions(
             .engine
             .live_sessions(&principal)
             .iter()
-            .filter_map(|record| Some(StoredSession::of(record)?.model(record)))
+            .filter_map(|record| Some(StoredSession::of(record)?.model(record, &context.kernels)))
             .collect(),
     ))
 }
@@ -277,7 +279,7 @@ pub async fn create_session(
     let path_claim = claim("path", &path);
     if let Some(record) = state.engine.find_claimed(&principal, &path_claim) {
         return match StoredSession::of(&record) {
-            Some(existing) => Ok(created(&parts, existing.model(&record))),
+            Some(existing) => Ok(created(&parts, existing.model(&record, &context.kernels))),
             None => Err(Failure::new(
                 StatusCode::CONFLICT,
                 format!(
@@ -330,7 +332,7 @@ pub async fn create_session(
         }
     };
     let session = StoredSession::of(&kernel).unwrap_or(session);
-    Ok(created(&parts, session.model(&kernel)))
+    Ok(created(&parts, session.model(&kernel, &context.kernels)))
 }
 
 /// One session.
@@ -346,6 +348,7 @@ pub async fn create_session(
     ))]
 pub async fn get_session(
     State(state): State<ApiState>,
+    Extension(context): Extension<SurfaceContext>,
     session_id: Result<Path<String>, PathRejection>,
     parts: Parts,
 ) -> Result<Json<SessionModel>, Failure> {
@@ -353,7 +356,7 @@ pub async fn get_session(
     let session_id = route_session_id(session_id)?;
     let (session, kernel) = find_session(&state, &principal, &session_id)
         .ok_or_else(|| Failure::no_session(&session_id))?;
-    Ok(Json(session.model(&kernel)))
+    Ok(Json(session.model(&kernel, &context.kernels)))
 }
 
 /// What a PATCH asks of the session's kernel.
@@ -480,7 +483,7 @@ pub async fn update_session(
             updated
         }
     };
-    Ok(Json(session.model(&updated)))
+    Ok(Json(session.model(&updated, &context.kernels)))
 }
 
 /// Deletes the session and shuts its kernel down.

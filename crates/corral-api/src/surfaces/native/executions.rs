@@ -7,7 +7,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use corral_core::{ExecEvent, ExecRequest};
+use corral_core::{ExecEvent, ExecRequest, StdinMode};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -18,7 +18,7 @@ use super::{parse_seconds, parse_session_id};
 use crate::auth::Caller;
 use crate::body::NativeJson;
 use crate::problem::{Problem, ProblemBody};
-use crate::router::ApiState;
+use crate::state::ApiState;
 
 /// Events buffered for a slow streaming client before output waits for it.
 const SSE_BUFFER: usize = 256;
@@ -52,6 +52,7 @@ pub async fn execute(
     let exec_request = ExecRequest {
         code: request.code,
         timeout,
+        stdin: StdinMode::Empty,
     };
     if !wants_event_stream(&headers) {
         let record = state.engine.execute(&caller, id, exec_request).await?;
@@ -66,7 +67,10 @@ pub async fn execute(
     tokio::spawn(async move {
         let mut client_connected = true;
         while let Some(event) = event_receiver.recv().await {
-            if client_connected && sse_sender.send(Ok(sse_event(event))).await.is_err() {
+            let Some(event) = sse_event(event) else {
+                continue;
+            };
+            if client_connected && sse_sender.send(Ok(event)).await.is_err() {
                 client_connected = false;
             }
         }
@@ -96,13 +100,15 @@ fn wants_event_stream(headers: &HeaderMap) -> bool {
         })
 }
 
-fn sse_event(event: ExecEvent) -> Event {
-    match event {
+/// The server-sent event for an execution event; `None` for those the native stream does
+/// not carry (the start, `clear_output`, input requests: its executions read no input).
+fn sse_event(event: ExecEvent) -> Option<Event> {
+    Some(match event {
         ExecEvent::Stream { name, text } => json_event(
             "stream",
             &serde_json::json!({"name": name.as_str(), "text": text}),
         ),
-        ExecEvent::Display { data, metadata } => {
+        ExecEvent::Display { data, metadata, .. } => {
             json_event("display", &OutputView::Display { data, metadata })
         }
         ExecEvent::Result {
@@ -113,7 +119,10 @@ fn sse_event(event: ExecEvent) -> Event {
             &serde_json::json!({"execution_count": execution_count, "data": data}),
         ),
         ExecEvent::Error(error) => json_event("error", &ErrorView::from(error)),
-    }
+        ExecEvent::Started { .. }
+        | ExecEvent::ClearOutput { .. }
+        | ExecEvent::InputRequest { .. } => return None,
+    })
 }
 
 fn json_event(name: &str, value: &impl serde::Serialize) -> Event {

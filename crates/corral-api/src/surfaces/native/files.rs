@@ -13,7 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::parse_session_id;
 use crate::auth::Caller;
 use crate::problem::{Problem, ProblemBody};
-use crate::router::ApiState;
+use crate::state::ApiState;
 
 /// Largest refused upload whose body is still read before answering.
 const DRAIN_BEFORE_REFUSAL_BYTES: u64 = 64 * 1024 * 1024;

@@ -13,7 +13,7 @@ use super::views::{CreateKeyRequest, IssuedKeyView, KeyList, KeyView};
 use crate::auth::Caller;
 use crate::body::NativeJson;
 use crate::problem::{Problem, ProblemBody};
-use crate::router::ApiState;
+use crate::state::ApiState;
 
 /// Issues an API key. Admin keys issue any key; tenant keys issue tenant and session keys of
 /// their own tenant. The key itself is shown in this reply only.

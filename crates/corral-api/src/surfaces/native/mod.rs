@@ -19,7 +19,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::problem::Problem;
-use crate::router::ApiState;
+use crate::state::ApiState;
 
 /// Every native route, with its OpenAPI description.
 pub fn router() -> OpenApiRouter<ApiState> {

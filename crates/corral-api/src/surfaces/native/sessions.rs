@@ -16,7 +16,7 @@ use super::{parse_seconds, parse_session_id};
 use crate::auth::Caller;
 use crate::body::NativeJson;
 use crate::problem::{Problem, ProblemBody};
-use crate::router::ApiState;
+use crate::state::ApiState;
 
 const DEFAULT_PAGE_SIZE: u32 = 100;
 const MAX_PAGE_SIZE: u32 = 1000;

@@ -8,7 +8,7 @@ use super::views::{
 };
 use crate::auth::Caller;
 use crate::body::max_body_bytes;
-use crate::router::ApiState;
+use crate::state::ApiState;
 
 /// Answers 200 once the server is ready to create sessions.
 #[utoipa::path(get, path = "/healthz", tag = "system",

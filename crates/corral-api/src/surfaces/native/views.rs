@@ -235,7 +235,7 @@ impl From<OutputItem> for OutputView {
                 name: name.as_str().to_owned(),
                 text,
             },
-            OutputItem::Display { data, metadata } => OutputView::Display { data, metadata },
+            OutputItem::Display { data, metadata, .. } => OutputView::Display { data, metadata },
         }
     }
 }

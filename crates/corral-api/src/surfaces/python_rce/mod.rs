@@ -15,7 +15,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use corral_core::{
-    ExecRequest, ExecutionRecord, ExecutionStatus, OutputItem, Principal, SessionState,
+    ExecRequest, ExecutionRecord, ExecutionStatus, OutputItem, Principal, SessionState, StdinMode,
 };
 use corral_engine::EngineError;
 use serde::{Deserialize, Serialize};
@@ -25,7 +25,7 @@ use utoipa_axum::routes;
 
 use crate::auth::authenticate;
 use crate::body::{read_bytes, BodyError, BodyLimit};
-use crate::router::ApiState;
+use crate::state::ApiState;
 use validation::{ValidationError, Validator};
 
 /// The python_rce routes, relative to the surface's mount point.
@@ -35,7 +35,7 @@ pub fn router() -> OpenApiRouter<ApiState> {
         .routes(routes!(session_list))
         .routes(routes!(session_execute))
         .routes(routes!(session_close));
-    crate::router::answer_wrong_methods(routes, method_not_allowed)
+    crate::mounts::answer_wrong_methods(routes, method_not_allowed)
 }
 
 /// FastAPI's 405: `{"detail": "Method Not Allowed"}`.
@@ -167,8 +167,12 @@ impl RceError {
                 status: StatusCode::TOO_MANY_REQUESTS,
                 detail: error.to_string(),
             },
-            EngineError::NotAccepting(_) => RceError::Http {
+            EngineError::NotAccepting(_) | EngineError::ExecutionCancelled(_) => RceError::Http {
                 status: StatusCode::CONFLICT,
+                detail: error.to_string(),
+            },
+            EngineError::QueryFailed { .. } => RceError::Http {
+                status: StatusCode::SERVICE_UNAVAILABLE,
                 detail: error.to_string(),
             },
             EngineError::WorkerStart(ref cause) => {
@@ -328,6 +332,7 @@ async fn session_execute(
             ExecRequest {
                 code,
                 timeout: None,
+                stdin: StdinMode::Empty,
             },
         )
         .await

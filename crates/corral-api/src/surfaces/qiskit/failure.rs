@@ -104,6 +104,14 @@ impl From<EngineError> for Failure {
                 "not_accepting_jobs",
                 error.to_string(),
             ),
+            EngineError::ExecutionCancelled(_) => {
+                Failure::new(StatusCode::CONFLICT, "cancelled", error.to_string())
+            }
+            EngineError::QueryFailed { .. } => Failure::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                error.to_string(),
+            ),
             EngineError::InvalidInput(detail) => Failure::bad_request(detail),
             EngineError::QueueFull { .. }
             | EngineError::TooManySessions { .. }

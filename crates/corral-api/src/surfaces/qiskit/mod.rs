@@ -27,7 +27,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::router::ApiState;
+use crate::state::ApiState;
 use failure::{ErrorContainer, Failure};
 use job_session::{job_session, JobSession, JobTimes, Mode, METADATA_KEY};
 
@@ -43,7 +43,7 @@ pub fn router() -> OpenApiRouter<ApiState> {
         .routes(routes!(create_session))
         .routes(routes!(get_session, update_session))
         .routes(routes!(cancel_session));
-    crate::router::answer_wrong_methods(routes, method_not_allowed)
+    crate::mounts::answer_wrong_methods(routes, method_not_allowed)
         .route_layer(axum::middleware::from_fn(failure::render_errors))
 }
 
