@@ -776,6 +776,7 @@ impl Engine {
             events: io.events,
             input: io.input,
             cancelled: io.cancelled,
+            on_failure: io.on_failure,
             reply,
         });
         match live.jobs.try_send(job) {
@@ -1126,9 +1127,13 @@ impl Engine {
     }
 }
 
+/// Called by the session's task when an execution did not end `ok`, before the next one in
+/// the queue starts.
+pub type OnFailure = Box<dyn FnOnce() + Send + Sync>;
+
 /// An interactive client's side of one execution (see [`Engine::submit_with`]); every part
 /// is optional.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct ExecIo {
     /// Receives the execution's events as they happen.
     pub events: Option<mpsc::UnboundedSender<ExecEvent>>,
@@ -1138,6 +1143,10 @@ pub struct ExecIo {
     /// Once set, the execution is skipped if it has not started yet
     /// ([`EngineError::ExecutionCancelled`]).
     pub cancelled: Option<Arc<AtomicBool>>,
+    /// Runs when the execution fails (an error, an interrupt, a timeout), before anything
+    /// queued after it starts: e.g. to cancel what the client queued behind it (Jupyter's
+    /// `stop_on_error`).
+    pub on_failure: Option<OnFailure>,
 }
 
 /// A queued execution; [`PendingExecution::finish`] waits for its record.

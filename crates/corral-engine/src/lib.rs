@@ -24,9 +24,9 @@ pub use corral_worker::{
     SessionLimits, WorkspaceFiles,
 };
 pub use engine::{
-    CreateSession, Engine, EngineConfig, EngineInfo, ExecIo, ExecutionPage, PendingExecution,
-    RuntimeInfo, SessionClaim, SessionPage, SessionUpdate, CLOSED_BY_CLIENT_REASON, RESTART_REASON,
-    SHUTDOWN_REASON,
+    CreateSession, Engine, EngineConfig, EngineInfo, ExecIo, ExecutionPage, OnFailure,
+    PendingExecution, RuntimeInfo, SessionClaim, SessionPage, SessionUpdate,
+    CLOSED_BY_CLIENT_REASON, RESTART_REASON, SHUTDOWN_REASON,
 };
 pub use error::EngineError;
 pub use quotas::QuotaKind;

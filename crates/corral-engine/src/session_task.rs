@@ -44,6 +44,7 @@ pub(crate) struct ExecJob {
     /// Set before the execution starts: it is skipped (answered
     /// [`EngineError::ExecutionCancelled`]) instead of run.
     pub cancelled: Option<Arc<AtomicBool>>,
+    pub on_failure: Option<crate::engine::OnFailure>,
     pub reply: oneshot::Sender<Result<ExecutionRecord, EngineError>>,
 }
 
@@ -398,6 +399,11 @@ async fn run_job(
         record.clone()
     };
     measurements::execution_finished(execution.status, clock.elapsed());
+    if execution.status != ExecutionStatus::Ok {
+        if let Some(on_failure) = job.on_failure {
+            on_failure();
+        }
+    }
     execution.cap_stored_output(context.stored_output_cap_bytes);
     let stored = context
         .store

@@ -471,10 +471,21 @@ impl KernelHub {
                 StdinMode::Refused
             },
         };
+        // stop_on_error: what this client queued behind a failing cell is skipped, decided
+        // before the next cell can start.
+        let on_failure: Option<corral_engine::OnFailure> = execute.stop_on_error.then(|| {
+            let hub = Arc::downgrade(self);
+            Box::new(move || {
+                if let Some(hub) = hub.upgrade() {
+                    hub.abort_queued();
+                }
+            }) as corral_engine::OnFailure
+        });
         let io = ExecIo {
             events: Some(events),
             input: execute.allow_stdin.then_some(input),
             cancelled: Some(cancelled.clone()),
+            on_failure,
         };
         self.state().queued.push(cancelled.clone());
         let submitted = engine.submit_with(principal, self.id, request, io).await;
@@ -541,10 +552,6 @@ impl KernelHub {
                         }
                         _ => HashMap::new(),
                     };
-                    let failed = record.status != corral_core::ExecutionStatus::Ok;
-                    if failed && execute.stop_on_error {
-                        hub.abort_queued();
-                    }
                     hub.send_to(
                         connection,
                         Channel::Shell,
