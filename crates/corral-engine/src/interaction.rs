@@ -20,6 +20,18 @@ impl Engine {
         id: SessionId,
         query: CodeQuery,
     ) -> Result<CodeQueryReply, EngineError> {
+        self.submit_query(caller, id, query).await?.answer().await
+    }
+
+    /// Queues `query` behind what the session's queue holds now; its answer comes from
+    /// [`PendingQuery::answer`]. Errors known up front (not found, ended, queue full, too
+    /// large) come from here.
+    pub async fn submit_query(
+        &self,
+        caller: &Principal,
+        id: SessionId,
+        query: CodeQuery,
+    ) -> Result<PendingQuery, EngineError> {
         let code_bytes = match &query {
             CodeQuery::Complete { code, .. }
             | CodeQuery::Inspect { code, .. }
@@ -49,10 +61,11 @@ impl Engine {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => return Err(self.ended_error(id).await),
         }
-        match answer.await {
-            Ok(result) => result,
-            Err(_) => Err(self.ended_error(id).await),
-        }
+        Ok(PendingQuery {
+            engine: self.clone(),
+            session_id: id,
+            answer,
+        })
     }
 
     /// Follows a live session: its restarts as they happen; the channel closes when the
@@ -64,5 +77,21 @@ impl Engine {
     ) -> Result<broadcast::Receiver<SessionSignal>, EngineError> {
         let live = self.require_live(caller, id).await?;
         Ok(live.signals.subscribe())
+    }
+}
+
+/// A queued question about code; [`PendingQuery::answer`] waits for the interpreter's answer.
+pub struct PendingQuery {
+    engine: Engine,
+    session_id: SessionId,
+    answer: oneshot::Receiver<Result<CodeQueryReply, EngineError>>,
+}
+
+impl PendingQuery {
+    pub async fn answer(self) -> Result<CodeQueryReply, EngineError> {
+        match self.answer.await {
+            Ok(result) => result,
+            Err(_) => Err(self.engine.ended_error(self.session_id).await),
+        }
     }
 }

@@ -29,5 +29,6 @@ pub use engine::{
     CLOSED_BY_CLIENT_REASON, RESTART_REASON, SHUTDOWN_REASON,
 };
 pub use error::EngineError;
+pub use interaction::PendingQuery;
 pub use quotas::QuotaKind;
 pub use session_task::{SessionSignal, DRAINED_REASON};

@@ -179,6 +179,48 @@ fn parse_v1(bytes: &[u8]) -> Value {
     })
 }
 
+/// Waits (bounded) until the kernel model counts `expected` open connections.
+async fn wait_for_connections(server: &TestServer, kernel: &str, expected: u64) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let (_, model) = server.get(&format!("/api/kernels/{kernel}")).await;
+        if model["connections"] == expected {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the kernel never had {expected} connections: {model}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Closes a connection with the websocket handshake and waits until the server has let it go.
+async fn close(server: &TestServer, kernel: &str, mut channels: Channels, remaining: u64) {
+    channels.socket.close(None).await.expect("close sent");
+    while let Ok(Some(Ok(_))) = tokio::time::timeout(DEADLINE, channels.socket.next()).await {}
+    wait_for_connections(server, kernel, remaining).await;
+}
+
+/// Lets a cell waiting on `gate_name` (see `wait_for_gate`) go on.
+async fn open_gate(server: &TestServer, kernel: &str, gate_name: &str) {
+    let response = server
+        .http
+        .put(server.url(&format!("/v1/sessions/{kernel}/files/{gate_name}")))
+        .body("open")
+        .send()
+        .await
+        .expect("gate written");
+    assert!(response.status().is_success(), "{}", response.status());
+}
+
+/// Code that waits until the file `gate_name` exists in the workspace (bounded).
+fn wait_for_gate(gate_name: &str) -> String {
+    format!(
+        "import os, time\nfor _ in range(3000):\n    if os.path.exists({gate_name:?}):\n        break\n    time.sleep(0.01)\n"
+    )
+}
+
 fn types(messages: &[Value]) -> Vec<String> {
     messages
         .iter()
@@ -493,8 +535,7 @@ async fn several_connections_share_iopub_and_replies_go_to_the_asker() {
     let kernel = start_kernel(&server).await;
     let mut first = Channels::open(&server, &kernel).await;
     let mut second = Channels::open_as(&server, &kernel, "?session_id=client-2", false).await;
-    let (_, model) = server.get(&format!("/api/kernels/{kernel}")).await;
-    assert_eq!(model["connections"], 2);
+    wait_for_connections(&server, &kernel, 2).await;
 
     let run = first.execute("print('seen by both')", false).await;
     let mine = first.until_idle(&run).await;
@@ -511,19 +552,7 @@ async fn several_connections_share_iopub_and_replies_go_to_the_asker() {
         ["status:busy", "execute_input", "stream", "status:idle"]
     );
 
-    drop(second);
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let (_, model) = server.get(&format!("/api/kernels/{kernel}")).await;
-        if model["connections"] == 1 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the closed connection is still counted"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    close(&server, &kernel, second, 1).await;
     assert!(first.quiet_for(Duration::from_millis(200)).await);
 }
 
@@ -532,22 +561,22 @@ async fn a_client_that_reconnects_gets_what_it_missed() {
     let server = TestServer::start();
     let kernel = start_kernel(&server).await;
     let mut channels = Channels::open(&server, &kernel).await;
-    let run = channels
-        .execute(
-            "import time\ntime.sleep(1.5)\nprint('finished while away')\n6 * 7",
-            false,
-        )
-        .await;
-    // Wait until it runs, then go away.
+    wait_for_connections(&server, &kernel, 1).await;
+    let code = format!(
+        "{}print('finished while away')\n6 * 7",
+        wait_for_gate("gate-1")
+    );
+    let run = channels.execute(&code, false).await;
     loop {
         let message = channels.next().await;
         if message["msg_type"] == "execute_input" {
             break;
         }
     }
-    drop(channels);
-    let session = server.wait_for_state(&kernel, "idle").await;
-    assert_eq!(session["execution_count"], 1);
+    // Gone while the cell runs; it finishes meanwhile.
+    close(&server, &kernel, channels, 0).await;
+    open_gate(&server, &kernel, "gate-1").await;
+    server.wait_for_state(&kernel, "idle").await;
     let mut again = Channels::open(&server, &kernel).await;
     let messages = again.until_idle(&run).await;
     assert_eq!(
@@ -561,23 +590,39 @@ async fn a_client_that_reconnects_gets_what_it_missed() {
     assert_eq!(find(&messages, "execute_reply")["content"]["status"], "ok");
 
     // What is kept for one client session is not given to another.
-    let run = again
-        .execute(
-            "import time\ntime.sleep(1)\nprint('for client-1 only')",
-            false,
-        )
-        .await;
+    let code = format!("{}print('for client-1 only')", wait_for_gate("gate-2"));
+    let run = again.execute(&code, false).await;
     loop {
         let message = again.next().await;
         if message["msg_type"] == "execute_input" && message["parent_header"]["msg_id"] == run {
             break;
         }
     }
-    drop(again);
-    server.wait_for_state(&kernel, "busy").await;
-    server.wait_for_state(&kernel, "idle").await;
+    close(&server, &kernel, again, 0).await;
+    open_gate(&server, &kernel, "gate-2").await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let (status, _) = server
+            .get(&format!("/v1/sessions/{kernel}/executions/2"))
+            .await;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the cell never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let mut stranger = Channels::open_as(&server, &kernel, "?session_id=someone-else", false).await;
-    assert!(stranger.quiet_for(Duration::from_millis(300)).await);
+    // Only what IOPub still publishes live may reach it, never the other client's reply.
+    while let Ok(Some(Ok(Message::Text(text)))) =
+        tokio::time::timeout(Duration::from_millis(300), stranger.socket.next()).await
+    {
+        let message: Value = serde_json::from_str(&text).expect("JSON");
+        assert_ne!(message["msg_type"], "execute_reply", "{message}");
+        assert_ne!(message["channel"], "shell", "{message}");
+    }
 }
 
 #[tokio::test]
@@ -610,7 +655,7 @@ async fn interrupts_stop_on_error_and_restarts() {
         let reply = matches!(
             message["msg_type"].as_str(),
             Some("interrupt_reply" | "execute_reply")
-        );
+        ) && [&interrupt, &looping, &queued].contains(&&parent);
         if reply {
             replies.push((parent.clone(), message.clone()));
         }

@@ -6,8 +6,12 @@
 //!
 //! Executions go through the session's one FIFO queue (`Engine::submit_with`), so requests
 //! from every connection and every surface run in arrival order; so do the other shell
-//! requests (`Engine::query`), as a kernel serves its shell channel one message at a time.
-//! Building and parsing messages is `corral-jupyter`'s job; moving frames is `channels`'.
+//! requests (`Engine::submit_query`), as a kernel serves its shell channel one message at a
+//! time. Each shell request becomes a [`Step`] queued in the same order as its submission,
+//! and one task per kernel turns the steps into messages one after the other: a request's
+//! `idle` always comes before the next one's `busy`. Control and stdin messages are served
+//! at once. Building and parsing messages is `corral-jupyter`'s job; moving frames is
+//! `channels`'.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +21,10 @@ use corral_core::{
     CodeQuery, CodeQueryReply, ExecEvent, ExecRequest, Principal, SessionId, SessionRecord,
     StdinMode,
 };
-use corral_engine::{Engine, EngineError, ExecIo, SessionSignal, CLOSED_BY_CLIENT_REASON};
+use corral_engine::{
+    Engine, EngineError, ExecIo, PendingExecution, PendingQuery, SessionSignal,
+    CLOSED_BY_CLIENT_REASON,
+};
 use corral_jupyter::protocol::{
     Channel, ExecuteRequest, ExecutionState, Header, InterruptReply, JupyterMessage,
     JupyterMessageContent, ReplyStatus, ShutdownReply,
@@ -76,20 +83,25 @@ impl KernelHubs {
             .find(|runtime| runtime.name == record.runtime)
             .map(|runtime| runtime.language_version.clone())
             .unwrap_or_default();
-        let hub = {
+        let (hub, steps) = {
             let mut map = self.map();
             if let Some(hub) = map.get(&record.id) {
                 return Ok(hub.clone());
             }
+            let (steps, receiver) = mpsc::unbounded_channel();
             let hub = Arc::new(KernelHub {
                 id: record.id,
                 kernel: Kernel::new(),
                 language_version,
+                engine: engine.clone(),
                 state: Mutex::new(HubState::default()),
+                submitting: tokio::sync::Mutex::new(()),
+                steps,
             });
             map.insert(record.id, hub.clone());
-            hub
+            (hub, receiver)
         };
+        tokio::spawn(run_steps(Arc::downgrade(&hub), steps));
         tokio::spawn(follow_session(Arc::downgrade(self), hub.clone(), signals));
         Ok(hub)
     }
@@ -170,7 +182,54 @@ pub struct KernelHub {
     id: SessionId,
     kernel: Kernel,
     language_version: String,
+    engine: Engine,
     state: Mutex<HubState>,
+    /// Held while a shell request is submitted to the engine and its step queued, so the
+    /// steps are in the session queue's order.
+    submitting: tokio::sync::Mutex<()>,
+    steps: mpsc::UnboundedSender<Step>,
+}
+
+/// A shell request submitted to the engine, waiting for its turn to be answered.
+enum Step {
+    Execute(Box<ExecutionStep>),
+    Answer(Box<AnswerStep>),
+}
+
+/// Any other shell request in the session's queue.
+struct AnswerStep {
+    principal: Principal,
+    connection: u64,
+    channel: Channel,
+    parent: Header,
+    request: KernelRequest,
+    pending: Result<PendingQuery, EngineError>,
+}
+
+/// An `execute_request` in the session's queue.
+struct ExecutionStep {
+    principal: Principal,
+    connection: u64,
+    parent: Header,
+    execute: ExecuteRequest,
+    cancelled: Arc<AtomicBool>,
+    events: mpsc::UnboundedReceiver<ExecEvent>,
+    /// Where the answers to its input requests go.
+    answers: mpsc::UnboundedSender<String>,
+    pending: Result<PendingExecution, EngineError>,
+    /// Its `user_expressions`, queued right behind it.
+    expressions: Option<Result<PendingQuery, EngineError>>,
+}
+
+/// Serves the steps of one kernel in order, until the kernel's hub is gone.
+async fn run_steps(hub: std::sync::Weak<KernelHub>, mut steps: mpsc::UnboundedReceiver<Step>) {
+    while let Some(step) = steps.recv().await {
+        let Some(hub) = hub.upgrade() else { break };
+        match step {
+            Step::Execute(step) => hub.run_execution(*step).await,
+            Step::Answer(step) => hub.answer(*step).await,
+        }
+    }
 }
 
 impl KernelHub {
@@ -275,8 +334,7 @@ impl KernelHub {
         let parent = message.header;
         match request {
             KernelRequest::Execute(execute) => {
-                self.execute(engine, principal, connection, parent, execute)
-                    .await;
+                self.execute(principal, connection, parent, execute).await;
             }
             KernelRequest::InputReply { value } => {
                 let pending = self.state().pending_input.take();
@@ -319,13 +377,8 @@ impl KernelHub {
                 tracing::debug!(kernel_id = %self.id, msg_type = %kind, "jupyter: message not served");
             }
             other => {
-                let hub = self.clone();
-                let engine = engine.clone();
-                let principal = principal.clone();
-                tokio::spawn(async move {
-                    hub.answer_in_turn(&engine, &principal, connection, channel, parent, other)
-                        .await;
-                });
+                self.queue_answer(principal, connection, channel, parent, other)
+                    .await
             }
         }
     }
@@ -371,10 +424,10 @@ impl KernelHub {
         }
     }
 
-    /// The shell requests other than executions, served in the session's queue order.
-    async fn answer_in_turn(
+    /// The shell requests other than executions: queued in the session like an execution
+    /// (a question for the interpreter, or a barrier), answered in turn.
+    async fn queue_answer(
         &self,
-        engine: &Engine,
         principal: &Principal,
         connection: u64,
         channel: Channel,
@@ -398,8 +451,34 @@ impl KernelHub {
             KernelRequest::IsComplete { code } => CodeQuery::IsComplete { code: code.clone() },
             _ => CodeQuery::Barrier,
         };
-        let answer = engine.query(principal, self.id, query).await;
+        let _turn = self.submitting.lock().await;
+        let pending = self.engine.submit_query(principal, self.id, query).await;
+        let _ = self.steps.send(Step::Answer(Box::new(AnswerStep {
+            principal: principal.clone(),
+            connection,
+            channel,
+            parent,
+            request,
+            pending,
+        })));
+    }
+
+    async fn answer(&self, step: AnswerStep) {
+        let AnswerStep {
+            principal,
+            connection,
+            channel,
+            parent,
+            request,
+            pending,
+        } = step;
+        let principal = &principal;
+        let answer = match pending {
+            Ok(pending) => pending.answer().await,
+            Err(error) => Err(error),
+        };
         self.status(&parent, ExecutionState::Busy);
+        let engine = &self.engine;
         let content: Result<JupyterMessageContent, EngineError> = match (request, answer) {
             (_, Err(error)) => Err(error),
             (KernelRequest::KernelInfo, Ok(_)) => {
@@ -449,18 +528,17 @@ impl KernelHub {
         Ok(replies::history_reply(request, &page.executions))
     }
 
-    /// `execute_request`: queued now, served by a task that turns the execution's events into
-    /// IOPub messages and its record into the `execute_reply`.
+    /// `execute_request`: queued in the session now (with its `user_expressions` right
+    /// behind it), answered in turn by [`KernelHub::run_execution`].
     async fn execute(
         self: &Arc<Self>,
-        engine: &Engine,
         principal: &Principal,
         connection: u64,
         parent: Header,
         execute: ExecuteRequest,
     ) {
         let cancelled = Arc::new(AtomicBool::new(false));
-        let (events, mut event_receiver) = mpsc::unbounded_channel();
+        let (events, event_receiver) = mpsc::unbounded_channel();
         let (answers, input) = mpsc::unbounded_channel();
         let request = ExecRequest {
             code: execute.code.clone(),
@@ -487,95 +565,141 @@ impl KernelHub {
             cancelled: Some(cancelled.clone()),
             on_failure,
         };
+        let _turn = self.submitting.lock().await;
         self.state().queued.push(cancelled.clone());
-        let submitted = engine.submit_with(principal, self.id, request, io).await;
-        let pending = match submitted {
+        let pending = self
+            .engine
+            .submit_with(principal, self.id, request, io)
+            .await;
+        let expressions = match (&pending, &execute.user_expressions) {
+            (Ok(_), Some(expressions)) if !expressions.is_empty() => {
+                let query = CodeQuery::Evaluate {
+                    expressions: expressions
+                        .iter()
+                        .map(|(name, expression)| (name.clone(), expression.clone()))
+                        .collect(),
+                };
+                Some(self.engine.submit_query(principal, self.id, query).await)
+            }
+            _ => None,
+        };
+        let _ = self.steps.send(Step::Execute(Box::new(ExecutionStep {
+            principal: principal.clone(),
+            connection,
+            parent,
+            execute,
+            cancelled,
+            events: event_receiver,
+            answers,
+            pending,
+            expressions,
+        })));
+    }
+
+    /// Turns an execution's events into IOPub messages as they come, then its record into
+    /// the `execute_reply`.
+    async fn run_execution(&self, step: ExecutionStep) {
+        let ExecutionStep {
+            principal,
+            connection,
+            parent,
+            execute,
+            cancelled,
+            mut events,
+            answers,
+            pending,
+            expressions,
+        } = step;
+        let pending = match pending {
             Ok(pending) => pending,
             Err(error) => {
                 self.forget_queued(&cancelled);
-                let count = engine
-                    .get_session(principal, self.id)
-                    .await
-                    .map_or(0, |record| record.execution_count);
+                let count = self.execution_count(&principal).await;
                 self.unrun(connection, &parent, count, Some(&error));
                 return;
             }
         };
-        let hub = self.clone();
-        let engine = engine.clone();
-        let principal = principal.clone();
-        tokio::spawn(async move {
-            let mut started = None;
-            while let Some(event) = event_receiver.recv().await {
-                match event {
-                    ExecEvent::Started { execution_count } => {
-                        hub.forget_queued(&cancelled);
-                        started = Some(execution_count);
-                        hub.status(&parent, ExecutionState::Busy);
-                        if !execute.silent {
-                            hub.publish(hub.kernel.child(
-                                &parent,
-                                replies::execute_input(&execute.code, execution_count),
-                            ));
-                        }
-                    }
-                    ExecEvent::InputRequest { prompt, password } => {
-                        hub.state().pending_input = Some(PendingInput {
-                            answer: answers.clone(),
-                        });
-                        hub.send_to(
-                            connection,
-                            Channel::Stdin,
-                            hub.kernel
-                                .child(&parent, replies::input_request(&prompt, password)),
-                        );
-                    }
-                    ExecEvent::Result { .. } if execute.silent => {}
-                    other => {
-                        if let Some(content) = replies::output(&other) {
-                            hub.publish(hub.kernel.child(&parent, content));
-                        }
+        let mut started = None;
+        while let Some(event) = events.recv().await {
+            match event {
+                ExecEvent::Started { execution_count } => {
+                    self.forget_queued(&cancelled);
+                    started = Some(execution_count);
+                    self.status(&parent, ExecutionState::Busy);
+                    if !execute.silent {
+                        self.publish(self.kernel.child(
+                            &parent,
+                            replies::execute_input(&execute.code, execution_count),
+                        ));
                     }
                 }
-            }
-            hub.state().pending_input = None;
-            let outcome = pending.finish().await;
-            hub.forget_queued(&cancelled);
-            match outcome {
-                Ok(record) => {
-                    let expressions = match &execute.user_expressions {
-                        Some(expressions)
-                            if !expressions.is_empty()
-                                && record.status == corral_core::ExecutionStatus::Ok =>
-                        {
-                            hub.user_expressions(&engine, &principal, expressions).await
-                        }
-                        _ => HashMap::new(),
-                    };
-                    hub.send_to(
+                ExecEvent::InputRequest { prompt, password } => {
+                    self.state().pending_input = Some(PendingInput {
+                        answer: answers.clone(),
+                    });
+                    self.send_to(
                         connection,
-                        Channel::Shell,
-                        hub.kernel
-                            .child(&parent, replies::execute_reply(&record, expressions)),
+                        Channel::Stdin,
+                        self.kernel
+                            .child(&parent, replies::input_request(&prompt, password)),
                     );
-                    hub.status(&parent, ExecutionState::Idle);
                 }
-                Err(error) => {
-                    let count = match started {
-                        Some(count) => count,
-                        None => engine
-                            .get_session(&principal, hub.id)
-                            .await
-                            .map_or(0, |record| record.execution_count),
-                    };
-                    let refusal = match error {
-                        EngineError::ExecutionCancelled(_) => None,
-                        other => Some(other),
-                    };
-                    hub.unrun(connection, &parent, count, refusal.as_ref());
+                ExecEvent::Result { .. } if execute.silent => {}
+                other => {
+                    if let Some(content) = replies::output(&other) {
+                        self.publish(self.kernel.child(&parent, content));
+                    }
                 }
             }
-        });
+        }
+        self.state().pending_input = None;
+        let outcome = pending.finish().await;
+        self.forget_queued(&cancelled);
+        let evaluated = match expressions {
+            Some(Ok(pending)) => pending.answer().await.ok(),
+            Some(Err(_)) | None => None,
+        };
+        match outcome {
+            Ok(record) => {
+                let expressions = match evaluated {
+                    Some(CodeQueryReply::Evaluate { results })
+                        if record.status == corral_core::ExecutionStatus::Ok =>
+                    {
+                        results
+                            .iter()
+                            .map(|(name, value)| (name.clone(), replies::user_expression(value)))
+                            .collect()
+                    }
+                    _ => HashMap::new(),
+                };
+                self.send_to(
+                    connection,
+                    Channel::Shell,
+                    self.kernel
+                        .child(&parent, replies::execute_reply(&record, expressions)),
+                );
+                self.status(&parent, ExecutionState::Idle);
+            }
+            Err(error) => {
+                let count = match started {
+                    Some(count) => count,
+                    None => self.execution_count(&principal).await,
+                };
+                let refusal = match error {
+                    EngineError::ExecutionCancelled(_) => None,
+                    other => Some(other),
+                };
+                self.unrun(connection, &parent, count, refusal.as_ref());
+            }
+        }
+    }
+
+    /// The session's execution count now (0 when it cannot be read).
+    async fn execution_count(&self, principal: &Principal) -> u64 {
+        self.engine
+            .get_session(principal, self.id)
+            .await
+            .map_or(0, |record| record.execution_count)
     }
 
     fn forget_queued(&self, cancelled: &Arc<AtomicBool>) {
@@ -603,27 +727,6 @@ impl KernelHub {
         );
         self.send_to(connection, Channel::Shell, self.kernel.child(parent, reply));
         self.status(parent, ExecutionState::Idle);
-    }
-
-    async fn user_expressions(
-        &self,
-        engine: &Engine,
-        principal: &Principal,
-        expressions: &HashMap<String, String>,
-    ) -> HashMap<String, corral_jupyter::protocol::ExpressionResult> {
-        let query = CodeQuery::Evaluate {
-            expressions: expressions
-                .iter()
-                .map(|(name, expression)| (name.clone(), expression.clone()))
-                .collect(),
-        };
-        match engine.query(principal, self.id, query).await {
-            Ok(CodeQueryReply::Evaluate { results }) => results
-                .iter()
-                .map(|(name, value)| (name.clone(), replies::user_expression(value)))
-                .collect(),
-            Ok(_) | Err(_) => HashMap::new(),
-        }
     }
 }
 
