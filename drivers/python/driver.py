@@ -624,6 +624,104 @@ def _flush_figures(skip):
         pass
 
 
+# --------------------------------------------------------------------------- notebook libraries
+
+INLINE_BACKEND = "corral_inline"
+IPYTHON_DISPLAY = "IPython.core.display_functions"
+
+
+def _inline_show(*args, **kwargs):
+    """plt.show() with the inline backend: the open figures become displays now."""
+    if S.current_id is not None:
+        _flush_figures(None)
+
+
+class _InlineBackendLoader:
+    """matplotlib's `module://corral_inline` backend (MPLBACKEND): Agg rendering, and show()
+    displays the figures, as ipykernel's inline backend does."""
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        agg = __import__("matplotlib.backends.backend_agg", fromlist=["FigureCanvasAgg"])
+        module.FigureCanvas = agg.FigureCanvasAgg
+        module.FigureManager = agg.FigureManager
+        module.show = _inline_show
+
+
+class _PatchingLoader:
+    """Runs a module's own loader, then `patch` on the module."""
+
+    def __init__(self, loader, patch):
+        self._loader = loader
+        self._patch = patch
+
+    def __getattr__(self, name):
+        return getattr(self._loader, name)
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        self._loader.exec_module(module)
+        try:
+            self._patch(module)
+        except Exception as exc:
+            _note("could not adapt %s: %r" % (module.__name__, exc))
+
+
+def _ipython_display(*objs, include=None, exclude=None, metadata=None, transient=None,
+                     display_id=None, raw=False, clear=False, **kwargs):
+    if clear:
+        clear_output(wait=True)
+    if display_id is None and isinstance(transient, dict):
+        display_id = transient.get("display_id")
+    return display(*objs, raw=raw, metadata=metadata, display_id=display_id,
+                   update=bool(kwargs.get("update", False)))
+
+
+def _ipython_publish_display_data(data, metadata=None, source=None, *, transient=None,
+                                  **kwargs):
+    display_id = transient.get("display_id") if isinstance(transient, dict) else None
+    display(data, raw=True, metadata=metadata, display_id=display_id,
+            update=bool(kwargs.get("update", False)))
+
+
+def _ipython_update_display(obj, *, display_id, **kwargs):
+    kwargs.pop("update", None)
+    display(obj, display_id=display_id, update=True, **kwargs)
+
+
+def _adapt_ipython_display(module):
+    """IPython's display functions print plain reprs outside an IPython shell; in a corral
+    session they produce rich output like the driver's own `display`."""
+    module.display = _ipython_display
+    module.publish_display_data = _ipython_publish_display_data
+    module.update_display = _ipython_update_display
+    module.clear_output = clear_output
+
+
+class _NotebookFinder:
+    """On sys.meta_path: provides the inline matplotlib backend and adapts IPython's display
+    functions as they are imported. Costs nothing until one of them is imported."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == INLINE_BACKEND:
+            return sys.modules["_frozen_importlib"].ModuleSpec(name, _InlineBackendLoader())
+        if name != IPYTHON_DISPLAY:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None:
+                if spec.loader is not None:
+                    spec.loader = _PatchingLoader(spec.loader, _adapt_ipython_display)
+                return spec
+        return None
+
+
 # --------------------------------------------------------------------------- errors
 
 def _clean_traceback(tb):
@@ -1134,6 +1232,7 @@ def _setup():
     S.user_module = module
     S.ns = module.__dict__
     sys.modules["__main__"] = module
+    sys.meta_path.insert(0, _NotebookFinder())
     builtins.display = display
     builtins.update_display = update_display
     builtins.clear_output = clear_output

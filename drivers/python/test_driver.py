@@ -60,7 +60,7 @@ def _worker_env(workspace):
         "LANG": "C.UTF-8",
         "PYTHONIOENCODING": "utf-8",
         "PYTHONUNBUFFERED": "",
-        "MPLBACKEND": "Agg",
+        "MPLBACKEND": "module://corral_inline",
         "TERM": "dumb",
     }
     # Lets a test run see a matplotlib installed outside the interpreter's site-packages.
@@ -815,6 +815,46 @@ class MatplotlibTests(DriverTestCase):
         self.assertEqual(len(displays), 1)
         self.assertTrue(base64.b64decode(displays[0]["data"]["image/png"]).startswith(b"\x89PNG"))
         self.assertEqual(self.run_ok("plt.get_fignums()").text, "[]")
+
+    def test_show_displays_with_the_inline_backend(self):
+        execution = self.run_ok("""
+            import matplotlib, matplotlib.pyplot as plt
+            print(matplotlib.get_backend())
+            plt.plot([1, 2, 3])
+            plt.show()
+            print('after show')
+        """, timeout=120)
+        self.assertEqual(execution.stdout, b"module://corral_inline\nafter show\n")
+        self.assertEqual(execution.stderr, b"")
+        displays = execution.of_type("display")
+        self.assertEqual(len(displays), 1)
+        self.assertIn("image/png", displays[0]["data"])
+
+
+def _have_ipython():
+    try:
+        import IPython  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+@unittest.skipUnless(_have_ipython(), "IPython is not installed")
+class IPythonDisplayTests(DriverTestCase):
+    def test_ipython_display_functions_give_rich_output(self):
+        execution = self.run_ok("""
+            from IPython.display import display, HTML, Markdown, clear_output, update_display
+            display(HTML('<b>bold</b>'))
+            h = display(Markdown('*one*'), display_id='m')
+            update_display(Markdown('*two*'), display_id='m')
+            clear_output(wait=True)
+        """, timeout=120)
+        frames = [f for f in execution.frames if f["type"] in ("display", "clear_output")]
+        self.assertEqual([f["type"] for f in frames], ["display", "display", "display", "clear_output"])
+        self.assertEqual(frames[0]["data"]["text/html"], "<b>bold</b>")
+        self.assertEqual((frames[1]["display_id"], frames[1]["data"]["text/markdown"]), ("m", "*one*"))
+        self.assertEqual((frames[2].get("update"), frames[2]["data"]["text/markdown"]), (True, "*two*"))
+        self.assertEqual(execution.stdout, b"")
 
 
 class AsyncTests(DriverTestCase):

@@ -525,7 +525,8 @@ fn worker_environment(
         ("HOME".into(), workspace.to_owned()),
         ("LANG".into(), "C.UTF-8".into()),
         ("PYTHONIOENCODING".into(), "utf-8".into()),
-        ("MPLBACKEND".into(), "Agg".into()),
+        // The driver's inline backend: Agg, with plt.show() displaying the figures.
+        ("MPLBACKEND".into(), "module://corral_inline".into()),
         ("TERM".into(), "dumb".into()),
     ]
 }
