@@ -868,3 +868,43 @@ async fn refusals_come_before_the_upgrade() {
         .expect("alice's own kernel opens");
     socket.close(None).await.expect("closed");
 }
+
+#[tokio::test]
+async fn limits_on_code_and_frames() {
+    let server = TestServer::start_with_config("[limits]\nmax_code_bytes = 1000\n");
+    let kernel = start_kernel(&server).await;
+    let mut channels = Channels::open(&server, &kernel).await;
+    // Code over the limit is refused with an error reply; the kernel goes on.
+    let big = format!("x = '{}'", "a".repeat(1200));
+    let refused = channels.execute(&big, false).await;
+    let messages = channels.until_idle(&refused).await;
+    assert_eq!(
+        types(&messages),
+        ["status:busy", "error", "execute_reply", "status:idle"]
+    );
+    let reply = find(&messages, "execute_reply");
+    assert_eq!(reply["content"]["status"], "error");
+    assert!(reply["content"]["evalue"]
+        .as_str()
+        .expect("evalue")
+        .contains("the limit is 1000"));
+    let fine = channels.execute("1 + 1", false).await;
+    let messages = channels.until_idle(&fine).await;
+    assert_eq!(find(&messages, "execute_reply")["content"]["status"], "ok");
+
+    // A frame over the message limit (twice the code limit plus 64 KiB) ends the connection.
+    let oversized = "y".repeat(2 * 1000 + 64 * 1024 + 1);
+    channels
+        .socket
+        .send(Message::Text(oversized.into()))
+        .await
+        .expect("sent");
+    let ended = tokio::time::timeout(DEADLINE, channels.socket.next())
+        .await
+        .expect("the server answers within the deadline");
+    assert!(
+        matches!(ended, None | Some(Err(_)) | Some(Ok(Message::Close(_)))),
+        "{ended:?}"
+    );
+    wait_for_connections(&server, &kernel, 0).await;
+}
