@@ -986,12 +986,18 @@ def _completions(code, cursor):
     return matches, start, cursor
 
 
-def _serve_complete(msg):
+def _code_and_cursor(msg):
+    """A question's code and cursor (the end of the code when missing or out of range)."""
     code = msg.get("code")
     code = code if isinstance(code, str) else ""
     cursor = msg.get("cursor_pos")
     if not isinstance(cursor, int) or cursor < 0 or cursor > len(code):
         cursor = len(code)
+    return code, cursor
+
+
+def _serve_complete(msg):
+    code, cursor = _code_and_cursor(msg)
     try:
         matches, start, end = _completions(code, cursor)
     except Exception:
@@ -1072,11 +1078,7 @@ def _inspection(name, obj, detail_level):
 
 
 def _serve_inspect(msg):
-    code = msg.get("code")
-    code = code if isinstance(code, str) else ""
-    cursor = msg.get("cursor_pos")
-    if not isinstance(cursor, int) or cursor < 0 or cursor > len(code):
-        cursor = len(code)
+    code, cursor = _code_and_cursor(msg)
     detail = msg.get("detail_level")
     detail = detail if isinstance(detail, int) else 0
     found, data = False, {}

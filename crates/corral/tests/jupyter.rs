@@ -945,27 +945,11 @@ async fn quotas_answer_429() {
     assert_eq!(sessions, json!([]));
 }
 
-fn corral_key(server: &TestServer, arguments: &[&str]) -> String {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_corral"))
-        .args(["keys", "create"])
-        .args(arguments)
-        .arg("--data-dir")
-        .arg(&server.data_dir)
-        .output()
-        .expect("corral keys create");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
-
 #[tokio::test]
 async fn tokens_are_corral_keys_and_tenants_are_apart() {
     let server = TestServer::start();
-    let alice = corral_key(&server, &["--scope", "tenant", "--tenant", "alice"]);
-    let bob = corral_key(&server, &["--scope", "tenant", "--tenant", "bob"]);
+    let alice = server.corral_key(&["--scope", "tenant", "--tenant", "alice"]);
+    let bob = server.corral_key(&["--scope", "tenant", "--tenant", "bob"]);
     let as_alice = format!("token {alice}");
     let alice_headers = [("authorization", as_alice.as_str())];
     let as_bob = format!("token {bob}");
@@ -1081,17 +1065,14 @@ async fn tokens_are_corral_keys_and_tenants_are_apart() {
     assert_eq!(still, session, "Alice's session is untouched");
 
     // A session-scoped key reaches its own kernel and cannot start kernels.
-    let scoped = corral_key(
-        &server,
-        &[
-            "--scope",
-            "session",
-            "--tenant",
-            "alice",
-            "--session",
-            &kernel,
-        ],
-    );
+    let scoped = server.corral_key(&[
+        "--scope",
+        "session",
+        "--tenant",
+        "alice",
+        "--session",
+        &kernel,
+    ]);
     let as_scoped = format!("token {scoped}");
     let scoped_headers = [("authorization", as_scoped.as_str())];
     let (status, _, reply) = send(&server, "GET", &session_path, &scoped_headers, None).await;

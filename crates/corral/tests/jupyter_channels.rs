@@ -822,24 +822,8 @@ async fn refusals_come_before_the_upgrade() {
     assert!(error.to_string().contains("404"), "{error}");
 
     // With keys: no key or a wrong one is 403, another tenant's kernel is 404.
-    let key = |tenant: &str| {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_corral"))
-            .args([
-                "keys",
-                "create",
-                "--scope",
-                "tenant",
-                "--tenant",
-                tenant,
-                "--data-dir",
-            ])
-            .arg(&server.data_dir)
-            .output()
-            .expect("corral keys create");
-        String::from_utf8_lossy(&output.stdout).trim().to_owned()
-    };
-    let alice = key("alice");
-    let bob = key("bob");
+    let alice = server.corral_key(&["--scope", "tenant", "--tenant", "alice"]);
+    let bob = server.corral_key(&["--scope", "tenant", "--tenant", "bob"]);
     let (status, kernel) = server
         .send("POST", "/api/kernels", Some(&alice), Some("{}"))
         .await;

@@ -309,6 +309,7 @@ async fn openapi_document_covers_every_route() {
         "DELETE /api/kernels/{kernel_id}",
         "POST /api/kernels/{kernel_id}/interrupt",
         "POST /api/kernels/{kernel_id}/restart",
+        "GET /api/kernels/{kernel_id}/channels",
         "GET /api/sessions",
         "POST /api/sessions",
         "GET /api/sessions/{session_id}",

@@ -187,6 +187,24 @@ impl TestServer {
         next
     }
 
+    /// A new API key made offline with `corral keys create ARGUMENTS` in this server's data
+    /// directory.
+    pub fn corral_key(&self, arguments: &[&str]) -> String {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_corral"))
+            .args(["keys", "create"])
+            .args(arguments)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .output()
+            .expect("corral keys create");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.url, path)
     }
