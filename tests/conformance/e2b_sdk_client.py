@@ -10,7 +10,13 @@ import json
 import sys
 import time
 
-from e2b import CommandExitException, NotFoundException, SandboxException, SandboxQuery
+from e2b import (
+    CommandExitException,
+    NotFoundException,
+    SandboxException,
+    SandboxQuery,
+    TimeoutException,
+)
 from e2b_code_interpreter import AsyncSandbox, Sandbox
 
 PNG_MAGIC = "iVBORw0KGgo"  # base64 of the PNG signature
@@ -46,6 +52,14 @@ def sync_scenario():
         [message.line, time.monotonic() - start]))
     seen["stdout_arrivals"] = arrivals
     seen["stdout_finished"] = time.monotonic() - start
+    # The SDK's own timeout drops the stream; the cell is interrupted, not left running.
+    try:
+        sbx.run_code("import time\ntime.sleep(60)", timeout=1)
+        seen["cell_timeout"] = "finished"
+    except TimeoutException:
+        seen["cell_timeout"] = "timeout"
+    start = time.monotonic()
+    seen["after_timeout"] = [sbx.run_code("x").text, time.monotonic() - start]
 
     context = sbx.create_code_context()
     sbx.run_code("y = 'in a context'", context=context)

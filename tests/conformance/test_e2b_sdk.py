@@ -96,6 +96,9 @@ def test_the_sync_sdk_runs_code_files_and_commands_in_one_sandbox(server, keys):
     (first, first_at), (second, _) = seen["stdout_arrivals"]
     assert (first, second) == ("first\n", "second\n")
     assert first_at < seen["stdout_finished"] - 1.0, seen
+    # A cell past the SDK's timeout is interrupted: the next one runs at once.
+    assert seen["cell_timeout"] == "timeout"
+    assert seen["after_timeout"][0] == "20" and seen["after_timeout"][1] < 10, seen
 
     # Contexts are separate namespaces; removing one forgets it.
     assert seen["context"] == ["'in a context'", "False", "NameError"]

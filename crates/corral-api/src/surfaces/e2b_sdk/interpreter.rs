@@ -13,7 +13,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use corral_core::{ExecEvent, ExecRequest, ExecutionStatus, Principal, SessionRecord, StreamName};
+use corral_core::{ExecEvent, ExecRequest, ExecutionStatus, SessionRecord, StreamName};
 use corral_e2b::in_sandbox::{self, Operation};
 use corral_e2b::interpreter::{
     unsupported_language, Context, CreateContext, ExecuteRequest, OutputLine, ResultFormats,
@@ -141,8 +141,15 @@ async fn store_contexts(
     Ok(())
 }
 
-async fn restore_env(state: &ApiState, principal: &Principal, caller: &SandboxCaller) {
-    if let Err(error) = run_operation(state, principal, caller.id(), &Operation::RestoreEnv).await {
+async fn restore_env(state: &ApiState, caller: &SandboxCaller) {
+    if let Err(error) = run_operation(
+        state,
+        &caller.principal,
+        caller.id(),
+        &Operation::RestoreEnv,
+    )
+    .await
+    {
         tracing::warn!(
             ?error,
             "could not restore a sandbox's environment after a cell"
@@ -208,7 +215,7 @@ async fn execute(
         Ok(pending) => pending,
         Err(error) => {
             if restore {
-                restore_env(&state, &caller.principal, &caller).await;
+                restore_env(&state, &caller).await;
             }
             return Err(error.into());
         }
@@ -217,7 +224,20 @@ async fn execute(
     tokio::spawn(async move {
         let mut connected = true;
         let mut saw_error = false;
-        while let Some(event) = events.recv().await {
+        loop {
+            let event = tokio::select! {
+                event = events.recv() => event,
+                () = lines.closed(), if connected => {
+                    // The client went away (the SDK's own timeout, or a cancelled call):
+                    // like E2B's server, stop the cell.
+                    connected = false;
+                    if let Err(error) = state.engine.interrupt(&caller.principal, caller.id()).await {
+                        tracing::debug!(%error, "could not interrupt an abandoned cell");
+                    }
+                    continue;
+                }
+            };
+            let Some(event) = event else { break };
             saw_error |= matches!(event, ExecEvent::Error(_));
             let line = line_of(event).to_line();
             if connected && lines.send(Ok(Bytes::from(line))).await.is_err() {
@@ -245,7 +265,7 @@ async fn execute(
             }
         }
         if restore {
-            restore_env(&state, &caller.principal, &caller).await;
+            restore_env(&state, &caller).await;
         }
         for line in tail {
             if !connected || lines.send(Ok(Bytes::from(line.to_line()))).await.is_err() {
