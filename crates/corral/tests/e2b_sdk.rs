@@ -929,6 +929,23 @@ async fn inside_a_sandbox_code_files_and_commands_run_in_its_session() {
         (status, &written[0]["path"]),
         (200, &json!("/workspace/raw.bin"))
     );
+    // Larger than other routes' body limit: uploads may be up to 64 MiB.
+    let big = vec![7u8; 5 * 1024 * 1024];
+    let (status, _, written) = read(
+        files("POST", "?path=big.bin")
+            .header("content-type", "application/octet-stream")
+            .body(big.clone())
+            .send()
+            .await
+            .expect("upload"),
+    )
+    .await;
+    assert_eq!(status, 200, "{written}");
+    let back = files("GET", "?path=big.bin")
+        .send()
+        .await
+        .expect("download");
+    assert_eq!(back.bytes().await.expect("body").len(), big.len());
     let download = files("GET", "?path=/home/user/a/b.txt")
         .send()
         .await

@@ -13,8 +13,8 @@ use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -49,11 +49,18 @@ const POLL_WAIT_SECONDS: f64 = 1.0;
 const KEEPALIVE_AFTER: Duration = Duration::from_secs(10);
 /// Envelopes buffered for a slow client before a command's output waits for it.
 const STREAM_BUFFER: usize = 64;
+/// The largest `/files` upload: bodies are read whole (a multipart body is parsed in memory),
+/// so this is larger than other routes' limit but bounded; the workspace's own size limit
+/// still applies.
+const UPLOAD_LIMIT_BYTES: usize = 64 * 1024 * 1024;
 
 pub fn router() -> OpenApiRouter<ApiState> {
+    let files = OpenApiRouter::new()
+        .routes(routes!(download, upload))
+        .layer(DefaultBodyLimit::max(UPLOAD_LIMIT_BYTES));
     OpenApiRouter::new()
         .routes(routes!(health))
-        .routes(routes!(download, upload))
+        .merge(files)
         .routes(routes!(filesystem))
         .routes(routes!(process))
 }
@@ -139,6 +146,7 @@ async fn download(
         (status = 200, description = "The written files: [{name, type, path}]", body = serde_json::Value),
         (status = 400, description = "Bad body or path, or no E2b-Sandbox-Id", body = serde_json::Value),
         (status = 401, description = "No access token", body = serde_json::Value),
+        (status = 413, description = "Larger than 64 MiB", body = serde_json::Value),
         (status = 507, description = "The workspace is full", body = serde_json::Value),
         (status = 502, description = "The sandbox was not found", body = serde_json::Value),
     ))]
@@ -146,9 +154,18 @@ async fn upload(
     State(state): State<ApiState>,
     headers: HeaderMap,
     query: Result<Query<FileQuery>, QueryRejection>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Vec<WriteInfo>>, Failure> {
     let caller = sandbox_caller(&state, &headers, Service::Envd).await?;
+    let body = body.map_err(|rejection| {
+        Failure::new(
+            rejection.status(),
+            format!(
+                "the upload could not be read (at most {UPLOAD_LIMIT_BYTES} bytes): {}",
+                rejection.body_text()
+            ),
+        )
+    })?;
     let query = file_query(query)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
