@@ -113,6 +113,10 @@ def sync_scenario():
     echo = sbx.commands.run("sleep 0.5; echo from the background", background=True)
     seen["background_output"] = echo.wait().stdout
     seen["same_sandbox"] = sbx.commands.run("cat made/moved.txt").stdout
+    # Disconnecting leaves the command running; connect() follows it again.
+    later = sbx.commands.run("sleep 3; echo later", background=True)
+    later.disconnect()
+    seen["reconnected"] = sbx.commands.connect(later.pid).wait().stdout
 
     sbx.set_timeout(300)
     info = sbx.get_info()

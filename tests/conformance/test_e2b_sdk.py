@@ -126,6 +126,7 @@ def test_the_sync_sdk_runs_code_files_and_commands_in_one_sandbox(server, keys):
     assert seen["background_exit"] == -1
     assert seen["background_output"] == "from the background\n"
     assert seen["same_sandbox"] == "hello file"
+    assert seen["reconnected"] == "later\n"
 
     # Control plane.
     assert seen["info"] == [sandbox_id, {"suite": "conformance"}, "running"]

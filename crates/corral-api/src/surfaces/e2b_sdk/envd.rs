@@ -590,6 +590,9 @@ async fn follow(
     }
     let mut last_sent = Instant::now();
     loop {
+        if frames.is_closed() {
+            return Ok(Followed::Left);
+        }
         if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
             let kill = Operation::Signal { pid, signal: 9 };
             if let Err(error) = operation(state, caller, &kill).await {
@@ -647,7 +650,7 @@ async fn follow(
             }
             .into());
         }
-        if !connected {
+        if !connected || frames.is_closed() {
             return Ok(Followed::Left);
         }
         match exit {
