@@ -451,7 +451,10 @@ async fn what_corral_cannot_do_is_refused_clearly() {
         ),
         (json!({"templateID": "base", "mcp": {"server": {}}}), "MCP"),
         (json!({"templateID": "no-such-template"}), "unknown runtime"),
-        (json!({"templateID": "base", "timeout": 0}), "idle_ttl"),
+        (
+            json!({"templateID": "base", "timeout": 0}),
+            "timeout must be a positive",
+        ),
         (json!({"timeout": 10}), "templateID"),
         (json!({"templateID": 7}), "invalid type"),
     ] {
@@ -1217,4 +1220,43 @@ async fn inside_a_sandbox_code_files_and_commands_run_in_its_session() {
         server.execute(&sandbox.id, "x").await["result"]["text/plain"],
         "1"
     );
+}
+
+#[tokio::test]
+async fn the_surfaces_move_and_switch_off_like_every_surface() {
+    let server = TestServer::start_with_arguments(
+        "",
+        &["--mount", "e2b_api=/e2b-api", "--mount", "e2b_sandbox=off"],
+    );
+    let (status, _, moved) = api(
+        &server,
+        "POST",
+        "/e2b-api/v2/sandboxes",
+        None,
+        Some(json!({"templateID": "base"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{moved}");
+    let id = moved["sandboxID"].as_str().expect("id");
+    let (status, _, _) = api(&server, "POST", "/v2/sandboxes", None, Some(json!({}))).await;
+    assert_eq!(status, 404, "not at the root any more");
+    let (status, _, _) = read(
+        inside(
+            &server,
+            "GET",
+            "/health",
+            id,
+            ENVD,
+            moved["envdAccessToken"].as_str(),
+        )
+        .send()
+        .await
+        .expect("health"),
+    )
+    .await;
+    assert_eq!(status, 404, "the in-sandbox routes are off");
+    let (_, document) = server.get("/openapi.json").await;
+    let paths = document["paths"].as_object().expect("paths");
+    assert!(paths.contains_key("/e2b-api/sandboxes/{sandboxID}"));
+    assert!(!paths.contains_key("/execute"));
 }

@@ -162,6 +162,11 @@ async fn create(state: ApiState, headers: HeaderMap, body: Bytes) -> Result<Resp
     if let Some(reason) = new.unsupported_option() {
         return Err(Failure::bad_request(reason));
     }
+    if new.timeout == Some(0) {
+        return Err(Failure::bad_request(
+            "timeout must be a positive number of seconds",
+        ));
+    }
     let mut metadata = serde_json::Map::new();
     metadata.insert(
         METADATA_KEY.to_owned(),
