@@ -6,7 +6,8 @@
 //! Filesystem calls and commands run as executions of the sandbox's session
 //! (`corral_e2b::in_sandbox`): a command is started as a background process, then `poll`
 //! executions stream its output until it ends, for as long as the client listens — so a
-//! command waits its turn behind a running cell, and a cell behind at most one poll.
+//! command waits its turn behind a running cell, and a cell behind at most one poll (a
+//! quarter of a second); between the polls of a quiet command the session is free.
 //! Watching directories, stdin and PTYs answer Connect's `unimplemented`.
 
 use std::convert::Infallible;
@@ -43,8 +44,11 @@ use super::{
 use crate::router::ApiState;
 
 /// How long one `poll` execution waits for a command to end before handing the session
-/// back to other work.
-const POLL_WAIT_SECONDS: f64 = 1.0;
+/// back to other work (a cell queued behind it waits at most this long).
+const POLL_WAIT_SECONDS: f64 = 0.25;
+/// The pause between polls of a quiet command, doubling from the first to the last while it
+/// prints nothing (the session is free for other work meanwhile).
+const QUIET_PAUSES: (Duration, Duration) = (Duration::from_millis(25), Duration::from_millis(500));
 /// Silence after which a command's stream gets a keepalive event.
 const KEEPALIVE_AFTER: Duration = Duration::from_secs(10);
 /// Envelopes buffered for a slow client before a command's output waits for it.
@@ -589,6 +593,7 @@ async fn follow(
         return Ok(Followed::Left);
     }
     let mut last_sent = Instant::now();
+    let mut pause = QUIET_PAUSES.0;
     loop {
         if frames.is_closed() {
             return Ok(Followed::Left);
@@ -623,6 +628,7 @@ async fn follow(
         let mut exit = None;
         let mut raised = None;
         let mut connected = true;
+        let mut printed = false;
         while let Some(event) = received.recv().await {
             match event {
                 ExecEvent::Stream { name, text } if connected => {
@@ -632,6 +638,7 @@ async fn follow(
                     };
                     connected = send(frames, &data_event(output, text.as_bytes())).await;
                     last_sent = Instant::now();
+                    printed = true;
                 }
                 ExecEvent::Display { data, .. } => {
                     if let Some(reply) = in_sandbox::reply(&data) {
@@ -672,6 +679,16 @@ async fn follow(
                 return Ok(Followed::Left);
             }
             last_sent = Instant::now();
+        }
+        if printed {
+            pause = QUIET_PAUSES.0;
+        } else {
+            // Wait without holding the session, until the pause is over or the client leaves.
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = frames.closed() => return Ok(Followed::Left),
+            }
+            pause = (pause * 2).min(QUIET_PAUSES.1);
         }
     }
 }
