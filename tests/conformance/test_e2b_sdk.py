@@ -108,7 +108,8 @@ def test_the_sync_sdk_runs_code_files_and_commands_in_one_sandbox(server, keys):
     # Files, in the workspace that is also the home directory.
     assert seen["written"] == "/workspace/notes/hello.txt"
     assert seen["read"] == seen["read_home"] == "hello file"
-    assert seen["listed"] == ["hello.txt"]
+    assert seen["streamed"] == list(b"\x00\x01streamed")
+    assert seen["listed"] == ["hello.txt", "stream.bin"]
     assert seen["from_code"] == "'hello file'"
     assert seen["exists"] == [True, False]
     assert seen["made_dir"] is True
@@ -127,6 +128,7 @@ def test_the_sync_sdk_runs_code_files_and_commands_in_one_sandbox(server, keys):
     assert seen["background_output"] == "from the background\n"
     assert seen["same_sandbox"] == "hello file"
     assert seen["reconnected"] == "later\n"
+    assert seen["stdin"] == "typed in\n"
 
     # Control plane.
     assert seen["info"] == [sandbox_id, {"suite": "conformance"}, "running"]

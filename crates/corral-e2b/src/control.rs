@@ -295,7 +295,7 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&sandbox).expect("json"),
             serde_json::json!({"templateID": "base", "sandboxID": "s", "clientID": "c",
-                "envdVersion": "0.4.0", "envdAccessToken": "t", "domain": null})
+                "envdVersion": "0.5.7", "envdAccessToken": "t", "domain": null})
         );
     }
 

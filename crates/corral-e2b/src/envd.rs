@@ -153,6 +153,34 @@ pub struct SelectorRequest {
     pub process: ProcessSelector,
 }
 
+/// `SendInputRequest`: stdin bytes (base64) for a process.
+#[derive(Clone, Debug, Deserialize)]
+pub struct InputRequest {
+    #[serde(default)]
+    pub process: ProcessSelector,
+    #[serde(default)]
+    pub input: ProcessInput,
+}
+
+/// `ProcessInput`: `stdin` or `pty` bytes, base64 in JSON.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ProcessInput {
+    pub stdin: Option<String>,
+    pub pty: Option<String>,
+}
+
+impl ProcessInput {
+    /// The stdin bytes, still base64 but checked; `None` when the input is not for stdin
+    /// or not base64.
+    pub fn checked_stdin(&self) -> Option<&str> {
+        let data = self.stdin.as_deref()?;
+        base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .ok()
+            .map(|_| data)
+    }
+}
+
 /// `SendSignalRequest`.
 #[derive(Clone, Debug, Deserialize)]
 pub struct SignalRequest {
@@ -476,6 +504,12 @@ mod tests {
                 .expect("parse");
         assert_eq!(request.signal_number(), Some(9));
         assert_eq!(request.process.pid, Some(5));
+        let input: InputRequest =
+            serde_json::from_str(r#"{"process": {"pid": 3}, "input": {"stdin": "aGk="}}"#)
+                .expect("parse");
+        assert_eq!(input.input.checked_stdin(), Some("aGk="));
+        let bad: ProcessInput = serde_json::from_str(r#"{"stdin": "***"}"#).expect("parse");
+        assert_eq!(bad.checked_stdin(), None);
         let start: StartRequest = serde_json::from_str(
             r#"{"process": {"cmd": "/bin/bash", "args": ["-l", "-c", "ls"], "envs": {}}, "stdin": false}"#,
         )

@@ -6,6 +6,7 @@
 # the driver's `display` as `application/json`. Standard library only.
 
 import ast
+import base64
 import builtins
 import grp
 import os
@@ -153,7 +154,7 @@ def op_spawn(args):
             [args["cmd"]] + list(args.get("args") or []),
             cwd=cwd,
             env=env,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE if args.get("stdin") else subprocess.DEVNULL,
             stdout=out,
             stderr=err,
             start_new_session=True,
@@ -233,6 +234,28 @@ def op_signal(args):
     if record["popen"].poll() is not None:
         raise ProcessLookupError("process %d has ended" % pid)
     os.killpg(pid, int(args["signal"]))
+    _reply({})
+
+
+def _stdin(pid):
+    record = _record(pid)
+    if record["popen"].poll() is not None:
+        raise ProcessLookupError("process %d has ended" % pid)
+    stdin = record["popen"].stdin
+    if stdin is None or stdin.closed:
+        raise BrokenPipeError("process %d has no open stdin (start it with stdin=True)" % pid)
+    return stdin
+
+
+def op_stdin(args):
+    stdin = _stdin(int(args["pid"]))
+    stdin.write(base64.b64decode(args["data"]))
+    stdin.flush()
+    _reply({})
+
+
+def op_close_stdin(args):
+    _stdin(int(args["pid"])).close()
     _reply({})
 
 

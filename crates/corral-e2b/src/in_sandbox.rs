@@ -41,11 +41,21 @@ pub enum Operation {
     Remove {
         path: String,
     },
-    /// Starts a command in a new session (process group); replies `{"pid"}`.
+    /// Starts a command in a new session (process group), with a pipe for its stdin when
+    /// `stdin`; replies `{"pid"}`.
     Spawn {
         #[serde(flatten)]
         config: ProcessConfig,
         tag: Option<String>,
+        stdin: bool,
+    },
+    /// Writes `data` (base64) to the process's stdin.
+    Stdin {
+        pid: u32,
+        data: String,
+    },
+    CloseStdin {
+        pid: u32,
     },
     /// Writes the process's new output to the execution's stdout and stderr, waiting up to
     /// `wait` seconds for it to end; replies `{"exit": code | null}`.
@@ -116,6 +126,7 @@ pub fn failure_code(exception: &str) -> Code {
     match exception {
         "FileNotFoundError" | "ProcessLookupError" => Code::NotFound,
         "FileExistsError" => Code::AlreadyExists,
+        "BrokenPipeError" => Code::FailedPrecondition,
         "NotADirectoryError" | "IsADirectoryError" => Code::InvalidArgument,
         "PermissionError" => Code::PermissionDenied,
         _ => Code::FailedPrecondition,
@@ -136,11 +147,12 @@ mod tests {
                 cwd: None,
             },
             tag: None,
+            stdin: true,
         };
         assert_eq!(
             serde_json::to_value(&spawn).expect("json"),
             serde_json::json!({"op": "spawn", "cmd": "/bin/bash", "args": ["-c", "echo \"hi\"\n"],
-                "envs": {}, "tag": null})
+                "envs": {}, "tag": null, "stdin": true})
         );
         let code = operation_code(&Operation::Processes);
         assert!(

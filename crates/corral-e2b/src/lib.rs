@@ -28,11 +28,12 @@ pub mod in_sandbox;
 pub mod interpreter;
 
 /// The envd version corral reports. The SDK switches features on by it
-/// (`e2b/envd/versions.py`): 0.4.0 means no default-user header or `username` parameter
-/// is needed and `commands.run(stdin=False)` is allowed; it stays below 0.5.2 (closing
-/// stdin) and 0.5.7 (octet-stream uploads), which corral does not implement, so the SDK
-/// uses `multipart/form-data` uploads.
-pub const ENVD_VERSION: &str = "0.4.0";
+/// (`e2b/envd/versions.py`): from 0.4.0 it sends no default-user header or `username`; 0.5.2
+/// allows closing a command's stdin; 0.5.7 lets it upload file-like data as a raw
+/// `application/octet-stream` body (without `Content-Encoding: gzip`, which corral refuses).
+/// It stays below 0.6.2 (file metadata as extended attributes), which corral does not
+/// implement.
+pub const ENVD_VERSION: &str = "0.5.7";
 
 /// The port the SDK names for envd (`E2b-Sandbox-Port`).
 pub const ENVD_PORT: u16 = 49983;

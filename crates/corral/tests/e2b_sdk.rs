@@ -211,7 +211,7 @@ async fn the_control_plane_creates_lists_times_out_connects_and_kills() {
         (
             &json!("base"),
             &json!("default"),
-            &json!("0.4.0"),
+            &json!("0.5.7"),
             &json!(null)
         )
     );
@@ -1195,9 +1195,28 @@ async fn inside_a_sandbox_code_files_and_commands_run_in_its_session() {
         (
             "SendInput",
             json!({"process": {"pid": 1}}),
+            400,
+            "invalid_argument",
+        ),
+        (
+            "SendInput",
+            json!({"process": {"pid": 1}, "input": {"pty": "aGk="}}),
             501,
             "unimplemented",
         ),
+        (
+            "SendInput",
+            json!({"process": {"pid": 999999}, "input": {"stdin": "aGk="}}),
+            404,
+            "not_found",
+        ),
+        (
+            "CloseStdin",
+            json!({"process": {"pid": 999999}}),
+            404,
+            "not_found",
+        ),
+        ("StreamInput", json!({}), 501, "unimplemented"),
         ("Nope", json!({}), 404, "not_found"),
     ] {
         let (got, error) = unary(
@@ -1213,6 +1232,73 @@ async fn inside_a_sandbox_code_files_and_commands_run_in_its_session() {
             "{method}: {error}"
         );
     }
+    // A command with stdin: written, then closed.
+    let started = {
+        let request = inside(
+            &server,
+            "POST",
+            "/process.Process/Start",
+            &sandbox.id,
+            ENVD,
+            Some(&sandbox.token),
+        )
+        .header("content-type", "application/connect+json")
+        .body(envelope(
+            &json!({"process": {"cmd": "/bin/cat", "args": []}, "stdin": true, "tag": "cat"}),
+        ));
+        tokio::spawn(async move {
+            let response = request.send().await.expect("start");
+            envelopes(&response.bytes().await.expect("body"))
+        })
+    };
+    let deadline = std::time::Instant::now() + support::DEADLINE;
+    loop {
+        let (_, listed) = unary(&server, &sandbox, "/process.Process/List", json!({})).await;
+        if listed["processes"][0]["tag"] == "cat" {
+            assert_eq!(listed["processes"][0]["config"]["cmd"], "/bin/cat");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "cat never started: {listed}"
+        );
+    }
+    for (method, body) in [
+        (
+            "SendInput",
+            json!({"process": {"tag": "cat"}, "input": {"stdin": "aGVsbG8K"}}),
+        ),
+        ("CloseStdin", json!({"process": {"tag": "cat"}})),
+    ] {
+        let (status, reply) = unary(
+            &server,
+            &sandbox,
+            &format!("/process.Process/{method}"),
+            body,
+        )
+        .await;
+        assert_eq!((status, reply), (200, json!({})), "{method}");
+    }
+    let frames = started.await.expect("stream");
+    let output: String = frames
+        .iter()
+        .filter_map(|(_, frame)| frame["event"]["data"].get("stdout"))
+        .map(decoded)
+        .collect();
+    assert_eq!(output, "hello\n");
+    assert_eq!(frames[frames.len() - 2].1["event"]["end"]["exitCode"], 0);
+    let (status, _, body) = read(
+        files("POST", "?path=z.gz")
+            .header("content-type", "application/octet-stream")
+            .header("content-encoding", "gzip")
+            .body(vec![31u8, 139])
+            .send()
+            .await
+            .expect("upload"),
+    )
+    .await;
+    assert_error(status, &body, 400, "gzip");
+
     // The cells and commands above ran in the sandbox's one session, next to its code.
     let (_, session) = server.get(&format!("/v1/sessions/{}", sandbox.id)).await;
     assert_eq!(session["state"], "idle");

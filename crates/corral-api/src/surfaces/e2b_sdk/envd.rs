@@ -8,7 +8,8 @@
 //! executions stream its output until it ends, for as long as the client listens — so a
 //! command waits its turn behind a running cell, and a cell behind at most one poll (a
 //! quarter of a second); between the polls of a quiet command the session is free.
-//! Watching directories, stdin and PTYs answer Connect's `unimplemented`.
+//! A command started with `stdin` gets a pipe that `SendInput` writes and `CloseStdin` closes.
+//! Watching directories, streamed stdin and PTYs answer Connect's `unimplemented`.
 
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
@@ -23,8 +24,8 @@ use corral_core::{ExecEvent, ExecRequest, StreamName};
 use corral_e2b::connect::{self, Code, ConnectError, Encoding};
 use corral_e2b::envd::{
     self, data_event, end_event, keepalive_event, start_event, workspace_path, EntryInfo,
-    EntryResponse, Exit, ListDirRequest, ListDirResponse, ListResponse, MoveRequest, Output,
-    PathRequest, ProcessInfo, SandboxEntry, SelectorRequest, SignalRequest, StartRequest,
+    EntryResponse, Exit, InputRequest, ListDirRequest, ListDirResponse, ListResponse, MoveRequest,
+    Output, PathRequest, ProcessInfo, SandboxEntry, SelectorRequest, SignalRequest, StartRequest,
     WriteInfo,
 };
 use corral_e2b::in_sandbox::{self, Operation};
@@ -171,6 +172,14 @@ async fn upload(
         )
     })?;
     let query = file_query(query)?;
+    if headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|encoding| encoding.as_bytes() != b"identity")
+    {
+        return Err(Failure::bad_request(
+            "compressed uploads (Content-Encoding) are not supported: upload without gzip",
+        ));
+    }
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
@@ -424,7 +433,7 @@ async fn selected_pid(
 
 /// The `process.Process` service: `Start` and `Connect` stream, the rest are unary.
 #[utoipa::path(post, path = "/process.Process/{method}", tag = "e2b_sandbox",
-    params(("method" = String, Path, description = "Start, Connect, List or SendSignal")),
+    params(("method" = String, Path, description = "Start, Connect, List, SendSignal, SendInput or CloseStdin")),
     request_body(content = serde_json::Value, description = "The method's request message (Connect JSON, enveloped for Start and Connect)"),
     responses(
         (status = 200, description = "The response message, or for Start and Connect a stream of ProcessEvent envelopes", body = serde_json::Value),
@@ -461,15 +470,13 @@ async fn process(
                 if request.pty.as_ref().is_some_and(|pty| !pty.is_null()) {
                     return Err(unimplemented("a pseudo-terminal"));
                 }
-                if request.stdin == Some(true) {
-                    return Err(unimplemented("a command's stdin"));
-                }
                 let reply = operation(
                     &state,
                     &caller,
                     &Operation::Spawn {
                         config: request.process,
                         tag: request.tag,
+                        stdin: request.stdin == Some(true),
                     },
                 )
                 .await?;
@@ -514,9 +521,36 @@ async fn process(
             };
             unary(signalled.await)
         }
-        "SendInput" | "StreamInput" | "CloseStdin" => {
-            unary(Err(unimplemented("a command's stdin")))
+        "SendInput" => {
+            let sent = async {
+                let request: InputRequest = parse_message(encoding, &body)?;
+                let data = request.input.checked_stdin().ok_or_else(|| {
+                    if request.input.pty.is_some() {
+                        unimplemented("a pseudo-terminal")
+                    } else {
+                        ConnectError::new(Code::InvalidArgument, "input.stdin must be base64 bytes")
+                    }
+                })?;
+                let pid = selected_pid(&state, &caller, &request.process).await?;
+                let write = Operation::Stdin {
+                    pid,
+                    data: data.to_owned(),
+                };
+                operation(&state, &caller, &write).await?;
+                Ok(serde_json::json!({}))
+            };
+            unary(sent.await)
         }
+        "CloseStdin" => {
+            let closed = async {
+                let request: SelectorRequest = parse_message(encoding, &body)?;
+                let pid = selected_pid(&state, &caller, &request.process).await?;
+                operation(&state, &caller, &Operation::CloseStdin { pid }).await?;
+                Ok(serde_json::json!({}))
+            };
+            unary(closed.await)
+        }
+        "StreamInput" => unary(Err(unimplemented("streaming a command's stdin"))),
         "Update" => unary(Err(unimplemented("a pseudo-terminal"))),
         other => unary(Err(ConnectError::new(
             Code::NotFound,
