@@ -82,6 +82,12 @@ def sync_scenario():
     # A file-like object goes up as a raw octet-stream body (envd 0.5.7).
     sbx.files.write("notes/stream.bin", io.BytesIO(b"\x00\x01streamed"))
     seen["streamed"] = list(sbx.files.read("notes/stream.bin", format="bytes"))
+    several = sbx.files.write_files([
+        {"path": "many/one.txt", "data": "1"},
+        {"path": "/home/user/many/two.txt", "data": b"2"},
+    ])
+    seen["write_files"] = [info.path for info in several]
+    seen["write_files_read"] = sbx.run_code("open('many/one.txt').read() + open('many/two.txt').read()").text
     seen["listed"] = [entry.name for entry in sbx.files.list("notes")]
     seen["from_code"] = sbx.run_code("open('notes/hello.txt').read()").text
     seen["exists"] = [sbx.files.exists("notes/hello.txt"), sbx.files.exists("notes/nope.txt")]

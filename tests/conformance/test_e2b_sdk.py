@@ -109,6 +109,8 @@ def test_the_sync_sdk_runs_code_files_and_commands_in_one_sandbox(server, keys):
     assert seen["written"] == "/workspace/notes/hello.txt"
     assert seen["read"] == seen["read_home"] == "hello file"
     assert seen["streamed"] == list(b"\x00\x01streamed")
+    assert seen["write_files"] == ["/workspace/many/one.txt", "/workspace/many/two.txt"]
+    assert seen["write_files_read"] == "'12'"
     assert seen["listed"] == ["hello.txt", "stream.bin"]
     assert seen["from_code"] == "'hello file'"
     assert seen["exists"] == [True, False]

@@ -90,15 +90,14 @@ pub struct FileQuery {
     /// `/workspace`.
     path: Option<String>,
     /// Ignored: every operation runs as the session's user.
+    #[allow(dead_code)]
     username: Option<String>,
 }
 
 fn file_query(query: Result<Query<FileQuery>, QueryRejection>) -> Result<FileQuery, Failure> {
-    let query = query
+    query
         .map(|Query(query)| query)
-        .map_err(|rejection| Failure::bad_request(rejection.body_text()))?;
-    let _ = &query.username;
-    Ok(query)
+        .map_err(|rejection| Failure::bad_request(rejection.body_text()))
 }
 
 fn relative(path: &str) -> Result<String, Failure> {
