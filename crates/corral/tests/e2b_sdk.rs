@@ -392,9 +392,26 @@ async fn the_control_plane_creates_lists_times_out_connects_and_kills() {
     .await;
     assert_eq!(status, 200);
 
-    // Killing closes the session; afterwards the sandbox is unknown everywhere.
+    // Killing closes the session and revokes its access tokens; afterwards the sandbox is
+    // unknown everywhere.
     let (status, _, _) = api(&server, "DELETE", &format!("/sandboxes/{id}"), None, None).await;
     assert_eq!(status, 204);
+    let (_, keys) = server.get("/v1/keys").await;
+    let tokens: Vec<&Value> = keys["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .filter(|key| key["session_id"] == id.as_str())
+        .collect();
+    assert_eq!(
+        tokens.len(),
+        3,
+        "one from create, two from connects: {keys}"
+    );
+    assert!(
+        tokens.iter().all(|key| key["revoked_at"].is_string()),
+        "{keys}"
+    );
     assert_eq!(
         server.get(&format!("/v1/sessions/{id}")).await.1["state"],
         "closed"

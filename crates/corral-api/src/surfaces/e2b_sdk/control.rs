@@ -446,7 +446,29 @@ async fn kill_sandbox(
         .engine
         .close_session(&principal, record.id, CLOSED_BY_CLIENT_REASON)
         .await?;
+    revoke_access_tokens(&state, &principal, record.id).await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revokes the access tokens issued for a killed sandbox (they reach nothing live any more;
+/// this keeps them from piling up as active keys). A caller that may not manage keys (a
+/// session key) leaves them to the retention clean-up.
+async fn revoke_access_tokens(state: &ApiState, principal: &Principal, id: SessionId) {
+    let keys = match state.engine.list_keys(principal).await {
+        Ok(keys) => keys,
+        Err(error) => {
+            tracing::debug!(%error, "a killed sandbox's access tokens are left to expire");
+            return;
+        }
+    };
+    for key in keys
+        .iter()
+        .filter(|key| key.session_id == Some(id) && key.revoked_at.is_none())
+    {
+        if let Err(error) = state.engine.revoke_key(principal, &key.id).await {
+            tracing::warn!(%error, key_id = %key.id, "could not revoke a killed sandbox's access token");
+        }
+    }
 }
 
 /// The sandbox closes `timeout` seconds after its last activity from now on.
