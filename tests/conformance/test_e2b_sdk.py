@@ -16,7 +16,7 @@ import requests
 CLIENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "e2b_sdk_client.py")
 SCENARIO_DEADLINE_SECONDS = 240
 COMMAND_DEADLINE_SECONDS = 60
-# What the SDK has checked E2B_API_KEY against since e2b 2.25.
+# What e2b releases from 2.25 check E2B_API_KEY against (2.63 itself no longer checks).
 E2B_KEY = re.compile(r"^e2b_[0-9a-f]+$")
 
 
