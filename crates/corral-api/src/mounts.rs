@@ -13,7 +13,7 @@ use axum::routing::MethodRouter;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::state::ApiState;
-use crate::surfaces::{agents, e2b, jupyter, python_rce, qiskit};
+use crate::surfaces::{agents, e2b, e2b_sdk, jupyter, python_rce, qiskit};
 
 /// One compatibility surface.
 pub struct SurfaceSpec {
@@ -58,6 +58,18 @@ pub const SURFACES: &[SurfaceSpec] = &[
         default_mount: "/",
         description: "IBM Qiskit Runtime sessions API (seed 003)",
         router: qiskit::router,
+    },
+    SurfaceSpec {
+        name: "e2b_api",
+        default_mount: "/",
+        description: "E2B's control plane as today's E2B SDKs call it (E2B_API_URL): sandboxes are corral sessions",
+        router: e2b_sdk::control_router,
+    },
+    SurfaceSpec {
+        name: "e2b_sandbox",
+        default_mount: "/",
+        description: "Inside an E2B sandbox as the SDKs reach it (E2B_SANDBOX_URL, E2b-Sandbox-Id/E2b-Sandbox-Port headers): the code interpreter and envd's files, filesystem and process services",
+        router: e2b_sdk::sandbox_router,
     },
 ];
 

@@ -5,6 +5,10 @@
 //! These functions take the store directly so `corral keys` can manage keys without a
 //! running server; who may call them over HTTP is decided by [`crate::Engine`]. Reading
 //! keys from requests is the API's job. Secrets are never logged.
+//!
+//! A key has two spellings that authenticate alike: `corral_<id>_<secret>` (issued) and
+//! `e2b_<id><secret>` ([`e2b_form`]), which matches the `^e2b_[0-9a-f]+$` the E2B SDKs
+//! check `E2B_API_KEY` against. Both name the same stored key.
 
 use std::fmt;
 
@@ -18,6 +22,8 @@ use crate::EngineError;
 
 /// Every key starts with this, so keys are easy to recognise (and to scan for in leaks).
 pub const KEY_PREFIX: &str = "corral_";
+/// The prefix of a key's E2B spelling (see [`e2b_form`]).
+pub const E2B_KEY_PREFIX: &str = "e2b_";
 /// Random bytes in a key id (shown as hex).
 const ID_BYTES: usize = 6;
 /// Random bytes in a key secret (shown as hex).
@@ -165,15 +171,35 @@ pub async fn revoke_key(store: &dyn Store, id: &str) -> Result<ApiKeyRecord, Eng
         .ok_or_else(|| EngineError::KeyNotFound(id.to_owned()))
 }
 
+/// The E2B spelling of an issued key: `e2b_` followed by the key's id and secret (both
+/// lowercase hex), as the E2B SDKs require of `E2B_API_KEY`. `None` for anything that is
+/// not a key in corral's spelling.
+pub fn e2b_form(key: &str) -> Option<String> {
+    let (id, secret) = key.strip_prefix(KEY_PREFIX)?.split_once('_')?;
+    let hex = |text: &str| {
+        text.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    (id.len() == ID_BYTES * 2 && secret.len() == SECRET_BYTES * 2 && hex(id) && hex(secret))
+        .then(|| format!("{E2B_KEY_PREFIX}{id}{secret}"))
+}
+
+/// A presented key's id and secret, in either spelling.
+fn split_key(presented: &str) -> Option<(&str, &str)> {
+    if let Some(rest) = presented.strip_prefix(KEY_PREFIX) {
+        return rest.split_once('_');
+    }
+    let rest = presented.strip_prefix(E2B_KEY_PREFIX)?;
+    (rest.len() == (ID_BYTES + SECRET_BYTES) * 2 && rest.is_ascii())
+        .then(|| rest.split_at(ID_BYTES * 2))
+}
+
 /// Who a presented key acts as; `None` for anything that is not a live key.
 pub async fn principal_for_key(
     store: &dyn Store,
     presented: &str,
 ) -> Result<Option<Principal>, EngineError> {
-    let Some((id, secret)) = presented
-        .strip_prefix(KEY_PREFIX)
-        .and_then(|rest| rest.split_once('_'))
-    else {
+    let Some((id, secret)) = split_key(presented) else {
         return Ok(None);
     };
     if id.len() != ID_BYTES * 2 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -190,5 +216,24 @@ pub async fn principal_for_key(
         Ok(record.principal(Utc::now()))
     } else {
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_have_an_e2b_spelling_naming_the_same_key() {
+        let id = "0123456789ab";
+        let secret = "f".repeat(SECRET_BYTES * 2);
+        let key = format!("{KEY_PREFIX}{id}_{secret}");
+        let e2b = e2b_form(&key).expect("e2b form");
+        assert_eq!(e2b, format!("e2b_{id}{secret}"));
+        assert_eq!(split_key(&e2b), Some((id, secret.as_str())));
+        assert_eq!(split_key(&key), Some((id, secret.as_str())));
+        assert_eq!(e2b_form("corral_short_key"), None);
+        assert_eq!(e2b_form(&e2b), None);
+        assert_eq!(split_key("e2b_0123"), None);
     }
 }

@@ -20,6 +20,34 @@ async fn send(
     server.send(method, path, key, body.as_deref()).await
 }
 
+/// `send` naming an E2B sandbox in `E2b-Sandbox-Id`, as the E2B SDK does inside a sandbox.
+async fn send_to_sandbox(
+    server: &TestServer,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    sandbox: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = server
+        .http
+        .request(method.parse().expect("method"), server.url(path))
+        .header("e2b-sandbox-id", sandbox);
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
 async fn issue(server: &TestServer, by: Option<&str>, body: Value) -> (String, String) {
     let (status, issued) = send(server, "POST", "/v1/keys", by, Some(body)).await;
     assert_eq!(status, 201, "{issued}");
@@ -97,6 +125,12 @@ fn fill(path: &str, session: &str, key_id: &str, jupyter_session: &str) -> Strin
         .replace("{kernel_name}", "python3")
         .replace("{execution_count}", "1")
         .replace("{key_id}", key_id)
+        .replace("{contextID}", "default")
+        .replace(
+            "/filesystem.Filesystem/{method}",
+            "/filesystem.Filesystem/ListDir",
+        )
+        .replace("/process.Process/{method}", "/process.Process/List")
         .replace("{identifier}", AGENT_IDENTIFIER)
 }
 
@@ -158,22 +192,68 @@ async fn every_route_needs_a_key_and_hides_other_tenants() {
     .await;
     assert_eq!(status, 201, "{jupyter_session}");
     let alices_jupyter = jupyter_session["id"].as_str().expect("id").to_owned();
+    let (status, sandbox) = send(
+        &server,
+        "POST",
+        "/v2/sandboxes",
+        Some(&alice),
+        Some(json!({"templateID": "base"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{sandbox}");
+    let alices_sandbox = sandbox["sandboxID"].as_str().expect("id").to_owned();
 
     let (_, document) = server.get("/openapi.json").await;
     let mut routes = Vec::new();
     for (path, item) in document["paths"].as_object().expect("paths") {
-        for method in item.as_object().expect("item").keys() {
-            routes.push((method.to_uppercase(), path.clone()));
+        for (method, operation) in item.as_object().expect("item") {
+            let tag = operation["tags"][0].as_str().unwrap_or("").to_owned();
+            routes.push((method.to_uppercase(), path.clone(), tag));
         }
     }
     assert!(routes.len() >= 20, "{routes:?}");
     let public = ["/healthz", "/openapi.json", "/api"];
-    for (method, path) in &routes {
-        let concrete = fill(path, &alices, &alice_key_id, &alices_jupyter);
+    for (method, path, tag) in &routes {
+        let concrete = fill(path, &alices, &alice_key_id, &alices_jupyter)
+            .replace("{sandboxID}", &alices_sandbox);
+        if tag == "e2b_sandbox" {
+            // Inside a sandbox, named by header: Bob's key reaches Alice's sandbox exactly
+            // as it would an unknown one (E2B's proxy answer; 503 for Connect's unary form).
+            let body = (method == "POST").then(|| json!({"code": "secret", "path": "."}));
+            let (status, reply) = send_to_sandbox(
+                &server,
+                method,
+                &concrete,
+                None,
+                &alices_sandbox,
+                body.clone(),
+            )
+            .await;
+            assert_eq!(status, 401, "{method} {path} without a token: {reply}");
+            let (status, reply) = send_to_sandbox(
+                &server,
+                method,
+                &concrete,
+                Some(&bob),
+                &alices_sandbox,
+                body,
+            )
+            .await;
+            assert!(
+                [502, 503].contains(&status)
+                    && reply["message"]
+                        .as_str()
+                        .is_some_and(|message| message.contains("was not found")),
+                "{method} {path} with another tenant's key: {status} {reply}"
+            );
+            continue;
+        }
         // A valid body for the route, naming Alice's session where a body can.
         let body = (method != "GET" && method != "DELETE").then(|| match path.as_str() {
             "/v1/keys" => json!({"scope": "session", "session_id": alices}),
             "/e2b/sessions" => json!({"codeSnippetID": "snippet"}),
+            "/sandboxes" | "/v2/sandboxes" => json!({"templateID": "base"}),
+            "/sandboxes/{sandboxID}/timeout" => json!({"timeout": 60}),
             "/api/sessions" => json!({"path": "alice.ipynb", "type": "notebook"}),
             "/api/v1/sessions" => json!({"mode": "dedicated"}),
             "/api/v1/sessions/{id}" => json!({"accepting_jobs": false}),
@@ -221,15 +301,19 @@ async fn every_route_needs_a_key_and_hides_other_tenants() {
                 (
                     "POST",
                     "/v1/sessions" | "/sessions/create" | "/e2b/sessions" | "/api/kernels"
-                    | "/api/sessions" | "/api/v1/sessions",
+                    | "/api/sessions" | "/api/v1/sessions" | "/sandboxes" | "/v2/sandboxes",
                 )
                 | (
                     "GET",
                     "/v1/sessions" | "/sessions/list" | "/v1/keys" | "/v1/info" | "/e2b/sessions"
                     | "/agents/sessions" | "/api/kernels" | "/api/sessions" | "/api/kernelspecs"
-                    | "/api/status",
+                    | "/api/status" | "/sandboxes" | "/v2/sandboxes",
                 ) => {
                     assert!(status < 300, "{method} {path}: {status} {reply}")
+                }
+                // Not supported for anyone.
+                ("GET", "/sandboxes/metrics") => {
+                    assert_eq!(status, 400, "{method} {path}: {reply}")
                 }
                 // Metrics are for admins only.
                 ("GET", "/metrics") => assert_eq!(status, 403, "{method} {path}: {reply}"),
@@ -248,6 +332,10 @@ async fn every_route_needs_a_key_and_hides_other_tenants() {
         assert!(
             !text.contains(&alices_agent),
             "{method} {path} leaked Alice's agent session: {text}"
+        );
+        assert!(
+            !text.contains(&alices_sandbox) || status == 404,
+            "{method} {path} leaked Alice's sandbox: {text}"
         );
     }
     // Alice still reaches her session and its state.

@@ -30,7 +30,10 @@ fn has_error_shape(tag: &str, body: &Value) -> Option<bool> {
                 })
                 || (text("session_id") && text("error"))
         }
-        "e2b" => body["code"].is_u64() && text("message"),
+        "e2b" | "e2b_api" => body["code"].is_u64() && text("message"),
+        // E2B's {code, message} on REST routes; Connect's {code: "not_found", message} on
+        // the envd services.
+        "e2b_sandbox" => (body["code"].is_u64() || text("code")) && text("message"),
         // ErrorList
         "agents" => body["errors"].as_array().is_some_and(|errors| {
             !errors.is_empty()

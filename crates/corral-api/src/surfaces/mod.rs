@@ -3,6 +3,7 @@
 
 pub mod agents;
 pub mod e2b;
+pub mod e2b_sdk;
 pub mod jupyter;
 pub mod native;
 pub mod python_rce;

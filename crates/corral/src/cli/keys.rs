@@ -22,6 +22,7 @@ pub async fn run(command: KeysCommand) -> anyhow::Result<ExitCode> {
             session,
             name,
             expires_at,
+            format,
             target,
         } => {
             let issued = match &target.data_dir {
@@ -64,6 +65,15 @@ pub async fn run(command: KeysCommand) -> anyhow::Result<ExitCode> {
                         }))
                         .await?
                 }
+            };
+            let issued = match format.as_str() {
+                "corral" => issued,
+                "e2b" => IssuedKeyView {
+                    key: keys::e2b_form(&issued.key)
+                        .ok_or_else(|| anyhow!("the issued key has no E2B spelling"))?,
+                    details: issued.details,
+                },
+                other => return Err(anyhow!("--format must be corral or e2b, not {other:?}")),
             };
             if target.json {
                 println!("{}", serde_json::to_string_pretty(&issued)?);

@@ -100,6 +100,11 @@ pub enum KeysCommand {
         /// When the key stops working (RFC 3339, e.g. 2027-01-01T00:00:00Z).
         #[arg(long)]
         expires_at: Option<chrono::DateTime<chrono::Utc>>,
+        /// How to print the key: `corral` (`corral_<id>_<secret>`) or `e2b`
+        /// (`e2b_<id><secret>`, the form the E2B SDKs accept as `E2B_API_KEY`); both
+        /// spellings authenticate as the same key.
+        #[arg(long, default_value = "corral")]
+        format: String,
         #[command(flatten)]
         target: KeysTarget,
     },
