@@ -1,12 +1,15 @@
-//! Shutdown bookkeeping: whether the engine still takes new work, and how much accepted work
-//! (session creations and executions, queued or running) has not finished yet.
-//!
-//! Only counts and waits; closing the sessions afterwards is `Engine::shutdown`'s job.
+//! The clean stop: whether the engine still takes new work, how much accepted work (session
+//! creations and executions, queued or running) has not finished yet, and
+//! [`Engine::shutdown`], which waits for it and then closes every live session.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
+use corral_core::Principal;
 use tokio::sync::Notify;
+
+use crate::{Engine, SHUTDOWN_REASON};
 
 /// Accepted, unfinished work, and the switch that stops new work being accepted.
 #[derive(Debug, Default)]
@@ -60,6 +63,45 @@ impl Drain {
                 return;
             }
             finished.await;
+        }
+    }
+}
+
+/// How long closing the sessions at shutdown may take once executions have drained.
+const SHUTDOWN_CLOSE_DEADLINE: Duration = Duration::from_secs(10);
+
+impl Engine {
+    /// A clean stop: refuses new sessions and executions from now on, lets accepted
+    /// executions (running and queued) finish for up to `grace`, then closes every live
+    /// session with reason `server shutdown` — killing what still runs, which is recorded as
+    /// `killed` — so the store holds every session's final state.
+    pub async fn shutdown(&self, grace: Duration) {
+        if tokio::time::timeout(grace, self.inner.drain.close_and_wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                grace_seconds = grace.as_secs_f64(),
+                "executions still running at the end of the shutdown grace period are killed"
+            );
+        }
+        let mut closing = tokio::task::JoinSet::new();
+        for record in self.live_sessions(&Principal::Admin) {
+            let engine = self.clone();
+            closing.spawn(async move {
+                if let Err(error) = engine
+                    .close_session(&Principal::Admin, record.id, SHUTDOWN_REASON)
+                    .await
+                {
+                    tracing::error!(session_id = %record.id, %error, "could not close a session at shutdown");
+                }
+            });
+        }
+        if tokio::time::timeout(SHUTDOWN_CLOSE_DEADLINE, closing.join_all())
+            .await
+            .is_err()
+        {
+            tracing::error!("some sessions did not close at shutdown; they will show as dead");
         }
     }
 }

@@ -1,8 +1,10 @@
 //! The engine's public face: create, list, get, update, drain, close, execute, interrupt,
 //! restart, refresh and shutdown; the server-wide session cap.
 //!
-//! Running a session is `session_task`'s job, expiring sessions the `reaper`'s, and counting
-//! unfinished work at shutdown `drain`'s; this module holds the registry and validates input.
+//! Running a session is `session_task`'s job, expiring sessions and removing old records the
+//! `reaper`'s, counting unfinished work and the clean stop `drain`'s, who may use and manage
+//! keys `key_access`'s, and interactive clients' questions `interaction`'s; this module holds
+//! the registry and validates input.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -12,8 +14,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use corral_core::{
-    ApiKeyRecord, ExecEvent, ExecRequest, ExecutionRecord, ExecutionTiming, KeyScope, Limits,
-    Principal, SessionId, SessionRecord, SessionState, SessionTtl, DEFAULT_TENANT,
+    ExecEvent, ExecRequest, ExecutionRecord, ExecutionTiming, Limits, Principal, SessionId,
+    SessionRecord, SessionState, SessionTtl, DEFAULT_TENANT,
 };
 use corral_store::{SessionQuery, Store};
 use corral_worker::{
@@ -23,7 +25,6 @@ use corral_worker::{
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::drain::Drain;
-use crate::keys::{self, IssuedKey, NewKey};
 use crate::measurements::{self, LiveGauges};
 use crate::quotas::{QuotaKind, TenantQuotas};
 use crate::reaper::run_reaper;
@@ -40,8 +41,6 @@ pub const RESTART_REASON: &str = "server restarted";
 pub const CLOSED_BY_CLIENT_REASON: &str = "closed by client";
 /// Reason recorded for sessions closed by a clean shutdown.
 pub const SHUTDOWN_REASON: &str = "server shutdown";
-/// How long closing the sessions at shutdown may take once executions have drained.
-const SHUTDOWN_CLOSE_DEADLINE: Duration = Duration::from_secs(10);
 /// Longest session name accepted.
 const MAX_NAME_CHARS: usize = 256;
 /// Largest metadata object accepted, serialised.
@@ -152,25 +151,25 @@ pub struct ExecutionPage {
 /// The engine. Cheap to clone; all clones share one registry.
 #[derive(Clone)]
 pub struct Engine {
-    inner: Arc<EngineInner>,
+    pub(crate) inner: Arc<EngineInner>,
 }
 
 pub(crate) struct EngineInner {
-    store: Arc<dyn Store>,
-    worker_config: WorkerConfig,
-    limits: Limits,
-    workspaces_dir: PathBuf,
-    info: EngineInfo,
-    live: Mutex<HashMap<SessionId, Arc<LiveSession>>>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) worker_config: WorkerConfig,
+    pub(crate) limits: Limits,
+    pub(crate) workspaces_dir: PathBuf,
+    pub(crate) info: EngineInfo,
+    pub(crate) live: Mutex<HashMap<SessionId, Arc<LiveSession>>>,
     /// Sessions live or starting, against `limits.max_sessions`.
-    occupied_slots: Arc<AtomicUsize>,
-    drain: Arc<Drain>,
+    pub(crate) occupied_slots: Arc<AtomicUsize>,
+    pub(crate) drain: Arc<Drain>,
     /// Wakes the reaper when a session's deadlines may have moved earlier.
-    reaper_wake: Arc<Notify>,
-    open_mode: bool,
-    quotas: TenantQuotas,
+    pub(crate) reaper_wake: Arc<Notify>,
+    pub(crate) open_mode: bool,
+    pub(crate) quotas: TenantQuotas,
     /// Held while a claimed session is looked up and, if missing, created.
-    claims: tokio::sync::Mutex<()>,
+    pub(crate) claims: tokio::sync::Mutex<()>,
 }
 
 /// One of the server's `max_sessions` places, held from the start of a create until the
@@ -935,77 +934,6 @@ impl Engine {
         })
     }
 
-    /// A clean stop: refuses new sessions and executions from now on, lets accepted
-    /// executions (running and queued) finish for up to `grace`, then closes every live
-    /// session with reason `server shutdown` — killing what still runs, which is recorded as
-    /// `killed` — so the store holds every session's final state.
-    pub async fn shutdown(&self, grace: Duration) {
-        if tokio::time::timeout(grace, self.inner.drain.close_and_wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                grace_seconds = grace.as_secs_f64(),
-                "executions still running at the end of the shutdown grace period are killed"
-            );
-        }
-        let mut closing = tokio::task::JoinSet::new();
-        for record in self.live_sessions(&Principal::Admin) {
-            let engine = self.clone();
-            closing.spawn(async move {
-                if let Err(error) = engine
-                    .close_session(&Principal::Admin, record.id, SHUTDOWN_REASON)
-                    .await
-                {
-                    tracing::error!(session_id = %record.id, %error, "could not close a session at shutdown");
-                }
-            });
-        }
-        if tokio::time::timeout(SHUTDOWN_CLOSE_DEADLINE, closing.join_all())
-            .await
-            .is_err()
-        {
-            tracing::error!("some sessions did not close at shutdown; they will show as dead");
-        }
-    }
-
-    fn ended_session_retention(&self) -> chrono::Duration {
-        chrono::Duration::from_std(self.inner.limits.ended_session_retention)
-            .unwrap_or(chrono::Duration::MAX)
-    }
-
-    /// When the longest-ended stored session is due for removal (`None`: none is stored).
-    pub(crate) async fn next_record_removal(
-        &self,
-    ) -> Result<Option<chrono::DateTime<Utc>>, EngineError> {
-        let retention = self.ended_session_retention();
-        Ok(self
-            .inner
-            .store
-            .oldest_ended_session()
-            .await?
-            .and_then(|ended| ended.checked_add_signed(retention)))
-    }
-
-    /// Removes the records of sessions that ended more than the retention period ago, and
-    /// says when the next one is due (`None`: no ended session is stored).
-    pub(crate) async fn remove_expired_records(
-        &self,
-    ) -> Result<Option<chrono::DateTime<Utc>>, EngineError> {
-        let now = Utc::now();
-        let cutoff = now
-            .checked_sub_signed(self.ended_session_retention())
-            .unwrap_or(now);
-        let removed = self.inner.store.remove_ended_sessions(cutoff).await?;
-        if removed > 0 {
-            tracing::info!(
-                sessions = removed,
-                "ended sessions past their retention removed"
-            );
-        }
-        self.next_record_removal().await
-    }
-
     /// The live session, if `caller` may reach it; otherwise not found, or why it ended.
     pub(crate) async fn require_live(
         &self,
@@ -1024,93 +952,6 @@ impl Engine {
                 })
             }
         }
-    }
-
-    /// Who a request acts as: the principal of `presented`, or — with no key presented, in
-    /// open mode, while the store has no active admin or tenant key — admin.
-    pub async fn authenticate(&self, presented: Option<&str>) -> Result<Principal, EngineError> {
-        match presented {
-            Some(key) => match keys::principal_for_key(self.inner.store.as_ref(), key).await? {
-                Some(principal) => Ok(principal),
-                None => {
-                    // Never the key itself: only that one was refused.
-                    tracing::warn!("authentication failed: an API key was refused");
-                    Err(EngineError::Unauthorized)
-                }
-            },
-            None if self.inner.open_mode && !self.inner.store.has_active_api_keys().await? => {
-                Ok(Principal::Admin)
-            }
-            None => Err(EngineError::Unauthorized),
-        }
-    }
-
-    /// Issues a key: admins any key; a tenant keys of its own tenant (tenant or session
-    /// scope); a session key none.
-    pub async fn issue_key(
-        &self,
-        caller: &Principal,
-        mut new: NewKey,
-    ) -> Result<IssuedKey, EngineError> {
-        match caller {
-            Principal::Admin => {}
-            Principal::Tenant(tenant) => {
-                if new.scope == KeyScope::Admin {
-                    return Err(EngineError::Forbidden(
-                        "a tenant key cannot issue admin keys".into(),
-                    ));
-                }
-                if new.tenant.as_ref().is_some_and(|named| named != tenant) {
-                    return Err(EngineError::Forbidden(
-                        "a tenant key issues keys of its own tenant only".into(),
-                    ));
-                }
-                new.tenant = Some(tenant.clone());
-                if let Some(session_id) = new.session_id {
-                    // Another tenant's session is not found, as everywhere else.
-                    self.get_session(caller, session_id).await?;
-                }
-            }
-            Principal::Session { .. } => {
-                return Err(EngineError::Forbidden(
-                    "a session key cannot manage keys".into(),
-                ))
-            }
-        }
-        keys::issue_key(self.inner.store.as_ref(), new).await
-    }
-
-    /// The keys `caller` may manage: all for admins, its tenant's for a tenant.
-    pub async fn list_keys(&self, caller: &Principal) -> Result<Vec<ApiKeyRecord>, EngineError> {
-        match caller {
-            Principal::Session { .. } => Err(EngineError::Forbidden(
-                "a session key cannot manage keys".into(),
-            )),
-            _ => keys::list_keys(self.inner.store.as_ref(), caller.tenant()).await,
-        }
-    }
-
-    /// Revokes a key `caller` may manage (others' keys are not found).
-    pub async fn revoke_key(
-        &self,
-        caller: &Principal,
-        id: &str,
-    ) -> Result<ApiKeyRecord, EngineError> {
-        if let Principal::Session { .. } = caller {
-            return Err(EngineError::Forbidden(
-                "a session key cannot manage keys".into(),
-            ));
-        }
-        let key = self
-            .inner
-            .store
-            .get_api_key(id)
-            .await?
-            .ok_or_else(|| EngineError::KeyNotFound(id.to_owned()))?;
-        if caller.tenant().is_some() && caller.tenant() != key.tenant.as_deref() {
-            return Err(EngineError::KeyNotFound(id.to_owned()));
-        }
-        keys::revoke_key(self.inner.store.as_ref(), id).await
     }
 
     /// The error for a session that is not live: not found, or its terminal state.

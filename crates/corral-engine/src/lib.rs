@@ -13,6 +13,7 @@ mod drain;
 mod engine;
 mod error;
 mod interaction;
+mod key_access;
 pub mod keys;
 pub mod measurements;
 mod quotas;

@@ -15,6 +15,7 @@ use corral_core::Principal;
 use tokio::sync::Notify;
 
 use crate::engine::{Engine, EngineInner};
+use crate::EngineError;
 
 /// Longest nap between checks when no session is close to expiring.
 const LONGEST_NAP: Duration = Duration::from_secs(60);
@@ -87,5 +88,44 @@ pub(crate) async fn run_reaper(engine: Weak<EngineInner>, wake: Arc<Notify>) {
             _ = tokio::time::sleep(nap) => {}
             _ = wake.notified() => {}
         }
+    }
+}
+
+impl Engine {
+    fn ended_session_retention(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.inner.limits.ended_session_retention)
+            .unwrap_or(chrono::Duration::MAX)
+    }
+
+    /// When the longest-ended stored session is due for removal (`None`: none is stored).
+    pub(crate) async fn next_record_removal(
+        &self,
+    ) -> Result<Option<chrono::DateTime<Utc>>, EngineError> {
+        let retention = self.ended_session_retention();
+        Ok(self
+            .inner
+            .store
+            .oldest_ended_session()
+            .await?
+            .and_then(|ended| ended.checked_add_signed(retention)))
+    }
+
+    /// Removes the records of sessions that ended more than the retention period ago, and
+    /// says when the next one is due (`None`: no ended session is stored).
+    pub(crate) async fn remove_expired_records(
+        &self,
+    ) -> Result<Option<chrono::DateTime<Utc>>, EngineError> {
+        let now = Utc::now();
+        let cutoff = now
+            .checked_sub_signed(self.ended_session_retention())
+            .unwrap_or(now);
+        let removed = self.inner.store.remove_ended_sessions(cutoff).await?;
+        if removed > 0 {
+            tracing::info!(
+                sessions = removed,
+                "ended sessions past their retention removed"
+            );
+        }
+        self.next_record_removal().await
     }
 }
