@@ -49,6 +49,7 @@ class _State:
         "streams", "graveyard", "in_cell", "sending", "pending_interrupt", "current_id",
         "history", "future_flags", "loop", "pid", "frame_started", "early_interrupt",
         "sync_token", "fences", "stdin_mode", "original_input", "original_getpass",
+        "store_history",
     )
 
 
@@ -889,7 +890,8 @@ def _run_cell(code, count):
             if is_expr:
                 value = result
         if value is not None:
-            _bind_result(value, count)
+            if S.store_history:
+                _bind_result(value, count)
             data, md = _bundle(value)
             _send({"type": "result", "id": S.current_id, "execution_count": count,
                    "data": data, "metadata": md})
@@ -913,6 +915,7 @@ def _serve_exec(msg):
     S.sync_token = token
     stdin = msg.get("stdin", "empty")
     S.stdin_mode = stdin if stdin in ("empty", "refused", "requested") else "empty"
+    S.store_history = msg.get("store_history", True) is not False
     ok = False
     try:
         if not isinstance(code, str):
@@ -1146,6 +1149,7 @@ def _serve_evaluate(msg):
             data, md = _bundle(value)
             results.append([name, {"status": "ok", "data": data, "metadata": md}])
         except Exception as exc:
+            _clean_exception(exc)
             frame = _error_frame(exc, clean=False)
             results.append([name, {"status": "error", "ename": frame["ename"],
                                    "evalue": frame["evalue"], "traceback": frame["traceback"]}])
@@ -1195,6 +1199,7 @@ def _setup():
     S.sync_token = None
     S.fences = 0
     S.stdin_mode = "empty"
+    S.store_history = True
     S.original_input = builtins.input
     S.original_getpass = None
     S.history = ["", "", ""]

@@ -1045,6 +1045,19 @@ class StdinTests(DriverTestCase):
         self.assertEqual(self.worker.execute("input()").error["ename"], "EOFError")
 
 
+class HistoryTests(DriverTestCase):
+    def test_without_history_the_result_is_not_bound(self):
+        self.run_ok("1 + 1")
+        exec_id, token = self.worker.start("40 + 2", count=1)
+        self.worker.finish(exec_id, token)
+        frame = {"type": "exec", "id": "quiet", "code": "'not kept'", "execution_count": 1,
+                 "sync_token": "ab", "store_history": False}
+        self.worker.send(frame)
+        while self.worker.recv()["type"] != "done":
+            pass
+        self.assertEqual(self.run_ok("_", count=2).text, "42")
+
+
 class DisplayIdTests(DriverTestCase):
     def test_display_ids_updates_and_clear_output(self):
         execution = self.run_ok("""
@@ -1116,6 +1129,12 @@ class InspectionTests(DriverTestCase):
         (first, good), (second, bad) = reply["results"]
         self.assertEqual((first, good["status"], good["data"]["text/plain"]), ("double", "ok", "12"))
         self.assertEqual((second, bad["status"], bad["ename"]), ("bad", "error", "ZeroDivisionError"))
+
+    def test_evaluate_tracebacks_have_no_driver_frames(self):
+        self.worker.send({"type": "evaluate", "id": "e2", "expressions": [["bad", "undefined_name"]]})
+        (_, bad), = self.worker.recv()["results"]
+        self.assertEqual(bad["ename"], "NameError")
+        self.assertFalse(any(DRIVER_NAME in line for line in bad["traceback"]), bad["traceback"])
 
     def test_is_complete(self):
         self.assertEqual(self.is_complete("x = 1"), ("complete", ""))

@@ -22,6 +22,10 @@ pub struct ExecRequest {
     pub timeout: Option<Duration>,
     /// What `input()` and `getpass()` do in the code.
     pub stdin: StdinMode,
+    /// The execution takes the next execution count and is kept in the session's history
+    /// (and binds `_`, `_N`); without, it runs with the current count and is not stored —
+    /// Jupyter's `store_history: false` (and `silent`).
+    pub store_history: bool,
 }
 
 /// What reading standard input (`input()`, `getpass()`) does during an execution.
@@ -134,6 +138,9 @@ pub enum ExecEvent {
     /// event.
     Started {
         execution_count: u64,
+        /// Executions counted since the session's interpreter last (re)started, this one
+        /// included: what a Jupyter front-end numbers cells by.
+        since_restart: u64,
     },
     Stream {
         name: StreamName,

@@ -38,6 +38,8 @@ pub(crate) struct ExecJob {
     pub code: String,
     pub timeout: Duration,
     pub stdin: StdinMode,
+    /// Takes a new execution count and is stored (see [`corral_core::ExecRequest`]).
+    pub store_history: bool,
     pub events: Option<mpsc::UnboundedSender<ExecEvent>>,
     /// Answers to the execution's input requests (with [`StdinMode::Requested`]).
     pub input: Option<mpsc::UnboundedReceiver<String>>,
@@ -89,6 +91,8 @@ pub(crate) struct LiveSession {
     pub record: Mutex<SessionRecord>,
     pub jobs: mpsc::Sender<Job>,
     pub signals: broadcast::Sender<SessionSignal>,
+    /// The session's execution count when its interpreter last (re)started.
+    pub count_at_restart: std::sync::atomic::AtomicU64,
     pub control: mpsc::UnboundedSender<Control>,
     pub interrupt: Mutex<InterruptHandle>,
     /// The session closes once its queue is empty. Set together with `accepting_executions =
@@ -276,6 +280,8 @@ async fn restart_worker(
         let mut record = live.record();
         record.state = SessionState::Idle;
         record.last_activity_at = Utc::now();
+        live.count_at_restart
+            .store(record.execution_count, Ordering::SeqCst);
         record.clone()
     };
     if let Err(error) = context.store.update_session(&record).await {
@@ -324,7 +330,9 @@ async fn run_job(
     let started_at = Utc::now();
     let execution_count = {
         let mut record = live.record();
-        record.execution_count += 1;
+        if job.store_history {
+            record.execution_count += 1;
+        }
         record.state = SessionState::Busy;
         record.last_activity_at = started_at;
         record.execution_count
@@ -337,9 +345,15 @@ async fn run_job(
         interrupt_grace: context.interrupt_grace,
         output_cap_bytes: context.output_cap_bytes,
         stdin: job.stdin,
+        store_history: job.store_history,
     };
     if let Some(events) = &job.events {
-        let _ = events.send(ExecEvent::Started { execution_count });
+        let since_restart =
+            execution_count.saturating_sub(live.count_at_restart.load(Ordering::SeqCst));
+        let _ = events.send(ExecEvent::Started {
+            execution_count,
+            since_restart,
+        });
     }
 
     // Close and restart pre-empt a running execution; the execution is then recorded as
@@ -405,10 +419,15 @@ async fn run_job(
         }
     }
     execution.cap_stored_output(context.stored_output_cap_bytes);
-    let stored = context
-        .store
-        .record_execution(&execution, &session, context.executions_kept)
-        .await;
+    let stored = if job.store_history {
+        context
+            .store
+            .record_execution(&execution, &session, context.executions_kept)
+            .await
+    } else {
+        // Not kept in the history: only the session's own change is written.
+        context.store.update_session(&session).await
+    };
     let reply = match stored {
         Ok(()) => Ok(execution),
         Err(error) => {

@@ -107,11 +107,13 @@ pub fn input_request(prompt: &str, password: bool) -> InputRequest {
     }
 }
 
-/// `execute_reply` for a finished execution: `ok`, or `error` with the error's name, value
+/// `execute_reply` for a finished execution, numbered `execution_count` (the front-end's
+/// count, which starts again at a restart): `ok`, or `error` with the error's name, value
 /// and traceback (an interrupt, a timeout and a killed worker are errors too, as in
 /// ipykernel).
 pub fn execute_reply(
     record: &ExecutionRecord,
+    execution_count: u64,
     user_expressions: HashMap<String, ExpressionResult>,
 ) -> ExecuteReply {
     let error = match (record.status, &record.error) {
@@ -129,7 +131,7 @@ pub fn execute_reply(
         } else {
             ReplyStatus::Ok
         },
-        execution_count: count(record.execution_count),
+        execution_count: count(execution_count),
         payload: Vec::new(),
         user_expressions: Some(user_expressions),
         error: error.map(Box::new),
@@ -450,7 +452,11 @@ mod tests {
             serde_json::to_value(&stream).expect("serialises"),
             serde_json::json!({"name": "stderr", "text": "oops\n"})
         );
-        assert!(output(&ExecEvent::Started { execution_count: 1 }).is_none());
+        assert!(output(&ExecEvent::Started {
+            execution_count: 1,
+            since_restart: 1
+        })
+        .is_none());
         let clear = output(&ExecEvent::ClearOutput { wait: true }).expect("an output");
         assert_eq!(
             serde_json::to_value(&clear).expect("serialises"),
@@ -469,6 +475,7 @@ mod tests {
     fn execute_replies_say_ok_or_the_error() {
         let ok = json(execute_reply(
             &record(3, "1", ExecutionStatus::Ok),
+            3,
             HashMap::new(),
         ));
         assert_eq!(ok["status"], "ok");
@@ -478,7 +485,7 @@ mod tests {
         if let Some(error) = &mut interrupted.error {
             error.traceback = vec!["Traceback:\n".into(), "  line\n    code\n".into()];
         }
-        let failed = json(execute_reply(&interrupted, HashMap::new()));
+        let failed = json(execute_reply(&interrupted, 4, HashMap::new()));
         assert_eq!(failed["status"], "error");
         assert_eq!(failed["ename"], "KeyboardInterrupt");
         assert_eq!(

@@ -53,7 +53,7 @@ pub enum Frame {
 pub enum WireError {
     #[error("the frame is not valid JSON: {0}")]
     Json(#[from] serde_json::Error),
-    #[error("the message has no channel")]
+    #[error("the message's channel is not a string")]
     MissingChannel,
     #[error("unknown channel {0:?}")]
     UnknownChannel(String),
@@ -75,9 +75,12 @@ pub fn decode(framing: Framing, frame: Frame) -> Result<(Channel, JupyterMessage
             let object = value
                 .as_object_mut()
                 .ok_or_else(|| WireError::NotAMessage("not a JSON object".into()))?;
+            // Without a channel a message is for shell, as jupyter_server reads it (its own
+            // gateway client sends none).
             let channel = match object.remove("channel") {
                 Some(Value::String(name)) => parse_channel(&name)?,
-                _ => return Err(WireError::MissingChannel),
+                None | Some(Value::Null) => Channel::Shell,
+                Some(_) => return Err(WireError::MissingChannel),
             };
             // Top-level copies of header fields are not part of the message.
             object.remove("msg_id");
@@ -272,6 +275,17 @@ mod tests {
     }
 
     #[test]
+    fn a_message_without_a_channel_is_for_shell() {
+        // As jupyter_server's gateway client sends them: no channel, a float date, 5.4.
+        let frame = r#"{"header": {"msg_id": "m2", "username": "u", "session": "s", "date": 1764633600.5,
+            "msg_type": "kernel_info_request", "version": "5.4"}, "parent_header": {}, "metadata": {},
+            "content": {}}"#;
+        let (channel, message) = decode(Framing::Json, Frame::Text(frame.into())).expect("decodes");
+        assert!(matches!(channel, Channel::Shell));
+        assert_eq!(message.header.msg_type, "kernel_info_request");
+    }
+
+    #[test]
     fn v1_frames_round_trip_with_buffers() {
         let (_, mut message) =
             decode(Framing::Json, Frame::Text(EXECUTE_REQUEST.into())).expect("decodes");
@@ -303,6 +317,7 @@ mod tests {
             (Framing::Json, Frame::Text("[1]".into())),
             (Framing::Json, Frame::Text(r#"{"header": {}}"#.into())),
             (Framing::Json, Frame::Text(r#"{"channel": "nope"}"#.into())),
+            (Framing::Json, Frame::Text(r#"{"channel": 1}"#.into())),
             (
                 Framing::Json,
                 Frame::Text(r#"{"channel": "shell", "header": 1}"#.into()),

@@ -18,6 +18,9 @@ pub enum WorkerRequest {
         /// What `input()` does; absent means [`StdinMode::Empty`].
         #[serde(default, skip_serializing_if = "is_empty_stdin")]
         stdin: StdinMode,
+        /// Whether the result is bound to `_` and `_<execution_count>`; absent means yes.
+        #[serde(default = "yes", skip_serializing_if = "is_yes")]
+        store_history: bool,
     },
     /// The answer to the running exec's `input_request`.
     InputReply {
@@ -49,6 +52,14 @@ pub enum WorkerRequest {
 
 fn is_empty_stdin(mode: &StdinMode) -> bool {
     *mode == StdinMode::Empty
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_yes(value: &bool) -> bool {
+    *value
 }
 
 /// How a cell finished, as the worker reports it.
@@ -168,6 +179,7 @@ mod tests {
             execution_count: 2,
             sync_token: "ff".into(),
             stdin: StdinMode::Empty,
+            store_history: true,
         };
         let json = serde_json::to_value(&request).expect("serialises");
         assert_eq!(
@@ -184,9 +196,11 @@ mod tests {
             execution_count: 1,
             sync_token: "ff".into(),
             stdin: StdinMode::Requested,
+            store_history: false,
         };
         let json = serde_json::to_value(&request).expect("serialises");
         assert_eq!(json["stdin"], "requested");
+        assert_eq!(json["store_history"], false);
         let reply = serde_json::to_value(WorkerRequest::InputReply {
             id: "a".into(),
             value: "x".into(),

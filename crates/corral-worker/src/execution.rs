@@ -32,6 +32,8 @@ pub struct ExecSpec {
     /// What `input()` does; with [`StdinMode::Requested`] the answers come on the
     /// `input` channel given to [`Worker::execute`].
     pub stdin: StdinMode,
+    /// Whether the result is bound to `_` and `_<execution_count>`.
+    pub store_history: bool,
 }
 
 /// What an execution produced. When `worker_exit` is set the worker is gone and the session
@@ -309,6 +311,7 @@ impl Worker {
             execution_count: spec.execution_count,
             sync_token,
             stdin,
+            store_history: spec.store_history,
         };
         // From here until `done`, client interrupts are for this execution.
         self.executing.store(true, Ordering::SeqCst);

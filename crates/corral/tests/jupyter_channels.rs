@@ -711,6 +711,17 @@ async fn interrupts_stop_on_error_and_restarts() {
     let run = channels.execute("state", false).await;
     let messages = channels.until_idle(&run).await;
     assert_eq!(find(&messages, "error")["content"]["ename"], "NameError");
+    // Cells are numbered from the restart on, corral's own count goes on.
+    assert_eq!(
+        find(&messages, "execute_input")["content"]["execution_count"],
+        1
+    );
+    assert_eq!(
+        find(&messages, "execute_reply")["content"]["execution_count"],
+        1
+    );
+    let (_, session) = server.get(&format!("/v1/sessions/{kernel}")).await;
+    assert_eq!(session["execution_count"], 3);
 
     // Restart through REST shows on the websocket too.
     let (status, _) = server
@@ -891,4 +902,88 @@ async fn limits_on_code_and_frames() {
         "{ended:?}"
     );
     wait_for_connections(&server, &kernel, 0).await;
+}
+
+#[tokio::test]
+async fn silent_cells_and_cells_outside_the_history_take_no_count() {
+    let server = TestServer::start();
+    let kernel = start_kernel(&server).await;
+    let mut channels = Channels::open(&server, &kernel).await;
+    let first = channels.execute("a = 1\na", false).await;
+    channels.until_idle(&first).await;
+    let silent = channels
+        .send(
+            "shell",
+            "execute_request",
+            json!({"code": "print('quiet')\n99", "silent": true, "store_history": false,
+                "user_expressions": {}, "allow_stdin": false, "stop_on_error": true}),
+        )
+        .await;
+    let messages = channels.until_idle(&silent).await;
+    assert_eq!(
+        types(&messages),
+        ["status:busy", "stream", "execute_reply", "status:idle"]
+    );
+    assert_eq!(
+        find(&messages, "execute_reply")["content"]["execution_count"],
+        1
+    );
+    let unstored = channels
+        .send(
+            "shell",
+            "execute_request",
+            json!({"code": "'not kept'", "silent": false, "store_history": false,
+                "user_expressions": {}, "allow_stdin": false, "stop_on_error": true}),
+        )
+        .await;
+    let messages = channels.until_idle(&unstored).await;
+    assert_eq!(
+        find(&messages, "execute_result")["content"]["data"]["text/plain"],
+        "'not kept'"
+    );
+    assert_eq!(
+        find(&messages, "execute_reply")["content"]["execution_count"],
+        1
+    );
+    // Neither took a count or a place in the history, nor rebound `_`.
+    let next = channels.execute("_", false).await;
+    let messages = channels.until_idle(&next).await;
+    assert_eq!(
+        find(&messages, "execute_reply")["content"]["execution_count"],
+        2
+    );
+    assert_eq!(
+        find(&messages, "execute_result")["content"]["data"]["text/plain"],
+        "1"
+    );
+    let (_, history) = server
+        .get(&format!("/v1/sessions/{kernel}/executions"))
+        .await;
+    let codes: Vec<&str> = history["executions"]
+        .as_array()
+        .expect("executions")
+        .iter()
+        .map(|execution| execution["code"].as_str().expect("code"))
+        .collect();
+    assert_eq!(codes, ["a = 1\na", "_"]);
+}
+
+#[tokio::test]
+async fn messages_without_a_channel_are_for_shell() {
+    // As jupyter_server's own gateway client sends them.
+    let server = TestServer::start();
+    let kernel = start_kernel(&server).await;
+    let mut channels = Channels::open(&server, &kernel).await;
+    let frame = json!({
+        "header": {"msg_id": "no-channel", "username": "u", "session": "client-1",
+            "date": 1764633600.5, "msg_type": "kernel_info_request", "version": "5.4"},
+        "parent_header": {}, "metadata": {}, "content": {}, "buffers": [],
+    });
+    channels
+        .socket
+        .send(Message::Text(frame.to_string().into()))
+        .await
+        .expect("sent");
+    let messages = channels.until_idle("no-channel").await;
+    assert_eq!(find(&messages, "kernel_info_reply")["channel"], "shell");
 }

@@ -654,6 +654,7 @@ async fn follow(
                     }),
                     timeout: None,
                     stdin: StdinMode::default(),
+                    store_history: true,
                 },
                 Some(events),
             )

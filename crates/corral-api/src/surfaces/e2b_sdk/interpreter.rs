@@ -213,6 +213,7 @@ async fn execute(
                 code,
                 timeout: None,
                 stdin: StdinMode::default(),
+                store_history: true,
             },
             Some(event_sender),
         )

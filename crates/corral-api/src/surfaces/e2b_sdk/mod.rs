@@ -422,6 +422,7 @@ async fn run_operation(
                 code: in_sandbox::operation_code(operation),
                 timeout: None,
                 stdin: StdinMode::default(),
+                store_history: true,
             },
         )
         .await

@@ -122,6 +122,7 @@ async fn follow_session(
                 hub.publish(hub.kernel.status(None, ExecutionState::Restarting));
             }
             Ok(SessionSignal::Restarted) => {
+                hub.state().last_count = 0;
                 hub.publish(hub.kernel.status(None, ExecutionState::Starting));
                 hub.publish(hub.kernel.status(None, ExecutionState::Idle));
             }
@@ -175,6 +176,9 @@ struct HubState {
     pending_input: Option<PendingInput>,
     /// Jupyter executions submitted and not started yet: set to skip them.
     queued: Vec<Arc<AtomicBool>>,
+    /// The Jupyter execution count of the last cell that started (counted from the
+    /// interpreter's last restart), for the replies of cells that never ran.
+    last_count: u64,
 }
 
 /// One kernel's connections and the requests they make.
@@ -208,7 +212,6 @@ struct AnswerStep {
 
 /// An `execute_request` in the session's queue.
 struct ExecutionStep {
-    principal: Principal,
     connection: u64,
     parent: Header,
     execute: ExecuteRequest,
@@ -548,6 +551,8 @@ impl KernelHub {
             } else {
                 StdinMode::Refused
             },
+            // As in IPython: only a cell stored in the history takes an execution count.
+            store_history: execute.store_history && !execute.silent,
         };
         // stop_on_error: what this client queued behind a failing cell is skipped, decided
         // before the next cell can start.
@@ -584,7 +589,6 @@ impl KernelHub {
             _ => None,
         };
         let _ = self.steps.send(Step::Execute(Box::new(ExecutionStep {
-            principal: principal.clone(),
             connection,
             parent,
             execute,
@@ -600,7 +604,6 @@ impl KernelHub {
     /// the `execute_reply`.
     async fn run_execution(&self, step: ExecutionStep) {
         let ExecutionStep {
-            principal,
             connection,
             parent,
             execute,
@@ -614,7 +617,7 @@ impl KernelHub {
             Ok(pending) => pending,
             Err(error) => {
                 self.forget_queued(&cancelled);
-                let count = self.execution_count(&principal).await;
+                let count = self.state().last_count;
                 self.unrun(connection, &parent, count, Some(&error));
                 return;
             }
@@ -622,14 +625,16 @@ impl KernelHub {
         let mut started = None;
         while let Some(event) = events.recv().await {
             match event {
-                ExecEvent::Started { execution_count } => {
+                // Jupyter numbers cells from the interpreter's (re)start.
+                ExecEvent::Started { since_restart, .. } => {
                     self.forget_queued(&cancelled);
-                    started = Some(execution_count);
+                    started = Some(since_restart);
+                    self.state().last_count = since_restart;
                     self.status(&parent, ExecutionState::Busy);
                     if !execute.silent {
                         self.publish(self.kernel.child(
                             &parent,
-                            replies::execute_input(&execute.code, execution_count),
+                            replies::execute_input(&execute.code, since_restart),
                         ));
                     }
                 }
@@ -645,6 +650,15 @@ impl KernelHub {
                     );
                 }
                 ExecEvent::Result { .. } if execute.silent => {}
+                ExecEvent::Result { data, .. } => {
+                    let result = ExecEvent::Result {
+                        execution_count: started.unwrap_or_default(),
+                        data,
+                    };
+                    if let Some(content) = replies::output(&result) {
+                        self.publish(self.kernel.child(&parent, content));
+                    }
+                }
                 other => {
                     if let Some(content) = replies::output(&other) {
                         self.publish(self.kernel.child(&parent, content));
@@ -675,16 +689,15 @@ impl KernelHub {
                 self.send_to(
                     connection,
                     Channel::Shell,
-                    self.kernel
-                        .child(&parent, replies::execute_reply(&record, expressions)),
+                    self.kernel.child(
+                        &parent,
+                        replies::execute_reply(&record, started.unwrap_or_default(), expressions),
+                    ),
                 );
                 self.status(&parent, ExecutionState::Idle);
             }
             Err(error) => {
-                let count = match started {
-                    Some(count) => count,
-                    None => self.execution_count(&principal).await,
-                };
+                let count = started.unwrap_or_else(|| self.state().last_count);
                 let refusal = match error {
                     EngineError::ExecutionCancelled(_) => None,
                     other => Some(other),
@@ -692,14 +705,6 @@ impl KernelHub {
                 self.unrun(connection, &parent, count, refusal.as_ref());
             }
         }
-    }
-
-    /// The session's execution count now (0 when it cannot be read).
-    async fn execution_count(&self, principal: &Principal) -> u64 {
-        self.engine
-            .get_session(principal, self.id)
-            .await
-            .map_or(0, |record| record.execution_count)
     }
 
     fn forget_queued(&self, cancelled: &Arc<AtomicBool>) {

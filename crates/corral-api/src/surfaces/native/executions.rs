@@ -53,6 +53,7 @@ pub async fn execute(
         code: request.code,
         timeout,
         stdin: StdinMode::Empty,
+        store_history: true,
     };
     if !wants_event_stream(&headers) {
         let record = state.engine.execute(&caller, id, exec_request).await?;

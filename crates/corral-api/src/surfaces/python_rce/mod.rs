@@ -333,6 +333,7 @@ async fn session_execute(
                 code,
                 timeout: None,
                 stdin: StdinMode::Empty,
+                store_history: true,
             },
         )
         .await
