@@ -987,3 +987,89 @@ async fn messages_without_a_channel_are_for_shell() {
     let messages = channels.until_idle("no-channel").await;
     assert_eq!(find(&messages, "kernel_info_reply")["channel"], "shell");
 }
+
+#[tokio::test]
+async fn the_reconnect_buffer_keeps_the_newest_ten_thousand_messages() {
+    let server = TestServer::start();
+    let kernel = start_kernel(&server).await;
+    let mut channels = Channels::open(&server, &kernel).await;
+    wait_for_connections(&server, &kernel, 1).await;
+    // 10,050 displays, then the reply and idle: more than the buffer holds.
+    let code = format!(
+        "{}for i in range(10050):\n    display(i)",
+        wait_for_gate("gate-many")
+    );
+    let run = channels.execute(&code, false).await;
+    loop {
+        let message = channels.next().await;
+        if message["msg_type"] == "execute_input" {
+            break;
+        }
+    }
+    close(&server, &kernel, channels, 0).await;
+    open_gate(&server, &kernel, "gate-many").await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let (status, _) = server
+            .get(&format!("/v1/sessions/{kernel}/executions/1"))
+            .await;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the cell never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.wait_for_state(&kernel, "idle").await;
+    let mut again = Channels::open(&server, &kernel).await;
+    let messages = again.until_idle(&run).await;
+    let displays: Vec<&Value> = messages
+        .iter()
+        .filter(|message| message["msg_type"] == "display_data")
+        .collect();
+    // What was dropped is the oldest: the last display and the reply are there.
+    assert!(displays.len() < 10050, "{} displays", displays.len());
+    assert_eq!(
+        displays.last().expect("displays")["content"]["data"]["text/plain"],
+        "10049"
+    );
+    assert!(messages.len() <= 10_000 + 2, "{} messages", messages.len());
+    assert_eq!(find(&messages, "execute_reply")["content"]["status"], "ok");
+}
+
+#[tokio::test]
+async fn a_question_stuck_in_user_code_is_interrupted_after_ten_seconds() {
+    let server = TestServer::start();
+    let kernel = start_kernel(&server).await;
+    let mut channels = Channels::open(&server, &kernel).await;
+    let setup = channels
+        .execute(
+            "import time\nclass Slow:\n    def __repr__(self):\n        time.sleep(600)\n        return 'slow'\nslow = Slow()",
+            false,
+        )
+        .await;
+    channels.until_idle(&setup).await;
+    let asked = channels
+        .send(
+            "shell",
+            "inspect_request",
+            json!({"code": "slow", "cursor_pos": 4, "detail_level": 0}),
+        )
+        .await;
+    let messages = channels.until_idle(&asked).await;
+    let reply = find(&messages, "inspect_reply");
+    assert_eq!(reply["content"]["status"], "error", "{reply}");
+    assert!(reply["content"]["evalue"]
+        .as_str()
+        .expect("evalue")
+        .contains("did not answer in time"));
+    // The interpreter was interrupted, not killed: its state is there.
+    let next = channels.execute("type(slow).__name__", false).await;
+    let messages = channels.until_idle(&next).await;
+    assert_eq!(
+        find(&messages, "execute_result")["content"]["data"]["text/plain"],
+        "'Slow'"
+    );
+}
