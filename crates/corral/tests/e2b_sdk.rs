@@ -1363,3 +1363,69 @@ async fn the_surfaces_move_and_switch_off_like_every_surface() {
     assert!(paths.contains_key("/e2b-api/sandboxes/{sandboxID}"));
     assert!(!paths.contains_key("/execute"));
 }
+
+#[tokio::test]
+async fn file_operations_and_commands_are_not_cells() {
+    let server = TestServer::start();
+    let sandbox = create(&server, None, json!({"templateID": "code-interpreter-v1"})).await;
+    let execute = |code: &str| {
+        inside(
+            &server,
+            "POST",
+            "/execute",
+            &sandbox.id,
+            INTERPRETER,
+            Some(&sandbox.token),
+        )
+        .json(&json!({ "code": code }))
+        .send()
+    };
+    let count_of = |text: &str| {
+        text.lines()
+            .map(|line| serde_json::from_str::<Value>(line).expect("json line"))
+            .find(|line| line["type"] == "number_of_executions")
+            .map(|line| line["execution_count"].clone())
+    };
+    let first = execute("6 * 7")
+        .await
+        .expect("execute")
+        .text()
+        .await
+        .expect("body");
+    assert_eq!(count_of(&first), Some(json!(1)), "{first}");
+    let (status, listed) = unary(
+        &server,
+        &sandbox,
+        "/filesystem.Filesystem/ListDir",
+        json!({"path": "/home/user"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{listed}");
+    let (status, made) = unary(
+        &server,
+        &sandbox,
+        "/filesystem.Filesystem/MakeDir",
+        json!({"path": "/home/user/made"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{made}");
+    // The next cell is the second, and `_` is still the first cell's value.
+    let second = execute("_")
+        .await
+        .expect("execute")
+        .text()
+        .await
+        .expect("body");
+    assert_eq!(count_of(&second), Some(json!(2)), "{second}");
+    assert!(second.contains("\"42\""), "{second}");
+    let (_, history) = server
+        .get(&format!("/v1/sessions/{}/executions", sandbox.id))
+        .await;
+    let codes: Vec<&str> = history["executions"]
+        .as_array()
+        .expect("executions")
+        .iter()
+        .map(|execution| execution["code"].as_str().expect("code"))
+        .collect();
+    assert_eq!(codes, ["6 * 7", "_"]);
+}

@@ -654,7 +654,8 @@ async fn follow(
                     }),
                     timeout: None,
                     stdin: StdinMode::default(),
-                    store_history: true,
+                    // Not a cell: no execution count, no history, `_` left alone.
+                    store_history: false,
                 },
                 Some(events),
             )

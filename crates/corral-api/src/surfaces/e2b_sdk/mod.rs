@@ -422,7 +422,8 @@ async fn run_operation(
                 code: in_sandbox::operation_code(operation),
                 timeout: None,
                 stdin: StdinMode::default(),
-                store_history: true,
+                // Not a cell: no execution count, no history, `_` left alone.
+                store_history: false,
             },
         )
         .await
