@@ -14,13 +14,13 @@ use std::time::Duration;
 
 use chrono::Utc;
 use corral_core::{
-    ExecEvent, ExecRequest, ExecutionRecord, ExecutionTiming, Limits, Principal, SessionId,
-    SessionRecord, SessionState, SessionTtl, DEFAULT_TENANT,
+    ExecEvent, ExecRequest, ExecutionRecord, ExecutionTiming, Limits, MemoryUsage, Principal,
+    SessionId, SessionRecord, SessionState, SessionTtl, DEFAULT_TENANT,
 };
 use corral_store::{SessionQuery, Store};
 use corral_worker::{
-    discover_interpreter, install_driver, HostIsolation, Sandbox, SessionLimits, Worker,
-    WorkerConfig, WorkspaceFiles,
+    discover_interpreter, install_driver, HostIsolation, PoolSettings, PoolStatus, Sandbox,
+    SessionLimits, Worker, WorkerConfig, WorkerSource, WorkspaceFiles,
 };
 use tokio::sync::{mpsc, oneshot, Notify};
 
@@ -62,6 +62,8 @@ pub struct EngineConfig {
     /// Requests without a key act as admin while the store has no active key. Only for a
     /// server reachable from this host alone (bound to loopback).
     pub open_mode: bool,
+    /// The warm pool of idle sandboxed workers (`size: 0` turns it off).
+    pub pool: PoolSettings,
 }
 
 /// A runtime sessions can use.
@@ -157,6 +159,8 @@ pub struct Engine {
 pub(crate) struct EngineInner {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) worker_config: WorkerConfig,
+    /// Hands out workers: warm ones from the pool, else freshly started.
+    pub(crate) workers: WorkerSource,
     pub(crate) limits: Limits,
     pub(crate) workspaces_dir: PathBuf,
     pub(crate) info: EngineInfo,
@@ -214,6 +218,7 @@ impl Engine {
             start_timeout: config.limits.start_timeout,
             sandbox: config.sandbox.clone(),
             session_limits: config.session_limits,
+            preload: Vec::new(),
         };
         let workspaces_dir = config.data_dir.join("workspaces");
         // Workspaces of a previous run belong to sessions that are now dead.
@@ -264,9 +269,15 @@ impl Engine {
             config.limits.max_sessions_per_tenant,
             config.limits.max_executions_per_tenant,
         );
+        let mut pool = config.pool.clone();
+        pool.min_available_memory_bytes = pool
+            .min_available_memory_bytes
+            .max(config.limits.min_available_memory_bytes);
+        let workers = WorkerSource::new(worker_config.clone(), pool, workspaces_dir.clone());
         let inner = Arc::new(EngineInner {
             store,
             worker_config,
+            workers,
             limits: config.limits,
             workspaces_dir,
             info,
@@ -388,7 +399,10 @@ impl Engine {
         let id = SessionId::new();
         let workspace = self.inner.workspaces_dir.join(id.to_string());
         let start_clock = std::time::Instant::now();
-        let worker = Worker::start(&worker_config, workspace.clone())
+        let (worker, origin) = self
+            .inner
+            .workers
+            .obtain(&worker_config, workspace.clone())
             .await
             .map_err(|error| EngineError::WorkerStart(error.to_string()))?;
         let start_duration = start_clock.elapsed();
@@ -447,7 +461,7 @@ impl Engine {
             context,
         ));
         self.inner.reaper_wake.notify_one();
-        measurements::session_started(start_duration);
+        measurements::session_started(start_duration, origin);
         Ok(record)
     }
 
@@ -480,6 +494,41 @@ impl Engine {
             .find(|record| claim.is_held_by(record))
     }
 
+    /// What a live session's processes use of the host's memory now (PSS, USS, RSS); `None`
+    /// for an ended session.
+    pub async fn session_memory(
+        &self,
+        caller: &Principal,
+        id: SessionId,
+    ) -> Result<Option<MemoryUsage>, EngineError> {
+        let record = self.get_session(caller, id).await?;
+        if record.state.is_terminal() {
+            return Ok(None);
+        }
+        let Some(live) = self.live(id) else {
+            return Ok(None);
+        };
+        let handle = live
+            .interrupt
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        Ok(tokio::task::spawn_blocking(move || handle.memory_usage())
+            .await
+            .ok()
+            .flatten())
+    }
+
+    /// What the warm pool holds now.
+    pub fn pool_status(&self) -> PoolStatus {
+        self.inner.workers.status()
+    }
+
+    /// The warm pool's settings.
+    pub fn pool_settings(&self) -> &PoolSettings {
+        self.inner.workers.settings()
+    }
+
     /// Live state for gauges: sessions by state, queued executions, worker memory.
     pub fn live_gauges(&self) -> LiveGauges {
         let sessions: Vec<Arc<LiveSession>> = self.live_map().values().cloned().collect();
@@ -507,7 +556,15 @@ impl Engine {
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .memory_bytes();
             gauges.worker_memory_bytes += memory.unwrap_or(0);
+            let usage = live
+                .interrupt
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clone()
+                .memory_usage();
+            gauges.worker_memory = gauges.worker_memory.plus(usage.unwrap_or_default());
         }
+        gauges.pool = self.inner.workers.status();
         gauges
     }
 

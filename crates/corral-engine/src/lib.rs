@@ -21,8 +21,8 @@ mod reaper;
 mod session_task;
 
 pub use corral_worker::{
-    FileDownload, FileEntry, FileError, HostIsolation, IsolationFeature, Sandbox, SandboxSettings,
-    SessionLimits, WorkspaceFiles,
+    FileDownload, FileEntry, FileError, HostIsolation, IsolationFeature, PoolSettings, PoolStatus,
+    Sandbox, SandboxSettings, SessionLimits, WorkspaceFiles,
 };
 pub use engine::{
     CreateSession, Engine, EngineConfig, EngineInfo, ExecIo, ExecutionPage, OnFailure,

@@ -18,6 +18,7 @@ mod host;
 mod launcher;
 mod policy;
 mod process;
+mod process_memory;
 mod sandbox;
 mod seccomp;
 
@@ -28,6 +29,7 @@ pub use files::{
 pub use host::{available_memory_bytes, HostIsolation, IsolationFeature};
 pub use launcher::launcher_main;
 pub use process::{interrupt, kill_process_group, spawn_worker, SpawnedWorker, WorkerCommand};
+pub use process_memory::{memory_of_process, memory_of_processes, process_tree};
 pub use sandbox::{
     sandbox_workspace, Sandbox, SandboxSettings, SandboxedWorker, SessionLimits, WorkerPlacement,
 };

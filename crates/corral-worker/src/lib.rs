@@ -13,6 +13,7 @@ mod execution;
 mod files;
 mod interpreter;
 mod introspection;
+mod pool;
 mod stream_text;
 mod worker;
 
@@ -26,6 +27,7 @@ pub use execution::{ExecOutcome, ExecSpec};
 pub use files::{FileDownload, FileError, WorkspaceFiles};
 pub use interpreter::{discover_interpreter, Interpreter};
 pub use introspection::QueryError;
+pub use pool::{Origin, PoolSettings, PoolStatus, WorkerSource};
 pub use worker::{InterruptHandle, Worker, WorkerConfig, WorkerExit, WorkerInfo};
 
 /// Failures of this crate's operations.

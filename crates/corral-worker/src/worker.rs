@@ -33,6 +33,8 @@ pub struct WorkerConfig {
     pub session_limits: SessionLimits,
     /// Directories of the interpreter's installation the sandbox must show the session.
     pub interpreter_paths: Vec<PathBuf>,
+    /// Modules the driver imports before it says `ready` (the warm pool's preload list).
+    pub preload: Vec<String>,
 }
 
 /// Where the driver appears inside the sandbox.
@@ -128,6 +130,23 @@ impl InterruptHandle {
                     .ok()
             })
             .map(|kib| kib * 1024)
+    }
+
+    /// PSS, USS and RSS of the worker's processes now (every process in its cgroup when
+    /// sandboxed, else the worker's process tree). `None` once the worker is gone.
+    pub fn memory_usage(&self) -> Option<corral_core::MemoryUsage> {
+        if !self.alive.load(Ordering::SeqCst) {
+            return None;
+        }
+        let pids: Vec<u32> = match &self.cgroup {
+            Some(cgroup) => cgroup
+                .pids()
+                .into_iter()
+                .filter_map(|pid| u32::try_from(pid).ok())
+                .collect(),
+            None => corral_sandbox::process_tree(self.pid),
+        };
+        Some(corral_sandbox::memory_of_processes(pids))
     }
 
     /// SIGINT to the worker while an execution is outstanding: the running cell (or the one
@@ -443,6 +462,32 @@ impl Worker {
         }
     }
 
+    /// Whether the process has exited, checked now without waiting (a pool worker about to be
+    /// handed over).
+    pub(crate) fn exited_now(&mut self) -> bool {
+        match self.child.try_wait() {
+            Ok(Some(status)) => {
+                let exit = self.describe_exit(Ok(status));
+                self.mark_exited(exit);
+                true
+            }
+            Ok(None) => false,
+            Err(_) => true,
+        }
+    }
+
+    /// Moves the worker's workspace on the host to `to` (a pool worker handed to a session).
+    /// The sandbox holds the workspace itself open, so the worker's `/workspace` is unchanged;
+    /// only the host path that names it (a link to the mount, or the directory) moves.
+    pub(crate) fn move_workspace(&mut self, to: PathBuf) -> std::io::Result<()> {
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::rename(&self.workspace, &to)?;
+        self.workspace = to;
+        Ok(())
+    }
+
     /// Removes the worker's workspace directory (after the worker is gone).
     pub fn remove_workspace(&self) {
         if let Some(sandbox) = &self.sandbox_handle {
@@ -520,7 +565,7 @@ fn worker_environment(
         path.push(":");
     }
     path.push("/usr/local/bin:/usr/bin:/bin");
-    vec![
+    let mut env: Vec<(OsString, OsString)> = vec![
         ("PATH".into(), path),
         ("HOME".into(), workspace.to_owned()),
         ("LANG".into(), "C.UTF-8".into()),
@@ -528,7 +573,11 @@ fn worker_environment(
         // The driver's inline backend: Agg, with plt.show() displaying the figures.
         ("MPLBACKEND".into(), "module://corral_inline".into()),
         ("TERM".into(), "dumb".into()),
-    ]
+    ];
+    if !config.preload.is_empty() {
+        env.push(("CORRAL_PRELOAD".into(), config.preload.join(",").into()));
+    }
+    env
 }
 
 /// Reads control frames into a channel until the socket ends or a frame is malformed.

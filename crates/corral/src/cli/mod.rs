@@ -145,6 +145,10 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     mounts: Vec<String>,
+    /// Idle sandboxed workers kept ready so a session starts by hand-over (0 turns the warm
+    /// pool off; `[pool]` in the config file has the other settings) [default: 4].
+    #[arg(long, env = "CORRAL_POOL_SIZE", value_name = "WORKERS")]
+    pool_size: Option<usize>,
     /// Run sessions WITHOUT a sandbox (plain child processes). Only for hosts that cannot
     /// sandbox and trusted code; the server refuses to start unsandboxed otherwise.
     #[arg(long, env = "CORRAL_INSECURE_NO_SANDBOX")]

@@ -76,6 +76,13 @@ fn resolve(arguments: ServeArgs) -> anyhow::Result<ServeConfig> {
             arguments.require_auth,
         ),
         (
+            "pool_size",
+            "pool.size",
+            "--pool-size",
+            "CORRAL_POOL_SIZE",
+            arguments.pool_size.is_some(),
+        ),
+        (
             "insecure_no_sandbox",
             "sandbox.insecure_no_sandbox",
             "--insecure-no-sandbox",
@@ -120,6 +127,7 @@ fn resolve(arguments: ServeArgs) -> anyhow::Result<ServeConfig> {
         )?,
         session_limits,
         max_session_limits,
+        pool: file.pool.apply(arguments.pool_size)?,
         insecure_no_sandbox: arguments.insecure_no_sandbox
             || file.sandbox.insecure_no_sandbox.unwrap_or(false),
         config_file,
@@ -221,6 +229,7 @@ pub async fn run(arguments: ServeArgs) -> anyhow::Result<ExitCode> {
             session_limits: config.session_limits,
             max_session_limits: config.max_session_limits,
             open_mode: loopback && !config.require_auth,
+            pool: config.pool.clone(),
         },
         Arc::new(store),
     )

@@ -10,7 +10,8 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::views::{
-    CreateSessionRequest, RefreshRequest, SessionList, SessionView, UpdateSessionRequest,
+    CreateSessionRequest, MemoryView, RefreshRequest, SessionList, SessionView,
+    UpdateSessionRequest,
 };
 use super::{parse_seconds, parse_session_id};
 use crate::auth::Caller;
@@ -137,7 +138,11 @@ pub async fn get_session(
     Path(id): Path<String>,
 ) -> Result<Json<SessionView>, Problem> {
     let id = parse_session_id(&id)?;
-    Ok(Json(state.engine.get_session(&caller, id).await?.into()))
+    let record = state.engine.get_session(&caller, id).await?;
+    let memory = state.engine.session_memory(&caller, id).await?;
+    let mut view = SessionView::from(record);
+    view.memory = memory.map(MemoryView::from);
+    Ok(Json(view))
 }
 
 /// Renames a session, replaces its metadata or stops it accepting executions.

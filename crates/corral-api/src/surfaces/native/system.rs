@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::Json;
 
 use super::views::{
-    Health, InfoView, IsolationFeatureView, IsolationView, LimitsView, RuntimeView,
+    Health, InfoView, IsolationFeatureView, IsolationView, LimitsView, PoolView, RuntimeView,
 };
 use crate::auth::Caller;
 use crate::body::max_body_bytes;
@@ -80,5 +80,23 @@ pub async fn info(State(state): State<ApiState>, _caller: Caller) -> Json<InfoVi
                 .collect(),
         },
         live_sessions: state.engine.live_count(),
+        pool: {
+            let settings = state.engine.pool_settings();
+            let status = state.engine.pool_status();
+            PoolView {
+                size: settings.size,
+                idle_size: settings.idle_size,
+                shrink_after_seconds: settings.shrink_after.as_secs_f64(),
+                max_memory_bytes: settings.max_memory_bytes,
+                preload: settings.preload.clone(),
+                ready: status.ready,
+                starting: status.starting,
+                target: status.target,
+                memory_bytes: status.memory_bytes,
+                handed_over: status.handed_over,
+                started_fresh: status.started_fresh,
+                held_back: status.held_back,
+            }
+        },
     })
 }
