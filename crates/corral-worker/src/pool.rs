@@ -281,6 +281,25 @@ impl PoolInner {
     }
 }
 
+/// Waits until a freshly started worker has finished loading (the driver answers requests
+/// only after its start-up imports and the preload list), so a session handed this worker
+/// runs its first cell at once.
+async fn warm_up(mut worker: Worker, timeout: Duration) -> Result<Worker, WorkerError> {
+    let question = corral_core::CodeQuery::IsComplete {
+        code: "1".to_owned(),
+    };
+    match worker.query(question, timeout).await {
+        Ok(_) => Ok(worker),
+        Err(error) => {
+            worker.kill().await;
+            worker.remove_workspace();
+            Err(WorkerError::ExitedDuringStart(format!(
+                "the worker did not finish loading: {error}"
+            )))
+        }
+    }
+}
+
 /// What the refill task does next.
 enum Step {
     Start,
@@ -344,7 +363,10 @@ async fn refill(pool: std::sync::Weak<PoolInner>) {
             Step::Start => {
                 let name = inner.next_name.fetch_add(1, Ordering::Relaxed);
                 let workspace = inner.workspaces_dir.join(format!("pool-{name}"));
-                let started = Worker::start(&inner.config, workspace).await;
+                let started = match Worker::start(&inner.config, workspace).await {
+                    Ok(worker) => warm_up(worker, inner.config.start_timeout).await,
+                    Err(error) => Err(error),
+                };
                 let failed = {
                     let mut state = inner.lock();
                     state.starting -= 1;

@@ -1,6 +1,8 @@
 //! The command line: `serve`, `exec`, `sessions`, `keys` and `bench`.
 
 mod bench;
+mod bench_compare;
+mod bench_scale;
 mod exec;
 mod files;
 mod keys;
@@ -276,6 +278,27 @@ pub struct BenchArgs {
     /// Start the benchmarked server without the sandbox (to measure what the sandbox costs).
     #[arg(long)]
     insecure_no_sandbox: bool,
+    /// Idle workers in the started server's warm pool (its default when not given; 0 turns
+    /// it off).
+    #[arg(long, value_name = "WORKERS")]
+    pool_size: Option<usize>,
+    /// Measure a peer in the same run and print both side by side (with the ratio), writing
+    /// JSON and an SVG chart under target/bench/: `jupyter` runs benches/peer_jupyter.py,
+    /// which installs its pinned Jupyter Kernel Gateway into target/bench-venv when missing.
+    #[arg(long, value_enum, value_name = "PEER", conflicts_with_all = ["server", "scale"])]
+    compare: Option<BenchPeer>,
+    /// Hold up to N idle sessions at once and report memory per session and create latency
+    /// as their number grows (1, 10, 100, 1000, ... N), writing JSON and an SVG chart under
+    /// target/bench/.
+    #[arg(long, value_name = "N", conflicts_with = "server")]
+    scale: Option<usize>,
+}
+
+/// A server `corral bench --compare` measures beside corral.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchPeer {
+    /// Jupyter Kernel Gateway (with ipykernel), the pins of benches/requirements-peer.txt.
+    Jupyter,
 }
 
 impl Cli {
