@@ -738,10 +738,10 @@ def print_table(report: dict) -> None:
 
     def line(name: str, ours: dict, theirs: dict, show_ours: bool = True) -> None:
         ratio = f"{theirs['p50_ms'] / ours['p50_ms']:.1f}x"
-        print(f"{name:<32} | {cells(ours if show_ours else None, 10)} | {cells(theirs, 9)}"
+        print(f"{name:<40} | {cells(ours if show_ours else None, 10)} | {cells(theirs, 9)}"
               f" | {ratio:>14}")
 
-    head = (f"{'latency (ms)':<32} | {'corral p50':>10} {'p95':>8} {'p99':>8} | "
+    head = (f"{'latency (ms)':<40} | {'corral p50':>10} {'p95':>8} {'p99':>8} | "
             f"{'JKG p50':>9} {'p95':>8} {'p99':>8} | {'JKG/corral p50':>14}")
     print(head)
     print("-" * len(head))

@@ -288,8 +288,40 @@ async fn warm_up(mut worker: Worker, timeout: Duration) -> Result<Worker, Worker
     let question = corral_core::CodeQuery::IsComplete {
         code: "1".to_owned(),
     };
-    match worker.query(question, timeout).await {
-        Ok(_) => Ok(worker),
+    let loaded = worker.query(question, timeout).await;
+    // One silent execution outside the history runs the execute path once (its first run
+    // pays for code paths and caches the interpreter has not touched yet), so the session's
+    // first cell is as quick as its later ones. It binds nothing in the session's namespace.
+    let exercised = match loaded {
+        Ok(_) => {
+            let outcome = worker
+                .execute(
+                    crate::ExecSpec {
+                        code: "None".to_owned(),
+                        execution_count: 0,
+                        timeout,
+                        interrupt_grace: timeout,
+                        output_cap_bytes: 1024,
+                        stdin: corral_core::StdinMode::Empty,
+                        store_history: false,
+                    },
+                    None,
+                    None,
+                )
+                .await;
+            match (outcome.status, outcome.worker_exit) {
+                (corral_core::ExecutionStatus::Ok, None) => Ok(()),
+                (status, exit) => Err(format!(
+                    "its warm-up execution ended {} ({})",
+                    status.as_str(),
+                    exit.map(|exit| exit.description).unwrap_or_default()
+                )),
+            }
+        }
+        Err(error) => Err(error.to_string()),
+    };
+    match exercised {
+        Ok(()) => Ok(worker),
         Err(error) => {
             worker.kill().await;
             worker.remove_workspace();
@@ -314,6 +346,10 @@ enum Step {
 async fn refill(pool: std::sync::Weak<PoolInner>) {
     /// How long to wait before trying again after a start failed or memory was short.
     const BACKOFF: Duration = Duration::from_secs(1);
+    /// A replacement starts this long after a hand-over, so that starting it (a fork, an exec
+    /// and an interpreter's start-up) does not compete for the CPU with the new session's
+    /// first requests, which usually follow at once.
+    const REFILL_DELAY: Duration = Duration::from_millis(25);
     /// The longest the task sleeps holding the pool, so it ends soon after the pool is gone.
     const LONGEST_WAIT: Duration = Duration::from_secs(30);
     loop {
@@ -329,7 +365,10 @@ async fn refill(pool: std::sync::Weak<PoolInner>) {
                 let surplus = state.ready.len() - target;
                 Step::Trim(state.ready.drain(..surplus).collect())
             } else if state.ready.len() + state.starting < target {
-                if inner.memory_allows_another(&state) {
+                let since_hand_over = state.last_hand_over.elapsed();
+                if since_hand_over < REFILL_DELAY {
+                    Step::Wait(REFILL_DELAY - since_hand_over)
+                } else if inner.memory_allows_another(&state) {
                     state.starting += 1;
                     Step::Start
                 } else {

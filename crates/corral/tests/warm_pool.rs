@@ -343,3 +343,22 @@ async fn a_live_session_reports_its_memory() {
     let (_, ended) = server.get(&format!("/v1/sessions/{id}")).await;
     assert!(ended["memory"].is_null(), "{ended}");
 }
+
+#[tokio::test]
+async fn a_pool_worker_warm_up_leaves_no_trace_in_the_session() {
+    let server = TestServer::start_with_arguments("", &["--pool-size", "1"]);
+    wait_for_pool(&server, "filled", |pool| pool["ready"] == 1).await;
+    let id = create_from_pool(&server).await;
+    let first = server
+        .execute(&id, "sorted(name for name in globals() if not name.startswith('_'))")
+        .await;
+    assert_eq!(first["execution_count"], 1, "{first}");
+    assert_eq!(first["result"]["text/plain"], "[]", "{first}");
+    let (_, history) = server.get(&format!("/v1/sessions/{id}/executions")).await;
+    assert_eq!(
+        history["executions"].as_array().map(Vec::len),
+        Some(1),
+        "{history}"
+    );
+    assert_eq!(value(&server, &id, "_").await, "[]", "`_` is the first cell's result");
+}

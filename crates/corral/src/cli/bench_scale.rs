@@ -182,7 +182,7 @@ pub async fn run(arguments: &BenchArgs, total: usize) -> anyhow::Result<ExitCode
 /// Memory per session (PSS, USS, host) and create p50 against the number of sessions held,
 /// log-scaled sessions axis (SVG).
 fn chart(steps: &[Step]) -> String {
-    let (left, top, width, height) = (60.0, 30.0, 560.0, 260.0);
+    let (left, top, width, height) = (60.0, 50.0, 560.0, 260.0);
     let most_sessions = steps
         .iter()
         .map(|step| step.sessions)
@@ -204,7 +204,8 @@ fn chart(steps: &[Step]) -> String {
         .fold(1.0, f64::max);
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"12\">\n\
-         <text x=\"10\" y=\"18\" font-size=\"14\">per idle session as sessions grow (log scale): PSS (blue), USS (green), host (grey) MiB; create p50 ms (orange, right axis to {most_ms:.1})</text>\n\
+         <text x=\"10\" y=\"18\" font-size=\"14\">Per idle session as sessions grow (log scale): PSS (blue), USS (green), host (grey) MiB;</text>\n\
+         <text x=\"10\" y=\"36\" font-size=\"14\">create p50 in ms (orange, full height = {most_ms:.1} ms)</text>\n\
          <rect x=\"{left}\" y=\"{top}\" width=\"{width}\" height=\"{height}\" fill=\"none\" stroke=\"#999\"/>\n",
         left + width + 70.0,
         top + height + 40.0
