@@ -1,6 +1,7 @@
 //! The command line: `serve`, `exec`, `sessions`, `keys` and `bench`.
 
 mod bench;
+mod data_dir_lock;
 mod exec;
 mod files;
 mod keys;
