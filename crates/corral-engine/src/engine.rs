@@ -1,10 +1,10 @@
 //! The engine's public face: create, list, get, update, drain, close, execute, interrupt,
 //! restart, refresh and shutdown; the server-wide session cap.
 //!
-//! Running a session is `session_task`'s job, bringing a dead one back `revival`'s, expiring sessions and removing old records the
-//! `reaper`'s, counting unfinished work and the clean stop `drain`'s, who may use and manage
-//! keys `key_access`'s, and interactive clients' questions `interaction`'s; this module holds
-//! the registry and validates input.
+//! Running a session is `session_task`'s job, bringing a dead one back `revival`'s, expiring
+//! sessions and removing old records the `reaper`'s, counting unfinished work and the clean
+//! stop `drain`'s, who may use and manage keys `key_access`'s, and interactive clients'
+//! questions `interaction`'s; this module holds the registry and validates input.
 
 use std::collections::HashMap;
 use std::path::PathBuf;

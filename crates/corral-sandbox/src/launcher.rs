@@ -2,8 +2,8 @@
 //! process the server starts for each worker.
 //!
 //! The launcher (on the host) joins the session's cgroup, clones an init process into new
-//! user, PID, mount, network, IPC, UTS and cgroup namespaces, writes its uid/gid maps and forwards
-//! signals to it. The init process assembles a read-only view of the host with a private
+//! user, PID, mount, network, IPC, UTS and cgroup namespaces, writes its uid/gid maps and
+//! forwards signals to it. The init process assembles a read-only view of the host with a private
 //! `/workspace`, `/tmp`, `/dev` and `/proc`, pivots into it, brings up loopback, and starts the
 //! worker with no capabilities, `no_new_privs` and the seccomp filter; it then reaps orphans
 //! and exits with the worker's status, which tears the namespace down with everything in it.

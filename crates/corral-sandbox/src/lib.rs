@@ -7,8 +7,8 @@
 //!
 //! The sandbox (`sandbox` on the host, `launcher` in the `corral sandbox-init` process):
 //! user, PID, mount, network, IPC, UTS and cgroup namespaces, a read-only view of the host
-//! with a private workspace and a reduced `/sys` (`sys_view`), cgroup limits (`cgroup`), rlimits, no capabilities, `no_new_privs` and a
-//! seccomp filter (`seccomp`).
+//! with a private workspace and a reduced `/sys` (`sys_view`), cgroup limits (`cgroup`),
+//! rlimits, no capabilities, `no_new_privs` and a seccomp filter (`seccomp`).
 //!
 //! Deliberately knows nothing of sessions, the protocol's messages or HTTP.
 
