@@ -1,10 +1,10 @@
 //! The engine's public face: create, list, get, update, drain, close, execute, interrupt,
 //! restart, refresh and shutdown; the server-wide session cap.
 //!
-//! Running a session is `session_task`'s job, expiring sessions and removing old records the
-//! `reaper`'s, counting unfinished work and the clean stop `drain`'s, who may use and manage
-//! keys `key_access`'s, and interactive clients' questions `interaction`'s; this module holds
-//! the registry and validates input.
+//! Running a session is `session_task`'s job, bringing a dead one back `revival`'s, expiring
+//! sessions and removing old records the `reaper`'s, counting unfinished work and the clean
+//! stop `drain`'s, who may use and manage keys `key_access`'s, and interactive clients'
+//! questions `interaction`'s; this module holds the registry and validates input.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -174,16 +174,26 @@ pub(crate) struct EngineInner {
     pub(crate) quotas: TenantQuotas,
     /// Held while a claimed session is looked up and, if missing, created.
     pub(crate) claims: tokio::sync::Mutex<()>,
+    /// Held while a dead session is brought back (`revival`).
+    pub(crate) revivals: tokio::sync::Mutex<()>,
+}
+
+/// What a session's task holds besides its worker (see [`Engine::launch`]).
+pub(crate) struct Launch {
+    pub worker_config: WorkerConfig,
+    pub workspace: PathBuf,
+    pub slot: SessionSlot,
+    pub tenant_claim: crate::quotas::QuotaClaim,
 }
 
 /// One of the server's `max_sessions` places, held from the start of a create until the
 /// session leaves the live set.
-struct SessionSlot {
+pub(crate) struct SessionSlot {
     occupied: Arc<AtomicUsize>,
 }
 
 impl SessionSlot {
-    fn claim(occupied: &Arc<AtomicUsize>, limit: usize) -> Option<SessionSlot> {
+    pub(crate) fn claim(occupied: &Arc<AtomicUsize>, limit: usize) -> Option<SessionSlot> {
         occupied
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |taken| {
                 (taken < limit).then_some(taken + 1)
@@ -288,6 +298,7 @@ impl Engine {
             open_mode: config.open_mode,
             quotas,
             claims: tokio::sync::Mutex::new(()),
+            revivals: tokio::sync::Mutex::new(()),
         });
         tokio::spawn(run_reaper(Arc::downgrade(&inner), reaper_wake));
         Ok(Engine { inner })
@@ -418,18 +429,43 @@ impl Engine {
             return Err(error.into());
         }
 
+        self.launch(
+            record.clone(),
+            worker,
+            Launch {
+                worker_config,
+                workspace,
+                slot,
+                tenant_claim,
+            },
+        );
+        self.inner.reaper_wake.notify_one();
+        measurements::session_started(start_duration, origin);
+        Ok(record)
+    }
+
+    /// Makes `record` a live session run by `worker`: its registry entry and its task.
+    pub(crate) fn launch(&self, record: SessionRecord, worker: Worker, launch: Launch) {
+        let id = record.id;
+        let count_at_restart = record.execution_count;
         let (job_sender, job_receiver) = mpsc::channel(self.inner.limits.queue_capacity.max(1));
         let (control_sender, control_receiver) = mpsc::unbounded_channel();
         let live = Arc::new(LiveSession {
-            record: Mutex::new(record.clone()),
+            record: Mutex::new(record),
             jobs: job_sender,
             signals: tokio::sync::broadcast::channel(SIGNAL_CAPACITY).0,
-            count_at_restart: std::sync::atomic::AtomicU64::new(0),
+            count_at_restart: std::sync::atomic::AtomicU64::new(count_at_restart),
             control: control_sender,
             interrupt: Mutex::new(worker.interrupt_handle()),
             close_when_drained: AtomicBool::new(false),
         });
         self.live_map().insert(id, live.clone());
+        let Launch {
+            worker_config,
+            workspace,
+            slot,
+            tenant_claim,
+        } = launch;
         let registry = Arc::downgrade(&self.inner);
         let context = TaskContext {
             store: self.inner.store.clone(),
@@ -460,9 +496,6 @@ impl Engine {
             control_receiver,
             context,
         ));
-        self.inner.reaper_wake.notify_one();
-        measurements::session_started(start_duration, origin);
-        Ok(record)
     }
 
     /// The caller's live session holding `claim`, or a new one created with `options` (whose
@@ -897,13 +930,22 @@ impl Engine {
         Ok(live.snapshot())
     }
 
-    /// Replaces the session's interpreter with a fresh one (same id, state lost).
+    /// Replaces the session's interpreter with a fresh one (same id, state lost, history
+    /// kept). A dead session is revived with a fresh worker; a closed one stays closed
+    /// ([`EngineError::SessionNotRunning`]).
     pub async fn restart(
         &self,
         caller: &Principal,
         id: SessionId,
     ) -> Result<SessionRecord, EngineError> {
-        let live = self.require_live(caller, id).await?;
+        let live = match self.require_live(caller, id).await {
+            Ok(live) => live,
+            Err(EngineError::SessionNotRunning {
+                state: SessionState::Dead,
+                ..
+            }) => return self.revive(caller, id).await,
+            Err(error) => return Err(error),
+        };
         let (reply, answer) = oneshot::channel();
         if live.control.send(Control::Restart { reply }).is_err() {
             return Err(self.ended_error(id).await);

@@ -18,6 +18,7 @@ pub mod keys;
 pub mod measurements;
 mod quotas;
 mod reaper;
+mod revival;
 mod session_task;
 
 pub use corral_worker::{

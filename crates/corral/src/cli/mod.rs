@@ -3,6 +3,7 @@
 mod bench;
 mod bench_compare;
 mod bench_scale;
+mod data_dir_lock;
 mod exec;
 mod files;
 mod keys;

@@ -1,4 +1,5 @@
-//! `corral serve`: resolve the configuration, open the store, start the engine, serve HTTP
+//! `corral serve`: resolve the configuration, claim the data directory (one server per
+//! directory, `data_dir_lock`), open the store, start the engine, serve HTTP
 //! until SIGINT/SIGTERM, then shut down cleanly: stop accepting, let running executions
 //! finish within the grace period, close every session (`server shutdown`), exit 0.
 
@@ -15,6 +16,7 @@ use corral_store::{SqliteStore, Store};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
+use super::data_dir_lock::DataDirLock;
 use super::ServeArgs;
 use crate::config::{
     self, FileConfig, LogFormat, Origin, Origins, ServeConfig, DEFAULT_BIND, DEFAULT_SHUTDOWN_GRACE,
@@ -194,6 +196,8 @@ pub async fn run(arguments: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let data_dir = std::fs::canonicalize(&config.data_dir)
         .with_context(|| format!("resolving data directory {}", config.data_dir.display()))?;
+    // Before the store is touched: a second server would mark the first one's sessions dead.
+    let mut data_dir_lock = DataDirLock::acquire(&data_dir)?;
     let store = SqliteStore::open(&data_dir)
         .await
         .with_context(|| format!("opening the store in {}", data_dir.display()))?;
@@ -207,6 +211,7 @@ pub async fn run(arguments: ServeArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("binding {}", config.bind))?;
     let address = listener.local_addr().context("reading the bound address")?;
+    data_dir_lock.record_address(address)?;
     // Without keys anyone who can connect is admin: only acceptable on loopback.
     let loopback = address.ip().is_loopback();
     let has_keys = store
@@ -318,5 +323,6 @@ pub async fn run(arguments: ServeArgs) -> anyhow::Result<ExitCode> {
             tracing::warn!("some requests were still open at the drain deadline");
         }
     }
+    drop(data_dir_lock);
     Ok(ExitCode::SUCCESS)
 }
