@@ -350,7 +350,10 @@ async fn a_pool_worker_warm_up_leaves_no_trace_in_the_session() {
     wait_for_pool(&server, "filled", |pool| pool["ready"] == 1).await;
     let id = create_from_pool(&server).await;
     let first = server
-        .execute(&id, "sorted(name for name in globals() if not name.startswith('_'))")
+        .execute(
+            &id,
+            "sorted(name for name in globals() if not name.startswith('_'))",
+        )
         .await;
     assert_eq!(first["execution_count"], 1, "{first}");
     assert_eq!(first["result"]["text/plain"], "[]", "{first}");
@@ -360,5 +363,9 @@ async fn a_pool_worker_warm_up_leaves_no_trace_in_the_session() {
         Some(1),
         "{history}"
     );
-    assert_eq!(value(&server, &id, "_").await, "[]", "`_` is the first cell's result");
+    assert_eq!(
+        value(&server, &id, "_").await,
+        "[]",
+        "`_` is the first cell's result"
+    );
 }
