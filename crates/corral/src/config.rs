@@ -32,6 +32,9 @@ pub struct FileConfig {
     pub mounts: BTreeMap<String, String>,
     #[serde(default)]
     pub sandbox: FileSandbox,
+    /// `[runtimes.NAME]`: runtimes besides `python3` (see `runtime_config.rs`).
+    #[serde(default)]
+    pub runtimes: BTreeMap<String, crate::runtime_config::FileRuntime>,
 }
 
 /// `[sandbox]` in the config file: per-session resource limits.
@@ -147,6 +150,8 @@ pub struct ServeConfig {
     pub bind: String,
     pub data_dir: PathBuf,
     pub python: PathBuf,
+    /// The runtimes besides `python3`.
+    pub runtimes: Vec<corral_engine::RuntimeSpec>,
     pub limits: Limits,
     /// Every surface's mount point (a path prefix, or `off`).
     pub mounts: BTreeMap<String, String>,
