@@ -70,7 +70,7 @@ function send(obj) {
   socket.write(Buffer.concat([header, payload]));
 }
 
-socket.on('data', (chunk) => {
+function takeFrames(chunk) {
   state.buffer = Buffer.concat([state.buffer, chunk]);
   while (state.buffer.length >= 4) {
     const length = state.buffer.readUInt32BE(0);
@@ -92,6 +92,25 @@ socket.on('data', (chunk) => {
       state.queue.push(message);
     }
   }
+}
+
+/** Reads what is waiting on the (non-blocking) control socket now, without the event loop. */
+function readWaitingFrames() {
+  const chunk = Buffer.alloc(64 * 1024);
+  for (;;) {
+    let count = 0;
+    try {
+      count = fs.readSync(CONTROL_FD, chunk, 0, chunk.length, null);
+    } catch (error) {
+      return; // EAGAIN: nothing more waiting
+    }
+    if (count === 0) return;
+    takeFrames(chunk.subarray(0, count));
+  }
+}
+
+socket.on('data', (chunk) => {
+  takeFrames(chunk);
   serveQueue();
 });
 socket.on('end', () => process.exit(0));
@@ -358,9 +377,14 @@ async function serveQueue() {
 process.on('SIGINT', () => {
   if (state.current) {
     if (state.current.interrupt) state.current.interrupt();
-  } else if (state.buffer.length > 0 || state.queue.some((m) => m.type === 'exec')) {
-    // The server interrupts only while an exec is outstanding: one not yet started is it.
+    return;
+  }
+  // The server interrupts only while an exec is outstanding: one not yet started (still in
+  // the socket, or queued) is it. One that arrives between cells is ignored.
+  readWaitingFrames();
+  if (state.buffer.length > 0 || state.queue.some((m) => m.type === 'exec')) {
     state.earlyInterrupt = true;
+    serveQueue();
   }
 });
 

@@ -122,7 +122,10 @@ pub(crate) async fn start_runtimes(
                         .display_name
                         .clone()
                         .unwrap_or_else(|| display_name(&config.driver, &language_version)),
-                    interpreter: program(spec),
+                    interpreter: match &config.driver {
+                        DriverKind::JavaScript { node } => node.display().to_string(),
+                        DriverKind::Python | DriverKind::Bash => program(spec),
+                    },
                     language_version,
                 });
                 table.configs.insert(spec.name.clone(), config);

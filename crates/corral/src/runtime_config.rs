@@ -27,14 +27,18 @@ pub struct FileRuntime {
 const JAVASCRIPT: &str = "javascript";
 const BASH: &str = "bash";
 
-/// The runtimes besides `python3`: the built-in ones, then those of the file, by name.
+/// The runtimes besides `python3`: the built-in ones (`javascript`, `bash`), then those of
+/// the file, by name.
 pub fn resolve_runtimes(file: &BTreeMap<String, FileRuntime>) -> anyhow::Result<Vec<RuntimeSpec>> {
-    let mut tables: BTreeMap<String, FileRuntime> = BTreeMap::new();
-    tables.insert(JAVASCRIPT.to_owned(), FileRuntime::default());
-    tables.insert(BASH.to_owned(), FileRuntime::default());
+    let mut tables: Vec<(String, FileRuntime)> = [JAVASCRIPT, BASH]
+        .into_iter()
+        .map(|name| (name.to_owned(), file.get(name).cloned().unwrap_or_default()))
+        .collect();
     for (name, table) in file {
         validate_name(name)?;
-        tables.insert(name.clone(), table.clone());
+        if name != JAVASCRIPT && name != BASH {
+            tables.push((name.clone(), table.clone()));
+        }
     }
     let mut specs = Vec::new();
     for (name, table) in tables {
@@ -104,7 +108,7 @@ mod tests {
                 .map(|spec| spec.name)
                 .collect()
         };
-        assert_eq!(names(&BTreeMap::new()), ["bash", "javascript"]);
+        assert_eq!(names(&BTreeMap::new()), ["javascript", "bash"]);
         let mut file = BTreeMap::new();
         file.insert(
             "javascript".to_owned(),
