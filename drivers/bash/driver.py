@@ -12,8 +12,8 @@ by a line that reports `$?` on a status pipe: `cd`, variables, functions and ali
 the next cell. An interrupt (SIGINT) is passed on to the shell's process group; an
 interactive shell then abandons the rest of the cell's line, and the next line reports 130.
 
-The exit status is the cell's result; a status other than 0 is also an error (`ExitStatus`),
-so clients that stop on errors stop. A cell that ends the shell (`exit`) is reported as an
+The exit status is the cell's result; a status other than 0 is also an error (`ExitStatus`,
+or `KeyboardInterrupt` after an interrupt), so clients that stop on errors stop. A cell that ends the shell (`exit`) is reported as an
 error and a new shell starts (its state is gone).
 
 Not here: rich display, standard input (`input_request`), completion and inspection (empty
