@@ -6,7 +6,7 @@
 //! stop `drain`'s, who may use and manage keys `key_access`'s, and interactive clients'
 //! questions `interaction`'s; this module holds the registry and validates input.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -19,8 +19,8 @@ use corral_core::{
 };
 use corral_store::{SessionQuery, Store};
 use corral_worker::{
-    discover_interpreter, install_driver, HostIsolation, PoolSettings, PoolStatus, Sandbox,
-    SessionLimits, Worker, WorkerConfig, WorkerSource, WorkspaceFiles,
+    discover_interpreter, install_driver, DriverKind, HostIsolation, PoolSettings, PoolStatus,
+    Sandbox, SessionLimits, Worker, WorkerConfig, WorkerSource, WorkspaceFiles,
 };
 use tokio::sync::{mpsc, oneshot, Notify};
 
@@ -28,13 +28,12 @@ use crate::drain::Drain;
 use crate::measurements::{self, LiveGauges};
 use crate::quotas::{QuotaKind, TenantQuotas};
 use crate::reaper::run_reaper;
+use crate::runtimes::{start_runtimes, RuntimeInfo, RuntimeSpec, RuntimeTable, PYTHON_RUNTIME};
 use crate::session_task::{
     run_session, Control, ExecJob, Job, LiveSession, TaskContext, SIGNAL_CAPACITY,
 };
 use crate::EngineError;
 
-/// The only runtime so far.
-const PYTHON_RUNTIME: &str = "python3";
 /// Reason recorded for sessions found live in the store at start-up.
 pub const RESTART_REASON: &str = "server restarted";
 /// Reason recorded for sessions a client closed.
@@ -50,8 +49,10 @@ const MAX_METADATA_BYTES: usize = 16 * 1024;
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
     pub data_dir: PathBuf,
-    /// The Python interpreter workers run.
+    /// The Python interpreter of the default runtime (`python3`); the Bash driver runs on it.
     pub python: PathBuf,
+    /// The runtimes besides `python3`.
+    pub runtimes: Vec<RuntimeSpec>,
     pub limits: Limits,
     /// The sandbox sessions run in; `None` only when the operator disabled sandboxing.
     pub sandbox: Option<Arc<Sandbox>>,
@@ -66,18 +67,12 @@ pub struct EngineConfig {
     pub pool: PoolSettings,
 }
 
-/// A runtime sessions can use.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RuntimeInfo {
-    pub name: String,
-    pub interpreter: String,
-    pub language_version: String,
-}
-
 /// What `/v1/info` reports.
 #[derive(Clone, Debug)]
 pub struct EngineInfo {
     pub runtimes: Vec<RuntimeInfo>,
+    /// Configured runtimes that could not start, with the reason.
+    pub unavailable_runtimes: BTreeMap<String, String>,
     pub limits: Limits,
     pub isolation: HostIsolation,
     pub session_limits: SessionLimits,
@@ -161,6 +156,7 @@ pub(crate) struct EngineInner {
     pub(crate) worker_config: WorkerConfig,
     /// Hands out workers: warm ones from the pool, else freshly started.
     pub(crate) workers: WorkerSource,
+    pub(crate) runtimes: RuntimeTable,
     pub(crate) limits: Limits,
     pub(crate) workspaces_dir: PathBuf,
     pub(crate) info: EngineInfo,
@@ -229,6 +225,7 @@ impl Engine {
             sandbox: config.sandbox.clone(),
             session_limits: config.session_limits,
             preload: Vec::new(),
+            driver: DriverKind::Python,
         };
         let workspaces_dir = config.data_dir.join("workspaces");
         // Workspaces of a previous run belong to sessions that are now dead.
@@ -240,18 +237,14 @@ impl Engine {
                 tracing::warn!(%error, "could not clear old workspaces");
             }
         }
-        let probe_dir = workspaces_dir.join("probe");
-        let mut probe = Worker::start(&worker_config, probe_dir.clone())
-            .await
-            .map_err(|error| {
-                EngineError::WorkerStart(format!(
-                    "{} could not run the worker driver: {error}",
-                    config.python.display()
-                ))
-            })?;
-        let language_version = probe.info().language_version.clone();
-        probe.kill().await;
-        probe.remove_workspace();
+        let runtimes = start_runtimes(
+            &config.python,
+            worker_config.clone(),
+            &config.runtimes,
+            &runtime_dir,
+            &workspaces_dir.join("probe"),
+        )
+        .await?;
 
         let marked = store
             .mark_live_sessions_dead(RESTART_REASON, Utc::now())
@@ -263,11 +256,8 @@ impl Engine {
             );
         }
         let info = EngineInfo {
-            runtimes: vec![RuntimeInfo {
-                name: PYTHON_RUNTIME.to_owned(),
-                interpreter: config.python.display().to_string(),
-                language_version,
-            }],
+            runtimes: runtimes.infos.clone(),
+            unavailable_runtimes: runtimes.unavailable.clone(),
             limits: config.limits.clone(),
             isolation: HostIsolation::probe(config.sandbox.as_deref()),
             session_limits: config.session_limits,
@@ -283,11 +273,17 @@ impl Engine {
         pool.min_available_memory_bytes = pool
             .min_available_memory_bytes
             .max(config.limits.min_available_memory_bytes);
-        let workers = WorkerSource::new(worker_config.clone(), pool, workspaces_dir.clone());
+        // The pool holds workers of the default runtime, exactly as a create would start them.
+        let pool_config = runtimes
+            .config(PYTHON_RUNTIME)
+            .cloned()
+            .unwrap_or_else(|_| worker_config.clone());
+        let workers = WorkerSource::new(pool_config, pool, workspaces_dir.clone());
         let inner = Arc::new(EngineInner {
             store,
             worker_config,
             workers,
+            runtimes,
             limits: config.limits,
             workspaces_dir,
             info,
@@ -358,11 +354,7 @@ impl Engine {
         };
         let limits = &self.inner.limits;
         let runtime = options.runtime.unwrap_or_else(|| PYTHON_RUNTIME.to_owned());
-        if runtime != PYTHON_RUNTIME {
-            return Err(EngineError::InvalidInput(format!(
-                "unknown runtime {runtime:?} (available: {PYTHON_RUNTIME})"
-            )));
-        }
+        let runtime_config = self.inner.runtimes.config(&runtime)?;
         validate_name(options.name.as_deref())?;
         validate_metadata(&options.metadata)?;
         let resources = options.resources.unwrap_or(self.inner.info.session_limits);
@@ -373,7 +365,7 @@ impl Engine {
                 violations.join(", ")
             )));
         }
-        let mut worker_config = self.inner.worker_config.clone();
+        let mut worker_config = runtime_config.clone();
         worker_config.session_limits = resources;
         let ttl = SessionTtl {
             idle: ttl_within(

@@ -19,6 +19,7 @@ pub mod measurements;
 mod quotas;
 mod reaper;
 mod revival;
+mod runtimes;
 mod session_task;
 
 pub use corral_worker::{
@@ -27,10 +28,11 @@ pub use corral_worker::{
 };
 pub use engine::{
     CreateSession, Engine, EngineConfig, EngineInfo, ExecIo, ExecutionPage, OnFailure,
-    PendingExecution, RuntimeInfo, SessionClaim, SessionPage, SessionUpdate,
-    CLOSED_BY_CLIENT_REASON, RESTART_REASON, SHUTDOWN_REASON,
+    PendingExecution, SessionClaim, SessionPage, SessionUpdate, CLOSED_BY_CLIENT_REASON,
+    RESTART_REASON, SHUTDOWN_REASON,
 };
 pub use error::EngineError;
 pub use interaction::PendingQuery;
 pub use quotas::QuotaKind;
+pub use runtimes::{absolute_program, RuntimeInfo, RuntimeKind, RuntimeSpec, PYTHON_RUNTIME};
 pub use session_task::{SessionSignal, DRAINED_REASON};

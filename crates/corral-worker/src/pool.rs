@@ -240,6 +240,8 @@ impl PoolInner {
     /// Whether a worker asked for with `config` may come from the pool.
     fn serves(&self, config: &WorkerConfig) -> bool {
         self.settings.size > 0
+            && config.driver == self.config.driver
+            && config.driver_path == self.config.driver_path
             && config.python == self.config.python
             && config.session_limits == self.config.session_limits
             && config.sandbox.is_some() == self.config.sandbox.is_some()

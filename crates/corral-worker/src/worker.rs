@@ -1,7 +1,6 @@
 //! One worker process: start, liveness, interrupt, shutdown, kill.
 
-use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +15,7 @@ use tokio::process::Child;
 use tokio::sync::mpsc;
 
 use crate::files::{FileTarget, WorkspaceFiles};
+use crate::runtime::{driver_invocation, worker_environment, DriverKind};
 use crate::WorkerError;
 
 /// How to start workers; shared by all sessions.
@@ -35,10 +35,9 @@ pub struct WorkerConfig {
     pub interpreter_paths: Vec<PathBuf>,
     /// Modules the driver imports before it says `ready` (the warm pool's preload list).
     pub preload: Vec<String>,
+    /// Which driver `driver_path` is and what runs it (`runtime.rs`).
+    pub driver: DriverKind,
 }
-
-/// Where the driver appears inside the sandbox.
-const SANDBOX_DRIVER_PATH: &str = "/run/corral/driver.py";
 
 /// Distinguishes the sandbox resources (cgroup, root directory) of workers.
 static NEXT_SANDBOX_NAME: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -205,9 +204,11 @@ impl Worker {
         let (command, sandbox) = match &config.sandbox {
             None => {
                 std::fs::create_dir_all(&workspace).map_err(workspace_error)?;
+                let (program, args) =
+                    driver_invocation(config, config.driver_path.as_os_str(), Path::to_owned);
                 let command = WorkerCommand {
-                    program: config.python.clone(),
-                    args: vec![config.driver_path.clone().into_os_string()],
+                    program,
+                    args,
                     env: worker_environment(config, workspace.as_os_str()),
                     working_dir: workspace.clone(),
                 };
@@ -215,9 +216,12 @@ impl Worker {
             }
             Some(sandbox) => {
                 let uid = sandbox.prepare_workspace(&workspace, &config.session_limits)?;
+                let sandbox_driver = config.driver.sandbox_path();
+                let (program, args) =
+                    driver_invocation(config, sandbox_driver.as_ref(), resolve_program);
                 let inside = WorkerCommand {
-                    program: resolve_program(&config.python),
-                    args: vec![SANDBOX_DRIVER_PATH.into()],
+                    program,
+                    args,
                     env: worker_environment(config, corral_sandbox::sandbox_workspace().as_ref()),
                     working_dir: corral_sandbox::sandbox_workspace().into(),
                 };
@@ -234,7 +238,7 @@ impl Worker {
                         workspace_uid: uid,
                         readonly_files: vec![(
                             config.driver_path.clone(),
-                            SANDBOX_DRIVER_PATH.to_owned(),
+                            sandbox_driver.to_owned(),
                         )],
                         exposed_paths: config.interpreter_paths.clone(),
                         limits: config.session_limits,
@@ -548,36 +552,6 @@ fn resolve_program(program: &std::path::Path) -> PathBuf {
         .map(|directory| directory.join(program))
         .find(|candidate| candidate.is_file())
         .unwrap_or_else(|| program.to_owned())
-}
-
-fn worker_environment(
-    config: &WorkerConfig,
-    workspace: &std::ffi::OsStr,
-) -> Vec<(OsString, OsString)> {
-    let mut path = OsString::new();
-    // The interpreter's own directory first, so `python` in a subprocess is the same venv.
-    if let Some(directory) = config
-        .python
-        .parent()
-        .filter(|dir| !dir.as_os_str().is_empty())
-    {
-        path.push(directory.as_os_str());
-        path.push(":");
-    }
-    path.push("/usr/local/bin:/usr/bin:/bin");
-    let mut env: Vec<(OsString, OsString)> = vec![
-        ("PATH".into(), path),
-        ("HOME".into(), workspace.to_owned()),
-        ("LANG".into(), "C.UTF-8".into()),
-        ("PYTHONIOENCODING".into(), "utf-8".into()),
-        // The driver's inline backend: Agg, with plt.show() displaying the figures.
-        ("MPLBACKEND".into(), "module://corral_inline".into()),
-        ("TERM".into(), "dumb".into()),
-    ];
-    if !config.preload.is_empty() {
-        env.push(("CORRAL_PRELOAD".into(), config.preload.join(",").into()));
-    }
-    env
 }
 
 /// Reads control frames into a channel until the socket ends or a frame is malformed.

@@ -34,6 +34,9 @@ pub struct FileConfig {
     pub sandbox: FileSandbox,
     #[serde(default)]
     pub pool: FilePool,
+    /// `[runtimes.NAME]`: runtimes besides `python3` (see `runtime_config.rs`).
+    #[serde(default)]
+    pub runtimes: BTreeMap<String, crate::runtime_config::FileRuntime>,
 }
 
 /// `[pool]` in the config file: the warm pool of idle sandboxed workers.
@@ -212,6 +215,8 @@ pub struct ServeConfig {
     pub bind: String,
     pub data_dir: PathBuf,
     pub python: PathBuf,
+    /// The runtimes besides `python3`.
+    pub runtimes: Vec<corral_engine::RuntimeSpec>,
     pub limits: Limits,
     /// Every surface's mount point (a path prefix, or `off`).
     pub mounts: BTreeMap<String, String>,

@@ -115,6 +115,7 @@ fn resolve(arguments: ServeArgs) -> anyhow::Result<ServeConfig> {
             .python
             .or(file.python)
             .unwrap_or_else(|| "python3".into()),
+        runtimes: crate::runtime_config::resolve_runtimes(&file.runtimes)?,
         limits: file.limits.apply(Limits::default())?,
         shutdown_grace: config::seconds(
             "shutdown_grace_seconds",
@@ -229,6 +230,7 @@ pub async fn run(arguments: ServeArgs) -> anyhow::Result<ExitCode> {
         EngineConfig {
             data_dir: data_dir.clone(),
             python: config.python.clone(),
+            runtimes: config.runtimes.clone(),
             limits: config.limits.clone(),
             sandbox,
             session_limits: config.session_limits,

@@ -395,9 +395,30 @@ pub struct Health {
 /// A runtime sessions can be started with.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct RuntimeView {
+    /// What sessions ask for (`runtime`), also the Jupyter kernelspec's name.
     pub name: String,
+    /// `python`, `javascript` or `bash`.
+    pub language: String,
+    pub display_name: String,
+    /// The program that runs the runtime's driver.
     pub interpreter: String,
     pub language_version: String,
+}
+
+/// A configured runtime that could not start (sessions asking for it are refused with the
+/// reason).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct UnavailableRuntimeView {
+    pub name: String,
+    pub reason: String,
+}
+
+/// `GET /v1/runtimes`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct RuntimeList {
+    /// The runtimes sessions can use, the default first.
+    pub runtimes: Vec<RuntimeView>,
+    pub unavailable: Vec<UnavailableRuntimeView>,
 }
 
 /// Operator limits that apply to every session.
@@ -467,6 +488,8 @@ pub struct IsolationView {
 pub struct InfoView {
     pub version: String,
     pub runtimes: Vec<RuntimeView>,
+    /// Configured runtimes that could not start.
+    pub unavailable_runtimes: Vec<UnavailableRuntimeView>,
     pub limits: LimitsView,
     pub isolation: IsolationView,
     pub live_sessions: usize,
