@@ -172,6 +172,8 @@ pub(crate) struct EngineInner {
     pub(crate) claims: tokio::sync::Mutex<()>,
     /// Held while a dead session is brought back (`revival`).
     pub(crate) revivals: tokio::sync::Mutex<()>,
+    /// Woken (all waiters) whenever a session leaves the live set.
+    pub(crate) session_left: Notify,
 }
 
 /// What a session's task holds besides its worker (see [`Engine::launch`]).
@@ -295,6 +297,7 @@ impl Engine {
             quotas,
             claims: tokio::sync::Mutex::new(()),
             revivals: tokio::sync::Mutex::new(()),
+            session_left: Notify::new(),
         });
         tokio::spawn(run_reaper(Arc::downgrade(&inner), reaper_wake));
         Ok(Engine { inner })
@@ -476,6 +479,7 @@ impl Engine {
                         .remove(&id);
                     // The ended session's retention period starts now.
                     inner.reaper_wake.notify_one();
+                    inner.session_left.notify_waiters();
                 }
                 drop(slot);
                 drop(tenant_claim);
@@ -1034,7 +1038,18 @@ impl Engine {
         id: SessionId,
     ) -> Result<Arc<LiveSession>, EngineError> {
         match self.live(id) {
-            Some(live) if caller.can_access(&live.snapshot()) => Ok(live),
+            Some(live) if caller.can_access(&live.snapshot()) => {
+                let record = live.snapshot();
+                // Still registered while its task records the end: already not running.
+                if record.state.is_terminal() {
+                    return Err(EngineError::SessionNotRunning {
+                        id,
+                        state: record.state,
+                        reason: record.state_reason,
+                    });
+                }
+                Ok(live)
+            }
             Some(_) => Err(EngineError::SessionNotFound(id)),
             None => {
                 let record = self.get_session(caller, id).await?;

@@ -14,6 +14,9 @@ use crate::engine::{Launch, SessionSlot};
 use crate::quotas::QuotaKind;
 use crate::{measurements, Engine, EngineError};
 
+/// Longest wait for a dying session's task to finish recording its end.
+const END_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Engine {
     /// Gives the dead session `id` a fresh worker; the session is `idle` and accepts
     /// executions again. A session that is live by now (another restart won) is returned as
@@ -25,10 +28,12 @@ impl Engine {
     ) -> Result<SessionRecord, EngineError> {
         // One revival at a time, so two restarts of one dead session make one worker.
         let _revivals = self.inner.revivals.lock().await;
-        let mut record = self.get_session(caller, id).await?;
-        if let Some(live) = self.live(id) {
-            return Ok(live.snapshot());
+        // Whoever may not see the session learns nothing more than "not found".
+        self.get_session(caller, id).await?;
+        if let Some(current) = self.wait_until_ended_or_live(id).await? {
+            return Ok(current);
         }
+        let mut record = self.get_session(caller, id).await?;
         let starting = record
             .state
             .transition(SessionState::Starting)
@@ -90,5 +95,35 @@ impl Engine {
         self.inner.reaper_wake.notify_one();
         measurements::session_started(clock.elapsed(), corral_worker::Origin::Fresh);
         Ok(record)
+    }
+
+    /// A session that just died is still registered while its task records the end: waits
+    /// (up to [`END_WAIT`]) until it has left the live set. `Some` is a session that is live
+    /// (another restart brought it back); `None`, one with no task.
+    async fn wait_until_ended_or_live(
+        &self,
+        id: SessionId,
+    ) -> Result<Option<SessionRecord>, EngineError> {
+        let deadline = tokio::time::Instant::now() + END_WAIT;
+        loop {
+            let left = self.inner.session_left.notified();
+            tokio::pin!(left);
+            left.as_mut().enable();
+            let Some(live) = self.live(id) else {
+                return Ok(None);
+            };
+            let current = live.snapshot();
+            drop(live);
+            if !current.state.is_terminal() {
+                return Ok(Some(current));
+            }
+            if tokio::time::timeout_at(deadline, left).await.is_err() {
+                return Err(EngineError::SessionNotRunning {
+                    id,
+                    state: current.state,
+                    reason: current.state_reason,
+                });
+            }
+        }
     }
 }
