@@ -25,6 +25,7 @@ use corral_worker::{
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::drain::Drain;
+use crate::fleet::{self, FleetConfig};
 use crate::measurements::{self, LiveGauges};
 use crate::quotas::{QuotaKind, TenantQuotas};
 use crate::reaper::run_reaper;
@@ -62,6 +63,8 @@ pub struct EngineConfig {
     /// Requests without a key act as admin while the store has no active key. Only for a
     /// server reachable from this host alone (bound to loopback).
     pub open_mode: bool,
+    /// This node's place in a fleet sharing the store; `None` for a single node.
+    pub fleet: Option<FleetConfig>,
 }
 
 /// A runtime sessions can use.
@@ -170,6 +173,7 @@ pub(crate) struct EngineInner {
     pub(crate) quotas: TenantQuotas,
     /// Held while a claimed session is looked up and, if missing, created.
     pub(crate) claims: tokio::sync::Mutex<()>,
+    pub(crate) fleet: Option<FleetConfig>,
 }
 
 /// One of the server's `max_sessions` places, held from the start of a create until the
@@ -238,15 +242,6 @@ impl Engine {
         probe.kill().await;
         probe.remove_workspace();
 
-        let marked = store
-            .mark_live_sessions_dead(RESTART_REASON, Utc::now())
-            .await?;
-        if marked > 0 {
-            tracing::info!(
-                sessions = marked,
-                "sessions of the previous run marked dead"
-            );
-        }
         let info = EngineInfo {
             runtimes: vec![RuntimeInfo {
                 name: PYTHON_RUNTIME.to_owned(),
@@ -277,7 +272,16 @@ impl Engine {
             open_mode: config.open_mode,
             quotas,
             claims: tokio::sync::Mutex::new(()),
+            fleet: config.fleet,
         });
+        let marked = fleet::mark_previous_run_dead(&inner, RESTART_REASON).await?;
+        if marked > 0 {
+            tracing::info!(
+                sessions = marked,
+                "sessions of the previous run marked dead"
+            );
+        }
+        fleet::join(&inner).await?;
         tokio::spawn(run_reaper(Arc::downgrade(&inner), reaper_wake));
         Ok(Engine { inner })
     }
@@ -397,11 +401,11 @@ impl Engine {
         record.state = SessionState::Idle;
         record.resources = resources;
         record.tenant = tenant;
-        if let Err(error) = self.inner.store.insert_session(&record).await {
+        if let Err(error) = fleet::record_new_session(&self.inner, &record).await {
             let mut worker = worker;
             worker.kill().await;
             worker.remove_workspace();
-            return Err(error.into());
+            return Err(error);
         }
 
         let (job_sender, job_receiver) = mpsc::channel(self.inner.limits.queue_capacity.max(1));
@@ -556,8 +560,9 @@ impl Engine {
         let limit = limit.clamp(1, 1000);
         let sessions = match state {
             // Live states change too often to be stored on every step; the registry is the
-            // truth for them (every live session of this process is in it).
-            Some(state) if !state.is_terminal() => {
+            // truth for them (every live session of this process is in it; in a fleet the
+            // others' are only in the store).
+            Some(state) if !state.is_terminal() && self.inner.fleet.is_none() => {
                 let mut live: Vec<SessionRecord> = self
                     .live_map()
                     .values()
