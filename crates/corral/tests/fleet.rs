@@ -335,3 +335,104 @@ async fn a_killed_nodes_sessions_die_and_the_others_keep_serving() {
         .sum::<usize>();
     assert_eq!(declared, 1, "A was declared lost exactly once");
 }
+
+/// Waits until `/v1/nodes` on `node` satisfies `check`; returns the nodes.
+async fn wait_for_nodes(node: &TestServer, check: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let (status, body) = node.get("/v1/nodes").await;
+        assert_eq!(status, 200, "{body}");
+        let nodes = body["nodes"].as_array().expect("nodes").clone();
+        if check(&nodes) {
+            return nodes;
+        }
+        assert!(Instant::now() < deadline, "nodes never got there: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn live_sessions(nodes: &[Value], id: &str) -> u64 {
+    nodes
+        .iter()
+        .find(|node| node["id"] == id)
+        .and_then(|node| node["live_sessions"].as_u64())
+        .unwrap_or(u64::MAX)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_node_places_new_sessions_on_the_least_loaded_one() {
+    let Some(database) = fleet_database().await else {
+        return;
+    };
+    let config = "[limits]\nmax_sessions = 1\n";
+    let a = node(&database, "place-a", "1", config);
+    let b = node(&database, "place-b", "1", config);
+    let c = node(&database, "place-c", "1", "[limits]\nmax_sessions = 3\n");
+    let first = a.create_session().await;
+    // B is busier than C once it runs a session of its own.
+    let on_b = b.create_session().await;
+    let nodes = wait_for_nodes(&a, |nodes| {
+        nodes.len() == 3
+            && live_sessions(nodes, "place-a") == 1
+            && live_sessions(nodes, "place-b") == 1
+    })
+    .await;
+    assert!(nodes.iter().all(|node| node["alive"] == true), "{nodes:?}");
+    // A is full: its create goes to C, the only node with room.
+    let placed = a.create_session().await;
+    wait_for_nodes(&a, |nodes| live_sessions(nodes, "place-c") == 1).await;
+    let (status, body) = execute(&a, &placed, "21 * 2").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"]["text/plain"], "42");
+    for session in [&first, &on_b] {
+        let (status, _) = execute(&c, session, "1").await;
+        assert_eq!(status, 200);
+    }
+
+    // The same list offline, from the database.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(["nodes", "list", "--json", "--database-url", &database])
+        .output()
+        .expect("corral nodes list");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let listed: Value = serde_json::from_slice(&output.stdout).expect("json");
+    let ids: Vec<&str> = listed
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter_map(|node| node["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["place-a", "place-b", "place-c"]);
+    // And through a server.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(["nodes", "list", "--server", &b.url])
+        .output()
+        .expect("corral nodes list");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("place-c") && text.contains(&c.url), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_admins_list_nodes_and_a_single_node_lists_none() {
+    let single = TestServer::start();
+    let (status, body) = single.get("/v1/nodes").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["nodes"], json!([]));
+    let tenant = single.corral_key(&["--scope", "tenant", "--tenant", "t"]);
+    let tenant = tenant
+        .split_whitespace()
+        .find(|word| word.starts_with("corral_"))
+        .expect("key")
+        .to_owned();
+    let (status, body) = single.send("GET", "/v1/nodes", Some(&tenant), None).await;
+    assert_eq!(status, 403, "{body}");
+}
