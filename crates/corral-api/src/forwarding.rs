@@ -84,34 +84,48 @@ pub(crate) async fn forward_to_owner(
     let session = session_of(&request);
     let create = is_session_create(&request);
     match target_of(&forwarding.engine, session, create).await {
-        None => next.run(request).await,
-        Some(url) => proxy(&forwarding, &url, request).await,
+        Ok(None) => next.run(request).await,
+        Ok(Some(url)) => proxy(&forwarding, &url, request).await,
+        Err(response) => *response,
     }
 }
 
 /// The base URL of the node that should answer, or `None` for this one.
-async fn target_of(engine: &Engine, session: Option<SessionId>, create: bool) -> Option<String> {
+async fn target_of(
+    engine: &Engine,
+    session: Option<SessionId>,
+    create: bool,
+) -> Result<Option<String>, Box<Response>> {
     if let Some(id) = session {
         return match engine.session_route(id).await {
-            Ok(SessionRoute::Owner { url, .. }) => Some(url),
-            Ok(SessionRoute::Local) => None,
-            // The handler meets the same store and maps its error in its surface's shape.
+            Ok(SessionRoute::Owner { url, .. }) => Ok(Some(url)),
+            Ok(SessionRoute::Local) => Ok(None),
+            // Answering here could contradict the owner (this node does not run it): the
+            // client retries instead.
             Err(error) => {
                 tracing::warn!(%error, session_id = %id, "could not look up the session's node");
-                None
+                Err(Box::new(
+                    Problem::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "store_unavailable",
+                        "the node running this session cannot be determined right now; retry shortly",
+                    )
+                    .into_response(),
+                ))
             }
         };
     }
     if create {
         return match engine.placement().await {
-            Ok(target) => target,
+            Ok(target) => Ok(target),
+            // Placement is an optimisation: create here.
             Err(error) => {
                 tracing::warn!(%error, "could not place the new session on another node");
-                None
+                Ok(None)
             }
         };
     }
-    None
+    Ok(None)
 }
 
 /// The session a request is about: the first path segment that is a session id, else the
