@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::problem::ProblemBody;
 use crate::views::{
     ExecutionList, ExecutionView, FileList, FileWritten, InfoView, IssuedKeyView, KeyList, KeyView,
-    SessionList, SessionView,
+    NodeList, SessionList, SessionView,
 };
 
 /// Percent-encodes a workspace path for a URL, keeping `/` between segments.
@@ -90,6 +90,10 @@ impl CorralClient {
     ) -> Result<IssuedKeyView, ClientError> {
         self.send(self.http.post(self.url("/v1/keys")).json(request))
             .await
+    }
+
+    pub async fn list_nodes(&self) -> Result<NodeList, ClientError> {
+        self.send(self.http.get(self.url("/v1/nodes"))).await
     }
 
     pub async fn list_keys(&self) -> Result<KeyList, ClientError> {

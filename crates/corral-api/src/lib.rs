@@ -4,12 +4,14 @@
 //! (`mounts`), the native `/v1` API and every compatibility surface
 //! (`surfaces`), problem+json errors (`problem`), body parsing (`body`), reading API keys
 //! from requests (`auth`), the OpenAPI document, `/metrics` (`prometheus`),
+//! forwarding requests to the node of a fleet that runs their session (`forwarding`),
 //! and a small HTTP client of the native API for the CLI and benchmarks (`client`).
 //! It calls only the engine: no SQL, no processes, no syscalls.
 
 mod auth;
 mod body;
 pub mod client;
+mod forwarding;
 mod mounts;
 mod problem;
 mod prometheus;

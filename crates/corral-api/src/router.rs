@@ -20,6 +20,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::body::{max_body_bytes, BodyLimit};
+use crate::forwarding::{forward_to_owner, Forwarding};
 use crate::mounts::{self, MountError, PlannedMount, Route};
 use crate::problem::Problem;
 use crate::prometheus::{self, MetricsRegistry};
@@ -34,6 +35,9 @@ pub struct ApiOptions {
     pub mounts: BTreeMap<String, String>,
     /// The registry `/metrics` renders (see [`MetricsRegistry::install`]).
     pub metrics: Option<MetricsRegistry>,
+    /// The credential the nodes of a fleet present to each other (forwarding is on when the
+    /// engine is in a fleet and this is set).
+    pub node_secret: Option<String>,
 }
 
 #[derive(OpenApi)]
@@ -112,7 +116,8 @@ pub fn build_router(engine: Engine, options: &ApiOptions) -> Result<Router, Moun
         *paths = renamed;
     }
     let request_id = HeaderName::from_static("x-request-id");
-    Ok(router
+    let forwarding = Forwarding::new(&engine, options.node_secret.as_deref());
+    let router = router
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(prometheus::track_http))
@@ -122,7 +127,16 @@ pub fn build_router(engine: Engine, options: &ApiOptions) -> Result<Router, Moun
         })
         .layer(Extension(OpenApiDocument(Arc::new(document))))
         .layer(Extension(BodyLimit(body_limit)))
-        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(DefaultBodyLimit::max(body_limit));
+    // In front of every surface (and of the body limits: the owner applies its own).
+    let router = match forwarding {
+        Some(forwarding) => router.layer(axum::middleware::from_fn_with_state(
+            forwarding,
+            forward_to_owner,
+        )),
+        None => router,
+    };
+    Ok(router
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(

@@ -2,7 +2,7 @@
 //!
 //! Owns the plain data types every other crate speaks in: session ids and states (with their
 //! legal transitions), execution requests and outcomes, MIME bundles, limits, session TTL rules, tenants, API
-//! key records and which sessions a principal may see.
+//! key records, which sessions a principal may see, and the nodes of a fleet.
 //!
 //! Deliberately does no IO, knows nothing of tokio, HTTP, SQL or processes, and holds no
 //! client-facing JSON shapes (each API surface in `corral-api` owns its own).
@@ -11,6 +11,7 @@ mod access;
 mod execution;
 mod introspection;
 mod limits;
+mod node;
 mod session;
 
 pub use access::{
@@ -22,6 +23,7 @@ pub use execution::{
 };
 pub use introspection::{CodeQuery, CodeQueryReply, Completeness, ExpressionValue};
 pub use limits::{Limits, MemoryUsage, ResourceLimits};
+pub use node::{is_valid_node_id, NodeLoad, NodeRecord, MAX_NODE_ID_CHARS, NODE_LOST_REASON};
 pub use session::{
     Expiry, InvalidTransition, ParseSessionIdError, ParseSessionStateError, SessionId,
     SessionRecord, SessionState, SessionTtl,

@@ -25,6 +25,7 @@ use corral_worker::{
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::drain::Drain;
+use crate::fleet::{self, FleetConfig};
 use crate::measurements::{self, LiveGauges};
 use crate::quotas::{QuotaKind, TenantQuotas};
 use crate::reaper::run_reaper;
@@ -65,6 +66,8 @@ pub struct EngineConfig {
     pub open_mode: bool,
     /// The warm pool of idle sandboxed workers (`size: 0` turns it off).
     pub pool: PoolSettings,
+    /// This node's place in a fleet sharing the store; `None` for a single node.
+    pub fleet: Option<FleetConfig>,
 }
 
 /// What `/v1/info` reports.
@@ -174,6 +177,7 @@ pub(crate) struct EngineInner {
     pub(crate) revivals: tokio::sync::Mutex<()>,
     /// Woken (all waiters) whenever a session leaves the live set.
     pub(crate) session_left: Notify,
+    pub(crate) fleet: Option<FleetConfig>,
 }
 
 /// What a session's task holds besides its worker (see [`Engine::launch`]).
@@ -248,15 +252,6 @@ impl Engine {
         )
         .await?;
 
-        let marked = store
-            .mark_live_sessions_dead(RESTART_REASON, Utc::now())
-            .await?;
-        if marked > 0 {
-            tracing::info!(
-                sessions = marked,
-                "sessions of the previous run marked dead"
-            );
-        }
         let info = EngineInfo {
             runtimes: runtimes.infos.clone(),
             unavailable_runtimes: runtimes.unavailable.clone(),
@@ -298,7 +293,16 @@ impl Engine {
             claims: tokio::sync::Mutex::new(()),
             revivals: tokio::sync::Mutex::new(()),
             session_left: Notify::new(),
+            fleet: config.fleet,
         });
+        let marked = fleet::mark_previous_run_dead(&inner, RESTART_REASON).await?;
+        if marked > 0 {
+            tracing::info!(
+                sessions = marked,
+                "sessions of the previous run marked dead"
+            );
+        }
+        fleet::join(&inner).await?;
         tokio::spawn(run_reaper(Arc::downgrade(&inner), reaper_wake));
         Ok(Engine { inner })
     }
@@ -417,11 +421,11 @@ impl Engine {
         record.state = SessionState::Idle;
         record.resources = resources;
         record.tenant = tenant;
-        if let Err(error) = self.inner.store.insert_session(&record).await {
+        if let Err(error) = fleet::record_new_session(&self.inner, &record).await {
             let mut worker = worker;
             worker.kill().await;
             worker.remove_workspace();
-            return Err(error.into());
+            return Err(error);
         }
 
         self.launch(
@@ -642,8 +646,9 @@ impl Engine {
         let limit = limit.clamp(1, 1000);
         let sessions = match state {
             // Live states change too often to be stored on every step; the registry is the
-            // truth for them (every live session of this process is in it).
-            Some(state) if !state.is_terminal() => {
+            // truth for them (every live session of this process is in it; in a fleet the
+            // others' are only in the store).
+            Some(state) if !state.is_terminal() && self.inner.fleet.is_none() => {
                 let mut live: Vec<SessionRecord> = self
                     .live_map()
                     .values()

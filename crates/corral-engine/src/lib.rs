@@ -3,7 +3,7 @@
 //! Owns the registry of live sessions, each session's task (one worker, a bounded FIFO queue
 //! of executions, close/restart control), execution-count assignment, timeouts and caps as
 //! configured, session TTLs and the reaper that enforces them, the server-wide session cap, per-tenant quotas,
-//! graceful shutdown, what is measured (`measurements`), API keys and which tenant's sessions a caller may reach, and writing
+//! graceful shutdown, a node's place in a fleet sharing the store (`fleet`), what is measured (`measurements`), API keys and which tenant's sessions a caller may reach, and writing
 //! every state change through to the store.
 //!
 //! Deliberately knows nothing of HTTP or any client's JSON: surfaces in `corral-api` translate
@@ -12,6 +12,7 @@
 mod drain;
 mod engine;
 mod error;
+pub mod fleet;
 mod interaction;
 mod key_access;
 pub mod keys;
@@ -32,6 +33,7 @@ pub use engine::{
     RESTART_REASON, SHUTDOWN_REASON,
 };
 pub use error::EngineError;
+pub use fleet::{FleetConfig, SessionRoute, DEFAULT_NODE_LEASE};
 pub use interaction::PendingQuery;
 pub use quotas::QuotaKind;
 pub use runtimes::{absolute_program, RuntimeInfo, RuntimeKind, RuntimeSpec, PYTHON_RUNTIME};

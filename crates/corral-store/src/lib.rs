@@ -1,22 +1,44 @@
 //! `corral-store`: durable records of sessions, executions, tenants and API keys — the only
 //! crate with SQL.
 //!
-//! Owns the [`Store`] trait, its SQLite implementation (WAL, created on first start) and the
-//! schema migrations under `migrations/`. PostgreSQL, for fleets of nodes, is a second
-//! implementation of the same trait with the same schema (a later step).
+//! Owns the [`Store`] trait and its two implementations: SQLite (`sqlite`: one file in the
+//! data directory, WAL, the default) and PostgreSQL (`postgres`: one database shared by a
+//! fleet of nodes), each with its own migrations under `migrations/<backend>/` and the same
+//! behaviour (one test suite, `tests/store_suite.rs`, runs against both). Rows become records
+//! in `records`, shared by both.
 //!
 //! Deliberately holds no live state: which sessions are running, and their workers, belong to
-//! the engine; this crate only remembers.
+//! the engine; which node is alive is decided by the engine's `fleet` module from the leases
+//! stored here. This crate only remembers, atomically where several nodes race.
 
+mod postgres;
+mod records;
 mod sqlite;
+
+use std::path::Path;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use corral_core::{
-    ApiKeyRecord, ExecutionRecord, ExecutionTiming, SessionId, SessionRecord, SessionState,
+    ApiKeyRecord, ExecutionRecord, ExecutionTiming, NodeLoad, NodeRecord, SessionId, SessionRecord,
+    SessionState,
 };
 
+pub use postgres::{scratch_database, PostgresStore};
 pub use sqlite::SqliteStore;
+
+/// Opens the store a server or an offline command uses: the PostgreSQL database at
+/// `database_url` when given, else the SQLite file in `data_dir`.
+pub async fn open_store(
+    data_dir: &Path,
+    database_url: Option<&str>,
+) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match database_url {
+        Some(url) => Arc::new(PostgresStore::connect(url).await?),
+        None => Arc::new(SqliteStore::open(data_dir).await?),
+    })
+}
 
 /// Failures of the store.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +47,8 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("migration: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("database URL: {0}")]
+    DatabaseUrl(String),
     #[error("stored value is corrupt: {0}")]
     Corrupt(String),
     #[error("data directory {path}: {source}")]
@@ -50,7 +74,9 @@ pub struct SessionQuery {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     async fn insert_session(&self, session: &SessionRecord) -> Result<(), StoreError>;
-    /// Replaces the stored record of an existing session.
+    /// Replaces the stored record of an existing session, unless the stored one has ended
+    /// (`closed` or `dead` is final: a node that lost its lease cannot bring its sessions
+    /// back).
     async fn update_session(&self, session: &SessionRecord) -> Result<(), StoreError>;
     async fn get_session(&self, id: SessionId) -> Result<Option<SessionRecord>, StoreError>;
     /// Sessions in id (creation) order.
@@ -103,4 +129,50 @@ pub trait Store: Send + Sync + 'static {
     /// Session keys do not count: each reaches one session only, so it cannot administer
     /// the server, and minting one (as the agent sessions API does) must not close open mode.
     async fn has_active_api_keys(&self) -> Result<bool, StoreError>;
+
+    /// Records a new session owned by `owner` (a node id), unless its tenant already has
+    /// `max_live_in_tenant` live sessions in the store (across every node): then nothing is
+    /// stored and the answer is `false`. Concurrent inserts of one tenant, from any node, are
+    /// serialised so that the limit holds.
+    async fn insert_owned_session(
+        &self,
+        session: &SessionRecord,
+        owner: &str,
+        max_live_in_tenant: Option<u64>,
+    ) -> Result<bool, StoreError>;
+    /// The node that owns a session, if it has one (sessions of a single-node server
+    /// before fleets existed have none).
+    async fn session_owner(&self, id: SessionId) -> Result<Option<String>, StoreError>;
+    /// Every live session owned by `node` becomes `dead` with `reason`. Returns how many.
+    async fn mark_node_sessions_dead(
+        &self,
+        node: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
+    /// Registers a node, or registers it again: its address, start, lease and load are
+    /// replaced and it is no longer lost. Sessions it owned before stay as they are.
+    async fn register_node(&self, node: &NodeRecord) -> Result<(), StoreError>;
+    /// Extends a node's lease and records its load; `false` when the node is unknown or was
+    /// declared lost (it must register again, and its old sessions stay dead).
+    async fn renew_node_lease(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+        lease_expires_at: DateTime<Utc>,
+        load: &NodeLoad,
+    ) -> Result<bool, StoreError>;
+    /// Every registered node, by id.
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>, StoreError>;
+    /// Declares lost every node whose lease expired before `now` and that is not lost yet,
+    /// and marks its live sessions `dead` with `reason`, in one transaction per node: of
+    /// several nodes racing, exactly one declares each node lost. Returns each node declared
+    /// lost here with how many of its sessions died.
+    async fn declare_lapsed_nodes_lost(
+        &self,
+        now: DateTime<Utc>,
+        reason: &str,
+    ) -> Result<Vec<(String, u64)>, StoreError>;
+    /// Closes the connections (SQLite checkpoints its WAL).
+    async fn close(&self);
 }

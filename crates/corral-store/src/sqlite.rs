@@ -1,20 +1,23 @@
 //! The SQLite store: one file in the data directory, WAL mode, migrations run on open.
+//!
+//! One writer at a time (SQLite's own lock), so conditional single statements are enough for
+//! what PostgreSQL needs locks for (a tenant's live-session limit, declaring a node lost).
 
 use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use corral_core::{
-    ApiKeyRecord, ErrorInfo, ExecutionRecord, ExecutionStatus, ExecutionTiming, KeyScope,
-    MimeBundle, OutputItem, SessionId, SessionRecord, SessionState, SessionTtl,
+    ApiKeyRecord, ExecutionRecord, ExecutionTiming, NodeLoad, NodeRecord, SessionId, SessionRecord,
+    SessionState,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Row, SqlitePool};
 
+use crate::records::{count_to_i64, duration_to_ms, row_decoders, to_json};
 use crate::{SessionQuery, Store, StoreError};
 
 /// Name of the database file inside the data directory.
@@ -49,115 +52,15 @@ impl SqliteStore {
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         Ok(SqliteStore { pool })
     }
-
-    /// Closes the pool, checkpointing the WAL.
-    pub async fn close(&self) {
-        self.pool.close().await;
-    }
 }
 
-fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|error| StoreError::Corrupt(error.to_string()))
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|error| StoreError::Corrupt(format!("{what}: {error}")))
-}
-
-fn session_from_row(row: &SqliteRow) -> Result<SessionRecord, StoreError> {
-    let id: String = row.try_get("id")?;
-    let state: String = row.try_get("state")?;
-    let metadata: String = row.try_get("metadata")?;
-    let execution_count: i64 = row.try_get("execution_count")?;
-    let resources: String = row.try_get("resources")?;
-    let idle_ttl_ms: i64 = row.try_get("idle_ttl_ms")?;
-    let max_ttl_ms: i64 = row.try_get("max_ttl_ms")?;
-    Ok(SessionRecord {
-        id: SessionId::from_str(&id).map_err(|error| StoreError::Corrupt(error.to_string()))?,
-        name: row.try_get("name")?,
-        runtime: row.try_get("runtime")?,
-        state: SessionState::from_str(&state)
-            .map_err(|error| StoreError::Corrupt(error.to_string()))?,
-        state_reason: row.try_get("state_reason")?,
-        created_at: row.try_get("created_at")?,
-        last_activity_at: row.try_get("last_activity_at")?,
-        execution_count: u64::try_from(execution_count).unwrap_or_default(),
-        metadata: from_json(&metadata, "session metadata")?,
-        // Records written before ended sessions were stored as not accepting say so too.
-        accepting_executions: row.try_get::<bool, _>("accepting_executions")?
-            && !matches!(state.as_str(), "closed" | "dead"),
-        resources: from_json(&resources, "session resources")?,
-        ttl: SessionTtl {
-            idle: Duration::from_millis(u64::try_from(idle_ttl_ms).unwrap_or_default()),
-            max: Duration::from_millis(u64::try_from(max_ttl_ms).unwrap_or_default()),
-        },
-        tenant: row.try_get("tenant")?,
-    })
-}
-
-fn api_key_from_row(row: &SqliteRow) -> Result<ApiKeyRecord, StoreError> {
-    let scope: String = row.try_get("scope")?;
-    let session_id: Option<String> = row.try_get("session_id")?;
-    Ok(ApiKeyRecord {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        scope: KeyScope::parse(&scope)
-            .ok_or_else(|| StoreError::Corrupt(format!("key scope {scope:?}")))?,
-        tenant: row.try_get("tenant")?,
-        session_id: session_id
-            .map(|id| SessionId::from_str(&id))
-            .transpose()
-            .map_err(|error| StoreError::Corrupt(error.to_string()))?,
-        secret_sha256: row.try_get("secret_sha256")?,
-        created_at: row.try_get("created_at")?,
-        revoked_at: row.try_get("revoked_at")?,
-        expires_at: row.try_get("expires_at")?,
-    })
-}
-
-fn duration_to_ms(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
-}
-
-fn execution_from_row(row: &SqliteRow) -> Result<ExecutionRecord, StoreError> {
-    let session_id: String = row.try_get("session_id")?;
-    let status: String = row.try_get("status")?;
-    let result: Option<String> = row.try_get("result")?;
-    let outputs: String = row.try_get("outputs")?;
-    let error: Option<String> = row.try_get("error")?;
-    let execution_count: i64 = row.try_get("execution_count")?;
-    let duration_ms: i64 = row.try_get("duration_ms")?;
-    Ok(ExecutionRecord {
-        session_id: SessionId::from_str(&session_id)
-            .map_err(|error| StoreError::Corrupt(error.to_string()))?,
-        execution_count: u64::try_from(execution_count).unwrap_or_default(),
-        code: row.try_get("code")?,
-        status: ExecutionStatus::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt(format!("execution status {status:?}")))?,
-        result: result
-            .map(|text| from_json::<MimeBundle>(&text, "execution result"))
-            .transpose()?,
-        stdout: row.try_get("stdout")?,
-        stderr: row.try_get("stderr")?,
-        outputs: from_json::<Vec<OutputItem>>(&outputs, "execution outputs")?,
-        error: error
-            .map(|text| from_json::<ErrorInfo>(&text, "execution error"))
-            .transpose()?,
-        duration_ms: u64::try_from(duration_ms).unwrap_or_default(),
-        truncated: row.try_get("truncated")?,
-        started_at: row.try_get("started_at")?,
-        finished_at: row.try_get("finished_at")?,
-    })
-}
-
-fn count_to_i64(count: u64) -> i64 {
-    i64::try_from(count).unwrap_or(i64::MAX)
-}
+row_decoders!(SqliteRow);
 
 const UPDATE_SESSION: &str =
     "UPDATE sessions SET name = ?, runtime = ?, state = ?, state_reason = ?, \
      created_at = ?, last_activity_at = ?, execution_count = ?, metadata = ?, \
-     accepting_executions = ?, idle_ttl_ms = ?, max_ttl_ms = ?, tenant = ? WHERE id = ?";
+     accepting_executions = ?, idle_ttl_ms = ?, max_ttl_ms = ?, tenant = ? \
+     WHERE id = ? AND state NOT IN ('closed', 'dead')";
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -316,22 +219,7 @@ impl Store for SqliteStore {
         .bind(session_id.to_string())
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let status: String = row.try_get("status")?;
-                let execution_count: i64 = row.try_get("execution_count")?;
-                let duration_ms: i64 = row.try_get("duration_ms")?;
-                Ok(ExecutionTiming {
-                    execution_count: u64::try_from(execution_count).unwrap_or_default(),
-                    status: ExecutionStatus::parse(&status).ok_or_else(|| {
-                        StoreError::Corrupt(format!("execution status {status:?}"))
-                    })?,
-                    started_at: row.try_get("started_at")?,
-                    finished_at: row.try_get("finished_at")?,
-                    duration_ms: u64::try_from(duration_ms).unwrap_or_default(),
-                })
-            })
-            .collect()
+        rows.iter().map(timing_from_row).collect()
     }
 
     async fn list_executions(
@@ -433,6 +321,177 @@ impl Store for SqliteStore {
         .await?;
         Ok(row.try_get("active")?)
     }
+
+    async fn insert_owned_session(
+        &self,
+        session: &SessionRecord,
+        owner: &str,
+        max_live_in_tenant: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        // One statement: SQLite runs it under its write lock, so the count and the insert
+        // cannot interleave with another writer's.
+        let limit = max_live_in_tenant.map(count_to_i64);
+        let result = sqlx::query(
+            "INSERT INTO sessions (id, name, runtime, state, state_reason, created_at, \
+             last_activity_at, execution_count, metadata, accepting_executions, resources, \
+             idle_ttl_ms, max_ttl_ms, tenant, owner_node) \
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15 \
+             WHERE ?16 IS NULL OR (SELECT COUNT(*) FROM sessions WHERE tenant = ?14 \
+             AND state NOT IN ('closed', 'dead')) < ?16",
+        )
+        .bind(session.id.to_string())
+        .bind(&session.name)
+        .bind(&session.runtime)
+        .bind(session.state.as_str())
+        .bind(&session.state_reason)
+        .bind(session.created_at)
+        .bind(session.last_activity_at)
+        .bind(count_to_i64(session.execution_count))
+        .bind(to_json(&session.metadata)?)
+        .bind(session.accepting_executions)
+        .bind(to_json(&session.resources)?)
+        .bind(duration_to_ms(session.ttl.idle))
+        .bind(duration_to_ms(session.ttl.max))
+        .bind(&session.tenant)
+        .bind(owner)
+        .bind(limit)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn session_owner(&self, id: SessionId) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT owner_node FROM sessions WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(row) => row.try_get("owner_node")?,
+            None => None,
+        })
+    }
+
+    async fn mark_node_sessions_dead(
+        &self,
+        node: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let result = sqlx::query(
+            "UPDATE sessions SET state = 'dead', state_reason = ?, last_activity_at = ?, \
+             accepting_executions = 0 \
+             WHERE owner_node = ? AND state NOT IN ('closed', 'dead')",
+        )
+        .bind(reason)
+        .bind(now)
+        .bind(node)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn register_node(&self, node: &NodeRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO nodes (id, advertise_url, started_at, renewed_at, lease_expires_at, \
+             lost_at, live_sessions, max_sessions, available_memory_bytes, worker_memory_bytes) \
+             VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6, ?7, ?8, ?9) \
+             ON CONFLICT (id) DO UPDATE SET advertise_url = ?2, started_at = ?3, \
+             renewed_at = ?4, lease_expires_at = ?5, lost_at = NULL, live_sessions = ?6, \
+             max_sessions = ?7, available_memory_bytes = ?8, worker_memory_bytes = ?9",
+        )
+        .bind(&node.id)
+        .bind(&node.advertise_url)
+        .bind(node.started_at)
+        .bind(node.renewed_at)
+        .bind(node.lease_expires_at)
+        .bind(count_to_i64(node.load.live_sessions))
+        .bind(count_to_i64(node.load.max_sessions))
+        .bind(node.load.available_memory_bytes.map(count_to_i64))
+        .bind(count_to_i64(node.load.worker_memory_bytes))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn renew_node_lease(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+        lease_expires_at: DateTime<Utc>,
+        load: &NodeLoad,
+    ) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE nodes SET renewed_at = ?, lease_expires_at = ?, live_sessions = ?, \
+             max_sessions = ?, available_memory_bytes = ?, worker_memory_bytes = ? \
+             WHERE id = ? AND lost_at IS NULL",
+        )
+        .bind(now)
+        .bind(lease_expires_at)
+        .bind(count_to_i64(load.live_sessions))
+        .bind(count_to_i64(load.max_sessions))
+        .bind(load.available_memory_bytes.map(count_to_i64))
+        .bind(count_to_i64(load.worker_memory_bytes))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM nodes ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(node_from_row).collect()
+    }
+
+    async fn declare_lapsed_nodes_lost(
+        &self,
+        now: DateTime<Utc>,
+        reason: &str,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let lapsed: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM nodes WHERE lost_at IS NULL AND lease_expires_at < ? ORDER BY id",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut lost = Vec::new();
+        for id in lapsed {
+            let mut transaction = self.pool.begin().await?;
+            let won = sqlx::query(
+                "UPDATE nodes SET lost_at = ? \
+                 WHERE id = ? AND lost_at IS NULL AND lease_expires_at < ?",
+            )
+            .bind(now)
+            .bind(&id)
+            .bind(now)
+            .execute(&mut *transaction)
+            .await?
+            .rows_affected()
+                == 1;
+            if !won {
+                continue;
+            }
+            let sessions = sqlx::query(
+                "UPDATE sessions SET state = 'dead', state_reason = ?, last_activity_at = ?, \
+             accepting_executions = 0 \
+                 WHERE owner_node = ? AND state NOT IN ('closed', 'dead')",
+            )
+            .bind(reason)
+            .bind(now)
+            .bind(&id)
+            .execute(&mut *transaction)
+            .await?
+            .rows_affected();
+            transaction.commit().await?;
+            lost.push((id, sessions));
+        }
+        Ok(lost)
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
 }
 
 fn bind_session_update<'q>(
@@ -453,235 +512,4 @@ fn bind_session_update<'q>(
         .bind(duration_to_ms(session.ttl.max))
         .bind(&session.tenant)
         .bind(session.id.to_string()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn session(now: DateTime<Utc>) -> SessionRecord {
-        let mut metadata = serde_json::Map::new();
-        metadata.insert("owner".into(), serde_json::json!("tests"));
-        SessionRecord::new(
-            SessionId::new(),
-            "python3".into(),
-            Some("one".into()),
-            metadata,
-            SessionTtl {
-                idle: Duration::from_secs(60),
-                max: Duration::from_millis(3_600_500),
-            },
-            now,
-        )
-    }
-
-    #[tokio::test]
-    async fn sessions_and_executions_survive_reopening() {
-        let directory = tempfile::tempdir().expect("tempdir");
-        let now = Utc::now();
-        let mut record = session(now);
-        {
-            let store = SqliteStore::open(directory.path()).await.expect("open");
-            store.insert_session(&record).await.expect("insert");
-            record.state = SessionState::Idle;
-            record.execution_count = 1;
-            let execution = ExecutionRecord {
-                session_id: record.id,
-                execution_count: 1,
-                code: "1 + 1".into(),
-                status: ExecutionStatus::Ok,
-                result: Some(
-                    serde_json::from_value(serde_json::json!({"text/plain": "2"})).expect("bundle"),
-                ),
-                stdout: "out".into(),
-                stderr: String::new(),
-                outputs: vec![OutputItem::Stream {
-                    name: corral_core::StreamName::Stdout,
-                    text: "out".into(),
-                }],
-                error: None,
-                duration_ms: 3,
-                truncated: false,
-                started_at: now,
-                finished_at: now,
-            };
-            store
-                .record_execution(&execution, &record, 1000)
-                .await
-                .expect("record");
-            store.close().await;
-        }
-        let store = SqliteStore::open(directory.path()).await.expect("reopen");
-        assert_eq!(
-            store
-                .mark_live_sessions_dead("server restarted", now)
-                .await
-                .expect("mark"),
-            1
-        );
-        let back = store
-            .get_session(record.id)
-            .await
-            .expect("get")
-            .expect("present");
-        assert_eq!(back.state, SessionState::Dead);
-        assert_eq!(back.state_reason.as_deref(), Some("server restarted"));
-        assert_eq!(back.execution_count, 1);
-        assert_eq!(back.metadata, record.metadata);
-        assert_eq!(back.ttl, record.ttl);
-        let execution = store
-            .get_execution(record.id, 1)
-            .await
-            .expect("get")
-            .expect("present");
-        assert_eq!(execution.stdout, "out");
-        assert_eq!(execution.outputs.len(), 1);
-        let listed = store
-            .list_executions(record.id, None, 10)
-            .await
-            .expect("list");
-        assert_eq!(listed.len(), 1);
-
-        // Retention: removed only once it ended before the cut-off, with its history.
-        assert_eq!(
-            store.oldest_ended_session().await.expect("oldest"),
-            Some(now)
-        );
-        assert_eq!(store.remove_ended_sessions(now).await.expect("remove"), 0);
-        let later = now + chrono::Duration::seconds(1);
-        assert_eq!(store.remove_ended_sessions(later).await.expect("remove"), 1);
-        assert!(store.get_session(record.id).await.expect("get").is_none());
-        assert!(store
-            .get_execution(record.id, 1)
-            .await
-            .expect("get")
-            .is_none());
-        assert_eq!(store.oldest_ended_session().await.expect("oldest"), None);
-    }
-
-    #[tokio::test]
-    async fn listing_pages_by_id_and_filters_by_state() {
-        let directory = tempfile::tempdir().expect("tempdir");
-        let store = SqliteStore::open(directory.path()).await.expect("open");
-        let now = Utc::now();
-        let mut ids = Vec::new();
-        for index in 0..5 {
-            let mut record = session(now);
-            if index % 2 == 0 {
-                record.state = SessionState::Closed;
-            }
-            store.insert_session(&record).await.expect("insert");
-            ids.push(record.id);
-        }
-        let first = store
-            .list_sessions(&SessionQuery {
-                state: None,
-                tenant: None,
-                after: None,
-                limit: 2,
-            })
-            .await
-            .expect("list");
-        assert_eq!(first.iter().map(|s| s.id).collect::<Vec<_>>(), ids[..2]);
-        let rest = store
-            .list_sessions(&SessionQuery {
-                state: None,
-                tenant: None,
-                after: Some(ids[1]),
-                limit: 10,
-            })
-            .await
-            .expect("list");
-        assert_eq!(rest.iter().map(|s| s.id).collect::<Vec<_>>(), ids[2..]);
-        let closed = store
-            .list_sessions(&SessionQuery {
-                state: Some(SessionState::Closed),
-                tenant: None,
-                after: None,
-                limit: 10,
-            })
-            .await
-            .expect("list");
-        assert_eq!(closed.len(), 3);
-    }
-
-    #[tokio::test]
-    async fn api_keys_are_stored_listed_by_tenant_and_revoked() {
-        let directory = tempfile::tempdir().expect("tempdir");
-        let store = SqliteStore::open(directory.path()).await.expect("open");
-        assert!(!store.has_active_api_keys().await.expect("query"));
-        let key = |id: &str, tenant: Option<&str>| ApiKeyRecord {
-            id: id.into(),
-            name: Some("ci".into()),
-            scope: if tenant.is_some() {
-                KeyScope::Tenant
-            } else {
-                KeyScope::Admin
-            },
-            tenant: tenant.map(str::to_owned),
-            session_id: None,
-            secret_sha256: "00".repeat(32),
-            expires_at: None,
-            created_at: Utc::now(),
-            revoked_at: None,
-        };
-        store
-            .insert_api_key(&key("a1", Some("a")))
-            .await
-            .expect("insert");
-        store
-            .insert_api_key(&key("b1", Some("b")))
-            .await
-            .expect("insert");
-        store
-            .insert_api_key(&key("root", None))
-            .await
-            .expect("insert");
-        assert!(store.has_active_api_keys().await.expect("query"));
-        assert_eq!(store.list_api_keys(None).await.expect("list").len(), 3);
-        let only_a = store.list_api_keys(Some("a")).await.expect("list");
-        assert_eq!(
-            only_a.iter().map(|key| key.id.as_str()).collect::<Vec<_>>(),
-            ["a1"]
-        );
-        assert_eq!(only_a[0].tenant.as_deref(), Some("a"));
-        assert!(store
-            .revoke_api_key("a1", Utc::now())
-            .await
-            .expect("revoke"));
-        assert!(!store.revoke_api_key("a1", Utc::now()).await.expect("again"));
-        assert!(!store
-            .revoke_api_key("nope", Utc::now())
-            .await
-            .expect("unknown"));
-        let revoked = store
-            .get_api_key("a1")
-            .await
-            .expect("get")
-            .expect("present");
-        assert!(revoked.revoked_at.is_some());
-        store
-            .revoke_api_key("b1", Utc::now())
-            .await
-            .expect("revoke");
-        store
-            .revoke_api_key("root", Utc::now())
-            .await
-            .expect("revoke");
-        assert!(!store.has_active_api_keys().await.expect("query"));
-
-        // A session key reaches one session: it does not end open mode.
-        let record = session(Utc::now());
-        store.insert_session(&record).await.expect("insert");
-        store
-            .insert_api_key(&ApiKeyRecord {
-                scope: KeyScope::Session,
-                tenant: Some(record.tenant.clone()),
-                session_id: Some(record.id),
-                ..key("s1", None)
-            })
-            .await
-            .expect("insert");
-        assert!(!store.has_active_api_keys().await.expect("query"));
-    }
 }

@@ -25,6 +25,11 @@ pub struct FileConfig {
     pub log_format: Option<LogFormat>,
     /// Require a key even while none exists (no open mode).
     pub require_auth: Option<bool>,
+    /// The fleet's PostgreSQL database (see docs/fleet.md); SQLite in `data_dir` without it.
+    pub database_url: Option<String>,
+    pub node_id: Option<String>,
+    pub advertise_url: Option<String>,
+    pub node_lease_seconds: Option<f64>,
     #[serde(default)]
     pub limits: FileLimits,
     /// `[mounts]`: surface name → path prefix or `off`.
@@ -228,6 +233,13 @@ pub struct ServeConfig {
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
     pub require_auth: bool,
+    /// PostgreSQL instead of SQLite; with it the node joins a fleet.
+    pub database_url: Option<String>,
+    pub node_id: Option<String>,
+    pub advertise_url: Option<String>,
+    pub node_lease: Duration,
+    /// Never printed.
+    pub node_secret: Option<String>,
     /// Where each setting came from, by its key in the config file (`limits.max_sessions`).
     pub origins: Origins,
 }
@@ -321,6 +333,7 @@ impl ServeConfig {
             ("", "shutdown_grace_seconds", seconds(self.shutdown_grace)),
             ("", "log_format", text_value(self.log_format.as_str())),
             ("", "require_auth", toml::Value::Boolean(self.require_auth)),
+            ("", "node_lease_seconds", seconds(self.node_lease)),
             (
                 "limits",
                 "default_execution_timeout_seconds",
@@ -414,6 +427,22 @@ impl ServeConfig {
                 toml::Value::Array(pool.preload.iter().map(|name| text_value(name)).collect()),
             ),
         ]);
+        // Fleet settings only when set, before the sections; a database URL's password is
+        // not printed.
+        let mut position = 6;
+        for (key, value) in [
+            (
+                "database_url",
+                self.database_url.as_deref().map(redact_password),
+            ),
+            ("node_id", self.node_id.clone()),
+            ("advertise_url", self.advertise_url.clone()),
+        ] {
+            if let Some(value) = value {
+                entries.insert(position, ("", key, text_value(&value)));
+                position += 1;
+            }
+        }
         for (surface, mount) in &self.mounts {
             entries.push(("mounts", surface, text_value(mount)));
         }
@@ -450,6 +479,27 @@ impl ServeConfig {
             }
         }
         text
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+pub fn redact_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|index| index + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => match rest[..at].find(':') {
+            Some(colon) => format!(
+                "{}{}:***{}",
+                &url[..scheme_end],
+                &rest[..colon],
+                &rest[at..]
+            ),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
     }
 }
 

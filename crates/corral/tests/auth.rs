@@ -326,8 +326,10 @@ async fn every_route_needs_a_key_and_hides_other_tenants() {
                 ("GET", "/sandboxes/metrics") => {
                     assert_eq!(status, 400, "{method} {path}: {reply}")
                 }
-                // Metrics are for admins only.
-                ("GET", "/metrics") => assert_eq!(status, 403, "{method} {path}: {reply}"),
+                // Metrics and the fleet's nodes are for admins only.
+                ("GET", "/metrics" | "/v1/nodes") => {
+                    assert_eq!(status, 403, "{method} {path}: {reply}")
+                }
                 _ => panic!("route {method} {path} is not covered by this test; add it"),
             }
         }

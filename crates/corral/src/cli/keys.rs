@@ -1,16 +1,18 @@
 //! `corral keys create|list|revoke`: offline against a data directory's store
-//! (`--data-dir`, e.g. to make the first admin key), or through a running server's `/v1/keys`.
+//! (`--data-dir`, e.g. to make the first admin key) or a fleet's PostgreSQL database
+//! (`--database-url`), or through a running server's `/v1/keys`.
 //!
 //! Issuing and checking keys is `corral_engine::keys`; this module only parses and prints.
 //! A key is printed once, on creation, and never logged.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
 use corral_api::views::{IssuedKeyView, KeyView};
 use corral_core::KeyScope;
 use corral_engine::keys::{self, NewKey};
-use corral_store::SqliteStore;
+use corral_store::Store;
 
 use super::{KeysCommand, KeysTarget};
 
@@ -25,9 +27,8 @@ pub async fn run(command: KeysCommand) -> anyhow::Result<ExitCode> {
             format,
             target,
         } => {
-            let issued = match &target.data_dir {
-                Some(data_dir) => {
-                    let store = open(data_dir).await?;
+            let issued = match open(&target).await? {
+                Some(store) => {
                     let scope = KeyScope::parse(&scope)
                         .ok_or_else(|| anyhow!("--scope must be admin, tenant or session"))?;
                     let session_id = session
@@ -36,7 +37,7 @@ pub async fn run(command: KeysCommand) -> anyhow::Result<ExitCode> {
                         .transpose()
                         .context("--session is not a session id")?;
                     let issued = keys::issue_key(
-                        &store,
+                        store.as_ref(),
                         NewKey {
                             scope,
                             tenant,
@@ -93,10 +94,9 @@ pub async fn run(command: KeysCommand) -> anyhow::Result<ExitCode> {
             }
         }
         KeysCommand::List { target } => {
-            let keys: Vec<KeyView> = match &target.data_dir {
-                Some(data_dir) => {
-                    let store = open(data_dir).await?;
-                    let listed = keys::list_keys(&store, None).await?;
+            let keys: Vec<KeyView> = match open(&target).await? {
+                Some(store) => {
+                    let listed = keys::list_keys(store.as_ref(), None).await?;
                     store.close().await;
                     listed.into_iter().map(KeyView::from).collect()
                 }
@@ -105,10 +105,9 @@ pub async fn run(command: KeysCommand) -> anyhow::Result<ExitCode> {
             print_keys(&keys, &target)?;
         }
         KeysCommand::Revoke { id, target } => {
-            let key = match &target.data_dir {
-                Some(data_dir) => {
-                    let store = open(data_dir).await?;
-                    let revoked = keys::revoke_key(&store, &id).await?;
+            let key = match open(&target).await? {
+                Some(store) => {
+                    let revoked = keys::revoke_key(store.as_ref(), &id).await?;
                     store.close().await;
                     KeyView::from(revoked)
                 }
@@ -120,10 +119,23 @@ pub async fn run(command: KeysCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn open(data_dir: &std::path::Path) -> anyhow::Result<SqliteStore> {
-    SqliteStore::open(data_dir)
-        .await
-        .with_context(|| format!("opening the store in {}", data_dir.display()))
+/// The store to work on offline (`--database-url` or `--data-dir`), or `None` to go through
+/// the server.
+async fn open(target: &KeysTarget) -> anyhow::Result<Option<Arc<dyn Store>>> {
+    if let Some(url) = &target.database_url {
+        let store = corral_store::open_store(std::path::Path::new("."), Some(url))
+            .await
+            .context("opening the store in the PostgreSQL database of --database-url")?;
+        return Ok(Some(store));
+    }
+    match &target.data_dir {
+        Some(data_dir) => Ok(Some(
+            corral_store::open_store(data_dir, None)
+                .await
+                .with_context(|| format!("opening the store in {}", data_dir.display()))?,
+        )),
+        None => Ok(None),
+    }
 }
 
 fn print_keys(keys: &[KeyView], target: &KeysTarget) -> anyhow::Result<()> {

@@ -7,6 +7,7 @@ mod data_dir_lock;
 mod exec;
 mod files;
 mod keys;
+mod nodes;
 mod serve;
 mod sessions;
 
@@ -47,6 +48,24 @@ enum Command {
     Keys(KeysCommand),
     /// Measure session start and execution latency against a fresh server.
     Bench(BenchArgs),
+    /// The nodes of a fleet (through a server's /v1/nodes, or offline with --database-url).
+    #[command(subcommand)]
+    Nodes(NodesCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodesCommand {
+    /// List the nodes, their leases, live sessions and memory.
+    List {
+        /// Read the fleet's PostgreSQL database directly (no server needed).
+        #[arg(long, env = "CORRAL_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
 }
 
 /// Where a client command finds the server.
@@ -77,6 +96,10 @@ pub struct KeysTarget {
     /// Manage the keys in this data directory directly (no server needed).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Manage the keys in this PostgreSQL database directly (a fleet's store; no server
+    /// needed).
+    #[arg(long, env = "CORRAL_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -163,12 +186,37 @@ pub struct ServeArgs {
     /// Log lines as human-readable text (default) or one JSON object per line.
     #[arg(long, env = "CORRAL_LOG_FORMAT", value_enum)]
     log_format: Option<crate::config::LogFormat>,
+    #[command(flatten)]
+    fleet: FleetArgs,
     /// Print the effective configuration (TOML, each value with its origin) and exit.
     #[arg(long)]
     print_config: bool,
     /// The arguments above that came from environment variables rather than flags.
     #[arg(skip)]
     from_environment: Vec<String>,
+}
+
+/// `corral serve`'s fleet settings (see docs/fleet.md).
+#[derive(Debug, Args)]
+pub struct FleetArgs {
+    /// Keep the store in this PostgreSQL database (`postgres://user:password@host/db`)
+    /// instead of SQLite in the data directory; nodes sharing it form a fleet.
+    #[arg(long, env = "CORRAL_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// This node's id in the fleet (default: the host name).
+    #[arg(long, env = "CORRAL_NODE_ID")]
+    node_id: Option<String>,
+    /// Where the other nodes reach this one (default: http:// and the bound address, or
+    /// the host name when bound to every interface).
+    #[arg(long, env = "CORRAL_ADVERTISE_URL")]
+    advertise_url: Option<String>,
+    /// Seconds a node's lease lasts; a node that misses renewing it is declared lost.
+    #[arg(long, env = "CORRAL_NODE_LEASE_SECONDS")]
+    node_lease_seconds: Option<f64>,
+    /// The credential nodes present to each other on forwarded requests (at least 16
+    /// characters, the same on every node; required with --database-url).
+    #[arg(long, env = "CORRAL_NODE_SECRET", hide_env_values = true)]
+    node_secret: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -332,5 +380,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Files(command) => files::run(command).await,
         Command::Keys(command) => keys::run(command).await,
         Command::Bench(arguments) => bench::run(arguments).await,
+        Command::Nodes(command) => nodes::run(command).await,
     }
 }

@@ -11,8 +11,9 @@ use std::time::Duration;
 use anyhow::Context;
 use corral_api::{build_router, serve, ApiOptions, MetricsRegistry};
 use corral_core::Limits;
-use corral_engine::{Engine, EngineConfig, Sandbox, SandboxSettings};
-use corral_store::{SqliteStore, Store};
+use corral_engine::{
+    Engine, EngineConfig, FleetConfig, Sandbox, SandboxSettings, DEFAULT_NODE_LEASE,
+};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -85,6 +86,34 @@ fn resolve(arguments: ServeArgs) -> anyhow::Result<ServeConfig> {
             arguments.pool_size.is_some(),
         ),
         (
+            "database_url",
+            "database_url",
+            "--database-url",
+            "CORRAL_DATABASE_URL",
+            arguments.fleet.database_url.is_some(),
+        ),
+        (
+            "node_id",
+            "node_id",
+            "--node-id",
+            "CORRAL_NODE_ID",
+            arguments.fleet.node_id.is_some(),
+        ),
+        (
+            "advertise_url",
+            "advertise_url",
+            "--advertise-url",
+            "CORRAL_ADVERTISE_URL",
+            arguments.fleet.advertise_url.is_some(),
+        ),
+        (
+            "node_lease_seconds",
+            "node_lease_seconds",
+            "--node-lease-seconds",
+            "CORRAL_NODE_LEASE_SECONDS",
+            arguments.fleet.node_lease_seconds.is_some(),
+        ),
+        (
             "insecure_no_sandbox",
             "sandbox.insecure_no_sandbox",
             "--insecure-no-sandbox",
@@ -136,8 +165,78 @@ fn resolve(arguments: ServeArgs) -> anyhow::Result<ServeConfig> {
         config_file,
         log_format: arguments.log_format.or(file.log_format).unwrap_or_default(),
         require_auth: arguments.require_auth || file.require_auth.unwrap_or(false),
+        node_lease: config::seconds(
+            "node_lease_seconds",
+            arguments
+                .fleet
+                .node_lease_seconds
+                .or(file.node_lease_seconds),
+            DEFAULT_NODE_LEASE,
+        )?,
+        database_url: arguments.fleet.database_url.or(file.database_url),
+        node_id: arguments.fleet.node_id.or(file.node_id),
+        advertise_url: arguments.fleet.advertise_url.or(file.advertise_url),
+        node_secret: arguments.fleet.node_secret,
         origins,
     })
+}
+
+/// This node's place in a fleet: only with a PostgreSQL store. The node id defaults to the
+/// host name, the advertise URL to the bound address (the host name instead of an unspecified
+/// address such as 0.0.0.0).
+fn fleet_config(
+    config: &ServeConfig,
+    address: std::net::SocketAddr,
+) -> anyhow::Result<Option<FleetConfig>> {
+    if config.database_url.is_none() {
+        if config.node_id.is_some() || config.advertise_url.is_some() {
+            anyhow::bail!("--node-id and --advertise-url need --database-url (a fleet shares a PostgreSQL store)");
+        }
+        return Ok(None);
+    }
+    match &config.node_secret {
+        Some(secret) if secret.chars().count() >= 16 => {}
+        _ => anyhow::bail!(
+            "a fleet node needs the node-to-node credential: set CORRAL_NODE_SECRET (or \
+             --node-secret) to the same secret of at least 16 characters on every node"
+        ),
+    }
+    let host_name = || {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|name| name.trim().to_owned())
+            .ok()
+            .filter(|name| !name.is_empty())
+    };
+    let node_id = match &config.node_id {
+        Some(id) => id.clone(),
+        None => host_name().context("no --node-id given and the host name is unknown")?,
+    };
+    if !corral_core::is_valid_node_id(&node_id) {
+        anyhow::bail!(
+            "node id {node_id:?} is not valid: 1 to {} letters, digits, '.', '-' or '_'",
+            corral_core::MAX_NODE_ID_CHARS
+        );
+    }
+    let advertise_url = match &config.advertise_url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None if address.ip().is_unspecified() => format!(
+            "http://{}:{}",
+            host_name().context("no --advertise-url given and the host name is unknown")?,
+            address.port()
+        ),
+        None => format!("http://{address}"),
+    };
+    if !(advertise_url.starts_with("http://") || advertise_url.starts_with("https://")) {
+        anyhow::bail!("--advertise-url must be an http:// or https:// URL, not {advertise_url:?}");
+    }
+    if config.node_lease < std::time::Duration::from_millis(300) {
+        anyhow::bail!("node_lease_seconds must be at least 0.3");
+    }
+    Ok(Some(FleetConfig {
+        node_id,
+        advertise_url,
+        lease: config.node_lease,
+    }))
 }
 
 /// Logs to standard error in the configured format; `CORRAL_LOG` filters (default `info`).
@@ -199,9 +298,19 @@ pub async fn run(arguments: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("resolving data directory {}", config.data_dir.display()))?;
     // Before the store is touched: a second server would mark the first one's sessions dead.
     let mut data_dir_lock = DataDirLock::acquire(&data_dir)?;
-    let store = SqliteStore::open(&data_dir)
-        .await
-        .with_context(|| format!("opening the store in {}", data_dir.display()))?;
+    let store = match &config.database_url {
+        Some(url) => corral_store::open_store(&data_dir, Some(url))
+            .await
+            .with_context(|| {
+                format!(
+                    "opening the store in the PostgreSQL database {}",
+                    config::redact_password(url)
+                )
+            })?,
+        None => corral_store::open_store(&data_dir, None)
+            .await
+            .with_context(|| format!("opening the store in {}", data_dir.display()))?,
+    };
     let sandbox = sandbox(&config, &data_dir)?;
     if let Some(sandbox) = &sandbox {
         if sandbox.cgroup_version().is_none() {
@@ -226,6 +335,7 @@ pub async fn run(arguments: ServeArgs) -> anyhow::Result<ExitCode> {
             data_dir.display()
         );
     }
+    let fleet = fleet_config(&config, address)?;
     let engine = Engine::start(
         EngineConfig {
             data_dir: data_dir.clone(),
@@ -237,8 +347,9 @@ pub async fn run(arguments: ServeArgs) -> anyhow::Result<ExitCode> {
             max_session_limits: config.max_session_limits,
             open_mode: loopback && !config.require_auth,
             pool: config.pool.clone(),
+            fleet,
         },
-        Arc::new(store),
+        store,
     )
     .await
     .context("starting the engine")?;
@@ -247,6 +358,7 @@ pub async fn run(arguments: ServeArgs) -> anyhow::Result<ExitCode> {
         &ApiOptions {
             mounts: config.mounts.clone(),
             metrics: Some(MetricsRegistry::install()?),
+            node_secret: config.node_secret.clone(),
         },
     )?;
     let info = engine.info();

@@ -277,6 +277,22 @@ impl TestServer {
         response(request.send().await).await
     }
 
+    /// `method path` with extra request headers; the status and the body.
+    pub async fn send_with_headers(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let mut request = self
+            .http
+            .request(method.parse().expect("method"), self.url(path));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        response(request.send().await).await
+    }
+
     pub async fn create_session(&self) -> String {
         let (status, body) = self.post("/v1/sessions", serde_json::json!({})).await;
         assert_eq!(status, 201, "{body}");

@@ -1,4 +1,4 @@
-//! The native API under `/v1` (plus `/healthz`): sessions, executions, keys, info.
+//! The native API under `/v1` (plus `/healthz`): sessions, executions, keys, nodes, info.
 //! Every route but `/healthz` needs a caller ([`crate::auth::Caller`]).
 //!
 //! Handlers translate JSON to engine calls and engine records to JSON; no logic of their own
@@ -7,6 +7,7 @@
 mod executions;
 mod files;
 mod keys;
+mod nodes;
 mod sessions;
 mod system;
 pub mod views;
@@ -46,6 +47,7 @@ pub fn router() -> OpenApiRouter<ApiState> {
         ))
         .routes(routes!(keys::create_key, keys::list_keys))
         .routes(routes!(keys::revoke_key))
+        .routes(routes!(nodes::list_nodes))
 }
 
 /// A number of seconds from a request body: positive and finite, or a 422 naming `field`.

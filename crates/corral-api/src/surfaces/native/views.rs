@@ -385,6 +385,50 @@ pub struct KeyList {
     pub keys: Vec<KeyView>,
 }
 
+/// One node of a fleet in `GET /v1/nodes`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct NodeView {
+    pub id: String,
+    /// Where the other nodes reach it.
+    pub advertise_url: String,
+    /// Holds its lease and was not declared lost.
+    pub alive: bool,
+    pub started_at: DateTime<Utc>,
+    pub renewed_at: DateTime<Utc>,
+    pub lease_expires_at: DateTime<Utc>,
+    /// When another node declared it lost (its live sessions became dead), if it was.
+    pub lost_at: Option<DateTime<Utc>>,
+    /// Live sessions at its last renewal.
+    pub live_sessions: u64,
+    pub max_sessions: u64,
+    pub available_memory_bytes: Option<u64>,
+    pub worker_memory_bytes: u64,
+}
+
+impl NodeView {
+    pub fn new(node: corral_core::NodeRecord, now: DateTime<Utc>) -> NodeView {
+        NodeView {
+            alive: node.is_alive(now),
+            id: node.id,
+            advertise_url: node.advertise_url,
+            started_at: node.started_at,
+            renewed_at: node.renewed_at,
+            lease_expires_at: node.lease_expires_at,
+            lost_at: node.lost_at,
+            live_sessions: node.load.live_sessions,
+            max_sessions: node.load.max_sessions,
+            available_memory_bytes: node.load.available_memory_bytes,
+            worker_memory_bytes: node.load.worker_memory_bytes,
+        }
+    }
+}
+
+/// `GET /v1/nodes`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct NodeList {
+    pub nodes: Vec<NodeView>,
+}
+
 /// `GET /healthz`.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct Health {

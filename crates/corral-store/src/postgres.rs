@@ -1,0 +1,546 @@
+//! The PostgreSQL store: one database shared by every node of a fleet, migrated on connect
+//! (`migrations/postgres/`).
+//!
+//! Where the SQLite store relies on SQLite's single writer, this one takes a transaction-scoped
+//! advisory lock per tenant for the live-session limit, and conditional updates for declaring
+//! a node lost, so that nodes racing each other agree. Connections that break (the database
+//! restarted) are replaced by the pool on the next call.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use corral_core::{
+    ApiKeyRecord, ExecutionRecord, ExecutionTiming, NodeLoad, NodeRecord, SessionId, SessionRecord,
+    SessionState,
+};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{ConnectOptions, Connection, PgPool, Row};
+
+use crate::records::{count_to_i64, duration_to_ms, row_decoders, to_json};
+use crate::{SessionQuery, Store, StoreError};
+
+/// A store backed by a PostgreSQL database.
+#[derive(Clone, Debug)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError> {
+    url.parse::<PgConnectOptions>()
+        .map_err(|error| StoreError::DatabaseUrl(error.to_string()))
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (`postgres://user:password@host:port/database`) and
+    /// migrates it.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let options = connect_options(url)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(PostgresStore { pool })
+    }
+}
+
+/// Creates a new, empty database beside the one `server_url` names and returns its URL: for
+/// tests and benchmarks that each want a database of their own on one server.
+pub async fn scratch_database(server_url: &str) -> Result<String, StoreError> {
+    let options = connect_options(server_url)?;
+    let name = format!("corral_{}", uuid::Uuid::new_v4().simple());
+    let mut connection = options.connect().await?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut connection)
+        .await?;
+    connection.close().await?;
+    let mut url = url_without_database(server_url);
+    url.push('/');
+    url.push_str(&name);
+    if let Some((_, query)) = server_url.split_once('?') {
+        url.push('?');
+        url.push_str(query);
+    }
+    Ok(url)
+}
+
+/// `postgres://user@host:port/db?x=y` → `postgres://user@host:port`.
+fn url_without_database(url: &str) -> String {
+    let without_query = url.split_once('?').map_or(url, |(base, _)| base);
+    let scheme_end = without_query.find("://").map_or(0, |index| index + 3);
+    match without_query[scheme_end..].find('/') {
+        Some(slash) => without_query[..scheme_end + slash].to_owned(),
+        None => without_query.to_owned(),
+    }
+}
+
+row_decoders!(PgRow);
+
+const UPDATE_SESSION: &str =
+    "UPDATE sessions SET name = $1, runtime = $2, state = $3, state_reason = $4, \
+     created_at = $5, last_activity_at = $6, execution_count = $7, metadata = $8, \
+     accepting_executions = $9, idle_ttl_ms = $10, max_ttl_ms = $11, tenant = $12 \
+     WHERE id = $13 AND state NOT IN ('closed', 'dead')";
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn insert_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO sessions (id, name, runtime, state, state_reason, created_at, \
+             last_activity_at, execution_count, metadata, accepting_executions, resources, \
+             idle_ttl_ms, max_ttl_ms, tenant) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        )
+        .bind(session.id.to_string())
+        .bind(&session.name)
+        .bind(&session.runtime)
+        .bind(session.state.as_str())
+        .bind(&session.state_reason)
+        .bind(session.created_at)
+        .bind(session.last_activity_at)
+        .bind(count_to_i64(session.execution_count))
+        .bind(to_json(&session.metadata)?)
+        .bind(session.accepting_executions)
+        .bind(to_json(&session.resources)?)
+        .bind(duration_to_ms(session.ttl.idle))
+        .bind(duration_to_ms(session.ttl.max))
+        .bind(&session.tenant)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn update_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
+        bind_session_update(sqlx::query(UPDATE_SESSION), session)?
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn get_session(&self, id: SessionId) -> Result<Option<SessionRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM sessions WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(session_from_row).transpose()
+    }
+
+    async fn list_sessions(&self, query: &SessionQuery) -> Result<Vec<SessionRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM sessions WHERE ($1 IS NULL OR state = $1) AND ($2 IS NULL OR id > $2) \
+             AND ($4 IS NULL OR tenant = $4) ORDER BY id LIMIT $3",
+        )
+        .bind(query.state.map(SessionState::as_str))
+        .bind(query.after.map(|id| id.to_string()))
+        .bind(i64::from(query.limit))
+        .bind(query.tenant.as_deref())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(session_from_row).collect()
+    }
+
+    async fn record_execution(
+        &self,
+        execution: &ExecutionRecord,
+        session: &SessionRecord,
+        keep_last: u64,
+    ) -> Result<(), StoreError> {
+        let mut transaction = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO executions (session_id, execution_count, code, status, result, stdout, \
+             stderr, outputs, error, duration_ms, truncated, started_at, finished_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
+        .bind(execution.session_id.to_string())
+        .bind(count_to_i64(execution.execution_count))
+        .bind(&execution.code)
+        .bind(execution.status.as_str())
+        .bind(execution.result.as_ref().map(to_json).transpose()?)
+        .bind(&execution.stdout)
+        .bind(&execution.stderr)
+        .bind(to_json(&execution.outputs)?)
+        .bind(execution.error.as_ref().map(to_json).transpose()?)
+        .bind(count_to_i64(execution.duration_ms))
+        .bind(execution.truncated)
+        .bind(execution.started_at)
+        .bind(execution.finished_at)
+        .execute(&mut *transaction)
+        .await?;
+        bind_session_update(sqlx::query(UPDATE_SESSION), session)?
+            .execute(&mut *transaction)
+            .await?;
+        let oldest_kept = execution
+            .execution_count
+            .saturating_sub(keep_last.saturating_sub(1));
+        if oldest_kept > 1 {
+            sqlx::query("DELETE FROM executions WHERE session_id = $1 AND execution_count < $2")
+                .bind(execution.session_id.to_string())
+                .bind(count_to_i64(oldest_kept))
+                .execute(&mut *transaction)
+                .await?;
+        }
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    async fn remove_ended_sessions(&self, ended_before: DateTime<Utc>) -> Result<u64, StoreError> {
+        const ENDED: &str = "SELECT id FROM sessions \
+             WHERE state IN ('closed', 'dead') AND last_activity_at < $1";
+        let mut transaction = self.pool.begin().await?;
+        for table in ["executions", "api_keys"] {
+            sqlx::query(&format!(
+                "DELETE FROM {table} WHERE session_id IN ({ENDED})"
+            ))
+            .bind(ended_before)
+            .execute(&mut *transaction)
+            .await?;
+        }
+        let removed = sqlx::query(
+            "DELETE FROM sessions WHERE state IN ('closed', 'dead') AND last_activity_at < $1",
+        )
+        .bind(ended_before)
+        .execute(&mut *transaction)
+        .await?
+        .rows_affected();
+        transaction.commit().await?;
+        Ok(removed)
+    }
+
+    async fn oldest_ended_session(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let row = sqlx::query(
+            "SELECT MIN(last_activity_at) AS ended FROM sessions WHERE state IN ('closed', 'dead')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get::<Option<DateTime<Utc>>, _>("ended")?)
+    }
+
+    async fn get_execution(
+        &self,
+        session_id: SessionId,
+        execution_count: u64,
+    ) -> Result<Option<ExecutionRecord>, StoreError> {
+        let row =
+            sqlx::query("SELECT * FROM executions WHERE session_id = $1 AND execution_count = $2")
+                .bind(session_id.to_string())
+                .bind(count_to_i64(execution_count))
+                .fetch_optional(&self.pool)
+                .await?;
+        row.as_ref().map(execution_from_row).transpose()
+    }
+
+    async fn list_execution_timings(
+        &self,
+        session_id: SessionId,
+    ) -> Result<Vec<ExecutionTiming>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT execution_count, status, started_at, finished_at, duration_ms \
+             FROM executions WHERE session_id = $1 ORDER BY execution_count",
+        )
+        .bind(session_id.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(timing_from_row).collect()
+    }
+
+    async fn list_executions(
+        &self,
+        session_id: SessionId,
+        after_count: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<ExecutionRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM executions WHERE session_id = $1 AND execution_count > $2 \
+             ORDER BY execution_count LIMIT $3",
+        )
+        .bind(session_id.to_string())
+        .bind(after_count.map(count_to_i64).unwrap_or(0))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(execution_from_row).collect()
+    }
+
+    async fn mark_live_sessions_dead(
+        &self,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let result = sqlx::query(
+            "UPDATE sessions SET state = 'dead', state_reason = $1, last_activity_at = $2, \
+             accepting_executions = FALSE \
+             WHERE state NOT IN ('closed', 'dead')",
+        )
+        .bind(reason)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
+        let mut transaction = self.pool.begin().await?;
+        if let Some(tenant) = &key.tenant {
+            sqlx::query(
+                "INSERT INTO tenants (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .bind(tenant)
+            .bind(key.created_at)
+            .execute(&mut *transaction)
+            .await?;
+        }
+        sqlx::query(
+            "INSERT INTO api_keys (id, name, scope, tenant, session_id, secret_sha256, \
+             created_at, revoked_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&key.id)
+        .bind(&key.name)
+        .bind(key.scope.as_str())
+        .bind(&key.tenant)
+        .bind(key.session_id.map(|id| id.to_string()))
+        .bind(&key.secret_sha256)
+        .bind(key.created_at)
+        .bind(key.revoked_at)
+        .bind(key.expires_at)
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    async fn get_api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM api_keys WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(api_key_from_row).transpose()
+    }
+
+    async fn list_api_keys(&self, tenant: Option<&str>) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM api_keys WHERE ($1 IS NULL OR tenant = $1) ORDER BY created_at, id",
+        )
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(api_key_from_row).collect()
+    }
+
+    async fn revoke_api_key(&self, id: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let result =
+            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(now)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn has_active_api_keys(&self) -> Result<bool, StoreError> {
+        let row = sqlx::query(
+            "SELECT EXISTS (SELECT 1 FROM api_keys \
+             WHERE revoked_at IS NULL AND scope <> 'session') AS active",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("active")?)
+    }
+
+    async fn insert_owned_session(
+        &self,
+        session: &SessionRecord,
+        owner: &str,
+        max_live_in_tenant: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        // Inserts of one tenant take turns (a lock held until the transaction ends), so each
+        // counts the sessions the previous one committed.
+        let mut transaction = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+            .bind(&session.tenant)
+            .execute(&mut *transaction)
+            .await?;
+        let limit = max_live_in_tenant.map(count_to_i64);
+        let result = sqlx::query(
+            "INSERT INTO sessions (id, name, runtime, state, state_reason, created_at, \
+             last_activity_at, execution_count, metadata, accepting_executions, resources, \
+             idle_ttl_ms, max_ttl_ms, tenant, owner_node) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 \
+             WHERE $16 IS NULL OR (SELECT COUNT(*) FROM sessions WHERE tenant = $14 \
+             AND state NOT IN ('closed', 'dead')) < $16",
+        )
+        .bind(session.id.to_string())
+        .bind(&session.name)
+        .bind(&session.runtime)
+        .bind(session.state.as_str())
+        .bind(&session.state_reason)
+        .bind(session.created_at)
+        .bind(session.last_activity_at)
+        .bind(count_to_i64(session.execution_count))
+        .bind(to_json(&session.metadata)?)
+        .bind(session.accepting_executions)
+        .bind(to_json(&session.resources)?)
+        .bind(duration_to_ms(session.ttl.idle))
+        .bind(duration_to_ms(session.ttl.max))
+        .bind(&session.tenant)
+        .bind(owner)
+        .bind(limit)
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn session_owner(&self, id: SessionId) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT owner_node FROM sessions WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(row) => row.try_get("owner_node")?,
+            None => None,
+        })
+    }
+
+    async fn mark_node_sessions_dead(
+        &self,
+        node: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let result = sqlx::query(
+            "UPDATE sessions SET state = 'dead', state_reason = $1, last_activity_at = $2, \
+             accepting_executions = FALSE \
+             WHERE owner_node = $3 AND state NOT IN ('closed', 'dead')",
+        )
+        .bind(reason)
+        .bind(now)
+        .bind(node)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn register_node(&self, node: &NodeRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO nodes (id, advertise_url, started_at, renewed_at, lease_expires_at, \
+             lost_at, live_sessions, max_sessions, available_memory_bytes, worker_memory_bytes) \
+             VALUES ($1, $2, $3, $4, $5, NULL, $6, $7, $8, $9) \
+             ON CONFLICT (id) DO UPDATE SET advertise_url = $2, started_at = $3, \
+             renewed_at = $4, lease_expires_at = $5, lost_at = NULL, live_sessions = $6, \
+             max_sessions = $7, available_memory_bytes = $8, worker_memory_bytes = $9",
+        )
+        .bind(&node.id)
+        .bind(&node.advertise_url)
+        .bind(node.started_at)
+        .bind(node.renewed_at)
+        .bind(node.lease_expires_at)
+        .bind(count_to_i64(node.load.live_sessions))
+        .bind(count_to_i64(node.load.max_sessions))
+        .bind(node.load.available_memory_bytes.map(count_to_i64))
+        .bind(count_to_i64(node.load.worker_memory_bytes))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn renew_node_lease(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+        lease_expires_at: DateTime<Utc>,
+        load: &NodeLoad,
+    ) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE nodes SET renewed_at = $1, lease_expires_at = $2, live_sessions = $3, \
+             max_sessions = $4, available_memory_bytes = $5, worker_memory_bytes = $6 \
+             WHERE id = $7 AND lost_at IS NULL",
+        )
+        .bind(now)
+        .bind(lease_expires_at)
+        .bind(count_to_i64(load.live_sessions))
+        .bind(count_to_i64(load.max_sessions))
+        .bind(load.available_memory_bytes.map(count_to_i64))
+        .bind(count_to_i64(load.worker_memory_bytes))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM nodes ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(node_from_row).collect()
+    }
+
+    async fn declare_lapsed_nodes_lost(
+        &self,
+        now: DateTime<Utc>,
+        reason: &str,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let lapsed: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM nodes WHERE lost_at IS NULL AND lease_expires_at < $1 ORDER BY id",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut lost = Vec::new();
+        for id in lapsed {
+            let mut transaction = self.pool.begin().await?;
+            let won = sqlx::query(
+                "UPDATE nodes SET lost_at = $1 \
+                 WHERE id = $2 AND lost_at IS NULL AND lease_expires_at < $3",
+            )
+            .bind(now)
+            .bind(&id)
+            .bind(now)
+            .execute(&mut *transaction)
+            .await?
+            .rows_affected()
+                == 1;
+            if !won {
+                continue;
+            }
+            let sessions = sqlx::query(
+                "UPDATE sessions SET state = 'dead', state_reason = $1, last_activity_at = $2, \
+             accepting_executions = FALSE \
+                 WHERE owner_node = $3 AND state NOT IN ('closed', 'dead')",
+            )
+            .bind(reason)
+            .bind(now)
+            .bind(&id)
+            .execute(&mut *transaction)
+            .await?
+            .rows_affected();
+            transaction.commit().await?;
+            lost.push((id, sessions));
+        }
+        Ok(lost)
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn bind_session_update<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    session: &'q SessionRecord,
+) -> Result<sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>, StoreError> {
+    Ok(query
+        .bind(&session.name)
+        .bind(&session.runtime)
+        .bind(session.state.as_str())
+        .bind(&session.state_reason)
+        .bind(session.created_at)
+        .bind(session.last_activity_at)
+        .bind(count_to_i64(session.execution_count))
+        .bind(to_json(&session.metadata)?)
+        .bind(session.accepting_executions)
+        .bind(duration_to_ms(session.ttl.idle))
+        .bind(duration_to_ms(session.ttl.max))
+        .bind(&session.tenant)
+        .bind(session.id.to_string()))
+}
