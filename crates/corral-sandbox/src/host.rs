@@ -83,6 +83,11 @@ impl HostIsolation {
                     sandboxed,
                 ),
                 feature(
+                    "cgroup_namespace",
+                    Path::new("/proc/self/ns/cgroup").exists(),
+                    sandboxed,
+                ),
+                feature(
                     "cgroups",
                     host_cgroup_version.is_some(),
                     cgroup_version.is_some(),

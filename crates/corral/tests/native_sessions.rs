@@ -28,6 +28,7 @@ async fn healthz_and_info_describe_the_server() {
         "pid_namespace",
         "mount_namespace",
         "network_namespace",
+        "cgroup_namespace",
         "cgroups",
         "seccomp",
         "no_new_privs",
@@ -414,6 +415,7 @@ async fn an_unsandboxed_server_says_so() {
         "user_namespace",
         "pid_namespace",
         "network_namespace",
+        "cgroup_namespace",
         "cgroups",
         "seccomp",
     ] {
