@@ -10,10 +10,12 @@
 mod auth;
 mod body;
 pub mod client;
+mod json_errors;
 mod mounts;
 mod problem;
 mod prometheus;
 mod router;
+mod sse_reader;
 mod state;
 mod surfaces;
 
