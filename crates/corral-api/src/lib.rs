@@ -10,6 +10,7 @@
 mod auth;
 mod body;
 pub mod client;
+mod console;
 mod json_errors;
 mod mounts;
 mod problem;
