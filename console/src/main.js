@@ -75,7 +75,7 @@ function sessionsPage() {
   const table = el(
     "table",
     { class: "sessions" },
-    el("thead", {}, el("tr", {}, ["Session", "State", "Runtime", "Tenant", "Expires in", "Memory", "Executions", "Created"].map((name) => el("th", {}, name)))),
+    el("thead", {}, el("tr", {}, ["Session", "State", "Runtime", "Tenant", "Expires in", "Memory limit", "Executions", "Created"].map((name) => el("th", {}, name)))),
     body,
   );
   let sessions = [];
@@ -147,7 +147,7 @@ function sessionPage(id) {
       ["Runtime", session.runtime],
       ["Tenant", session.tenant],
       ["Executions", String(session.execution_count)],
-      ["Memory", render.bytes(session.limits.memory_bytes)],
+      ["Memory limit", render.bytes(session.limits.memory_bytes)],
       ["Expires in", render.countdown(session.expires_at)],
     ];
     summary.replaceChildren(...rows.flatMap(([label, value]) => [el("dt", {}, label), el("dd", {}, value)]));
