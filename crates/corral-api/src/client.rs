@@ -130,6 +130,11 @@ impl ClientError {
             reason = inner.to_string();
             cause = inner.source();
         }
+        // "Connection refused (os error 111)": the errno number says nothing to a person.
+        if let Some(index) = reason.find(" (os error ") {
+            reason.truncate(index);
+        }
+        let reason = reason.to_lowercase();
         if error.is_connect() {
             ClientError::Unreachable {
                 url: url.to_owned(),
