@@ -3,7 +3,7 @@
 //! as `f64` or `struct ExecuteRequest`.
 //!
 //! It only rewrites text; classifying body failures and rendering them per surface is
-//! `body`'s and each surface's job.
+//! `body`'s and each surface's job. The binary uses it for its config file too.
 
 /// The person-facing text for a serde data error at `path` (`.` for the body itself).
 pub fn describe(path: &str, message: &str) -> String {
@@ -65,6 +65,16 @@ pub fn describe(path: &str, message: &str) -> String {
         );
     }
     format!("{place}: {}", expected_words(&message))
+}
+
+/// [`describe`] without the place: `expected a number, got the string "5"`, for messages
+/// that name their place already (a config file's line and column).
+pub fn describe_value(message: &str) -> String {
+    let text = describe(".", message);
+    match text.strip_prefix("the body: ") {
+        Some(rest) => rest.to_owned(),
+        None => text,
+    }
 }
 
 fn strip_position(message: &str) -> String {
@@ -173,6 +183,18 @@ mod tests {
                 "invalid value: integer `-1`, expected u64"
             ),
             "field `limits.memory_bytes`: expected a non-negative integer, got the number -1"
+        );
+    }
+
+    #[test]
+    fn without_the_place() {
+        assert_eq!(
+            super::describe_value("invalid type: string \"x\", expected u64"),
+            "expected a non-negative integer, got the string \"x\""
+        );
+        assert_eq!(
+            super::describe_value("unknown field `memory_bytes`, expected `memory_mib`"),
+            "unknown field `memory_bytes` (known fields: `memory_mib`)"
         );
     }
 

@@ -11,7 +11,7 @@ mod auth;
 mod body;
 pub mod client;
 mod console;
-mod json_errors;
+pub mod json_errors;
 mod mounts;
 mod problem;
 mod prometheus;
