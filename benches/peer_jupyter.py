@@ -9,17 +9,27 @@ on 127.0.0.1 with that same interpreter for their sessions/kernels, measures, pr
 table, and kills both servers (and anything they left behind) by PID at the end, Ctrl-C included.
 
 Measured, for each server (all over loopback HTTP / websocket, one client, sequential):
-  session create            corral: POST /v1/sessions -> 201 (the interpreter is ready)
+  session create            corral: POST /v1/sessions -> 201 (the interpreter is ready), with
+                            a worker waiting in the warm pool (the script waits, untimed, until
+                            the pool holds one: a pool sized for the arrival rate)
                             JKG: POST /api/kernels, open /api/kernels/{id}/channels, until the
                             kernel answers a kernel_info_request (i.e. usable)
+  session create, first     the same, until a first `1 + 1` has answered
+    execute answered
+  session create, no warm   corral: a create asking for limits no pool worker has (one open
+    worker                  file fewer), so its worker is started for it; JKG: as above
   execute round trip        `x += 1\\nx` in one warm session; corral: POST .../executions -> JSON;
                             JKG: execute_request on the open websocket until iopub status idle
   create + execute + close  corral: create, execute `1 + 1`, DELETE; JKG: POST kernel, open ws,
                             execute, wait idle, close ws, DELETE /api/kernels/{id}
   executions/s, 1 session   sequential `x += 1` in one session
-  memory                    VmRSS summed over the process tree of one idle session (after
-                            `import sys`): corral's worker (child of the corral server), JKG's
-                            kernel (child of the JKG process); the servers' own RSS beside it.
+  memory                    RSS of one idle session (after `import sys`), then PSS and USS
+                            per session over 16 idle sessions held at once (smaps_rollup):
+                            corral's sessions as each reports itself (every process in its
+                            cgroup), JKG's kernels' process trees; the servers' own RSS beside.
+
+Writes target/bench/compare-jupyter.json and compare-jupyter.svg (`corral bench --compare
+jupyter` runs this script).
 
 JKG is also measured with a client that sets TCP_QUICKACK (extra rows, see QuickAckSocket): stock
 JKG leaves Nagle on for its websockets, which adds ~40 ms to every execute for an ordinary client.
@@ -135,6 +145,21 @@ def rss_kib(pid: int) -> int:
     return 0  # gone, or a zombie / kernel thread without VmRSS
 
 
+def smaps_kib(pid: int) -> tuple[int, int]:
+    """(PSS, USS) of a process in KiB, from /proc/PID/smaps_rollup; (0, 0) when gone."""
+    pss = uss = 0
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            name, _, rest = line.partition(":")
+            if name == "Pss":
+                pss = int(rest.split()[0])
+            elif name in ("Private_Clean", "Private_Dirty", "Private_Hugetlb"):
+                uss += int(rest.split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    return pss, uss
+
+
 def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text()
@@ -244,11 +269,36 @@ class CorralClient:
         self.url = url
         self.http = requests.Session()
 
-    def create(self) -> str:
-        response = self.http.post(f"{self.url}/v1/sessions", json={}, timeout=HTTP_TIMEOUT_S)
+    def create(self, body: dict | None = None) -> str:
+        response = self.http.post(f"{self.url}/v1/sessions", json=body or {},
+                                  timeout=HTTP_TIMEOUT_S)
         if response.status_code != 201:
             raise RuntimeError(f"corral create: {response.status_code} {response.text[:500]}")
         return response.json()["id"]
+
+    def info(self) -> dict:
+        response = self.http.get(f"{self.url}/v1/info", timeout=HTTP_TIMEOUT_S)
+        response.raise_for_status()
+        return response.json()
+
+    def wait_for_warm_worker(self) -> None:
+        """Untimed: until the warm pool holds a worker (a pool sized for the arrival rate)."""
+        deadline = time.monotonic() + KERNEL_READY_DEADLINE_S
+        while (self.info().get("pool") or {}).get("ready", 0) < 1:
+            if time.monotonic() > deadline:
+                raise RuntimeError("corral's warm pool did not refill in time")
+            time.sleep(0.005)
+
+    def fresh_limits(self) -> dict:
+        """Limits one below the default open-file limit: no pool worker has them, so a session
+        asking for them gets a freshly started worker (the path without a pool)."""
+        default = self.info()["limits"]["session_max_open_files"]
+        return {"limits": {"max_open_files": default - 1}}
+
+    def memory(self, session: str) -> dict:
+        response = self.http.get(f"{self.url}/v1/sessions/{session}", timeout=HTTP_TIMEOUT_S)
+        response.raise_for_status()
+        return response.json()["memory"]
 
     def execute(self, session: str, code: str) -> dict:
         response = self.http.post(
@@ -273,9 +323,28 @@ def bench_corral(server: Server, client: CorralClient, iterations: int, throughp
 
     create = []
     for _ in range(iterations):
+        client.wait_for_warm_worker()
         started = time.perf_counter()
         session = client.create()
         create.append(time.perf_counter() - started)
+        client.close(session)
+
+    # Until the first execution has answered: what a client waits for before it can work.
+    create_run = []
+    for _ in range(iterations):
+        client.wait_for_warm_worker()
+        started = time.perf_counter()
+        session = client.create()
+        client.execute(session, "1 + 1")
+        create_run.append(time.perf_counter() - started)
+        client.close(session)
+
+    fresh_body = client.fresh_limits()
+    create_fresh = []
+    for _ in range(iterations):
+        started = time.perf_counter()
+        session = client.create(fresh_body)
+        create_fresh.append(time.perf_counter() - started)
         client.close(session)
 
     session = client.create()
@@ -295,6 +364,7 @@ def bench_corral(server: Server, client: CorralClient, iterations: int, throughp
 
     lifecycle = []
     for _ in range(iterations):
+        client.wait_for_warm_worker()
         started = time.perf_counter()
         session = client.create()
         client.execute(session, "1 + 1")
@@ -306,10 +376,13 @@ def bench_corral(server: Server, client: CorralClient, iterations: int, throughp
         create=client.create,
         run=lambda session: client.execute(session, "import sys"),
         close=client.close,
+        own_memory=client.memory,
     )
     return {
         "latencies": {
             "session create": summarize(create),
+            "session create, first execute answered": summarize(create_run),
+            "session create, no warm worker": summarize(create_fresh),
             "execute round trip": summarize(execute),
             "create + execute + close": summarize(lifecycle),
         },
@@ -506,6 +579,14 @@ def bench_jkg(server: Server, client: JkgClient, iterations: int, throughput_n: 
         create.append(time.perf_counter() - started)
         client.close_kernel(kernel, ws)
 
+    create_run = []
+    for _ in range(iterations):
+        started = time.perf_counter()
+        kernel, ws = client.create_ready()
+        client.execute(ws, "1 + 1")
+        create_run.append(time.perf_counter() - started)
+        client.close_kernel(kernel, ws)
+
     kernel, ws = client.create_ready()
     client.execute(ws, "x = 0")
     execute = []
@@ -562,6 +643,9 @@ def bench_jkg(server: Server, client: JkgClient, iterations: int, throughput_n: 
     return {
         "latencies": {
             "session create": summarize(create),
+            "session create, first execute answered": summarize(create_run),
+            # JKG has one way to start a kernel.
+            "session create, no warm worker": summarize(create),
             "execute round trip": summarize(execute),
             "create + execute + close": summarize(lifecycle),
         },
@@ -578,23 +662,60 @@ def bench_jkg(server: Server, client: JkgClient, iterations: int, throughput_n: 
 # Memory: one idle session after `import sys`.
 
 
-def measure_memory(server: Server, create, run, close) -> dict:
+IDLE_SESSIONS = 16
+
+
+def measure_memory(server: Server, create, run, close, own_memory=None) -> dict:
+    """One idle session's RSS (its process tree), then PSS and USS per session over 16 idle
+    sessions held at once. corral reports each session's own memory (smaps_rollup of every
+    process in its cgroup: `own_memory`); a warm pool's idle workers are already the server's
+    descendants before a create, so the process-tree difference would miss them. For JKG the
+    kernels' new process trees are read the same way (smaps_rollup)."""
     pid = server.process.pid
     before = descendants(pid)
     session = create()
     try:
         run(session)
         time.sleep(1.0)  # let the session settle into idle
-        tree = descendants(pid) - before
+        if own_memory is not None:
+            usage = own_memory(session)
+            session_kib = usage["rss_bytes"] // 1024
+            processes = usage["processes"]
+        else:
+            tree = descendants(pid) - before
+            session_kib = sum(rss_kib(p) for p in tree)
+            processes = len(tree)
         server.remember_descendants()
-        session_kib = sum(rss_kib(p) for p in tree)
         server_kib = rss_kib(pid)
     finally:
         close(session)
+
+    before = descendants(pid)
+    sessions = []
+    try:
+        for _ in range(IDLE_SESSIONS):
+            sessions.append(create())
+            run(sessions[-1])
+        time.sleep(1.0)
+        if own_memory is not None:
+            usages = [own_memory(session) for session in sessions]
+            pss_kib = sum(usage["pss_bytes"] for usage in usages) // 1024
+            uss_kib = sum(usage["uss_bytes"] for usage in usages) // 1024
+        else:
+            measured = [smaps_kib(p) for p in descendants(pid) - before]
+            pss_kib = sum(pss for pss, _ in measured)
+            uss_kib = sum(uss for _, uss in measured)
+        server.remember_descendants()
+    finally:
+        for session in sessions:
+            close(session)
     return {
         "session_rss_mib": session_kib / 1024.0,
-        "session_processes": len(tree),
+        "session_processes": processes,
         "server_rss_mib": server_kib / 1024.0,
+        "idle_sessions": IDLE_SESSIONS,
+        "session_pss_mib": pss_kib / IDLE_SESSIONS / 1024.0,
+        "session_uss_mib": uss_kib / IDLE_SESSIONS / 1024.0,
     }
 
 
@@ -617,10 +738,10 @@ def print_table(report: dict) -> None:
 
     def line(name: str, ours: dict, theirs: dict, show_ours: bool = True) -> None:
         ratio = f"{theirs['p50_ms'] / ours['p50_ms']:.1f}x"
-        print(f"{name:<32} | {cells(ours if show_ours else None, 10)} | {cells(theirs, 9)}"
+        print(f"{name:<40} | {cells(ours if show_ours else None, 10)} | {cells(theirs, 9)}"
               f" | {ratio:>14}")
 
-    head = (f"{'latency (ms)':<32} | {'corral p50':>10} {'p95':>8} {'p99':>8} | "
+    head = (f"{'latency (ms)':<40} | {'corral p50':>10} {'p95':>8} {'p99':>8} | "
             f"{'JKG p50':>9} {'p95':>8} {'p99':>8} | {'JKG/corral p50':>14}")
     print(head)
     print("-" * len(head))
@@ -646,10 +767,51 @@ def print_table(report: dict) -> None:
           f"{jkg['quickack_client']['executions_per_second_1_session']:.0f}")
     other("RSS of 1 idle session after import (MiB)",
           f"{corral['session_rss_mib']:.1f}", f"{jkg['session_rss_mib']:.1f}")
+    other(f"PSS per idle session, {corral['idle_sessions']} held (MiB)",
+          f"{corral['session_pss_mib']:.2f}", f"{jkg['session_pss_mib']:.2f}")
+    other(f"USS per idle session, {corral['idle_sessions']} held (MiB)",
+          f"{corral['session_uss_mib']:.2f}", f"{jkg['session_uss_mib']:.2f}")
     other("  processes in that session's tree",
           str(corral["session_processes"]), str(jkg["session_processes"]))
     other("RSS of the server process itself (MiB)",
           f"{corral['server_rss_mib']:.1f}", f"{jkg['server_rss_mib']:.1f}")
+
+
+def latency_chart(report: dict) -> str:
+    """Median latencies of both servers as a horizontal bar chart (SVG, log scale)."""
+    import math
+    from xml.sax.saxutils import escape
+
+    corral, jkg = report["corral"]["latencies"], report["jupyter_kernel_gateway"]["latencies"]
+    rows = [(name, corral[name]["p50_ms"], jkg[name]["p50_ms"]) for name in corral]
+    low, high = -2.0, 4.0  # 0.01 ms .. 10 s
+    left, width, bar, gap = 300, 520, 14, 14
+    height = 60 + len(rows) * (2 * bar + gap)
+
+    def x(ms: float) -> float:
+        return left + width * (min(max(math.log10(max(ms, 1e-3)), low), high) - low) / (high - low)
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 120}" '
+             f'height="{height}" font-family="sans-serif" font-size="12">',
+             '<text x="10" y="20" font-size="14">p50 latency, ms (log scale): '
+             'corral (blue) vs Jupyter Kernel Gateway (orange)</text>']
+    for tick in range(int(low), int(high) + 1):
+        position = x(10.0 ** tick)
+        parts.append(f'<line x1="{position:.1f}" y1="30" x2="{position:.1f}" y2="{height - 10}" '
+                     'stroke="#ddd"/>')
+        parts.append(f'<text x="{position:.1f}" y="{height}" text-anchor="middle">'
+                     f'{10.0 ** tick:g}</text>')
+    y = 40
+    for name, ours, theirs in rows:
+        parts.append(f'<text x="10" y="{y + bar + 4}">{escape(name)}</text>')
+        for value, colour, offset in ((ours, "#1f77b4", 0), (theirs, "#ff7f0e", bar)):
+            parts.append(f'<rect x="{left}" y="{y + offset}" width="{x(value) - left:.1f}" '
+                         f'height="{bar - 2}" fill="{colour}"/>')
+            parts.append(f'<text x="{x(value) + 4:.1f}" y="{y + offset + bar - 4}">'
+                         f'{value:.2f}</text>')
+        y += 2 * bar + gap
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
 
 
 # --------------------------------------------------------------------------------------------
@@ -748,10 +910,16 @@ def main() -> int:
             "corral": corral,
             "jupyter_kernel_gateway": jkg,
         }
+        out = REPO / "target" / "bench"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "compare-jupyter.json").write_text(json.dumps(report, indent=2) + "\n")
+        (out / "compare-jupyter.svg").write_text(latency_chart(report))
         if arguments.json:
             print(json.dumps(report, indent=2))
         else:
             print_table(report)
+        print(f"wrote {out.relative_to(REPO)}/compare-jupyter.json and compare-jupyter.svg",
+              file=sys.stderr)
         return 0
     except KeyboardInterrupt:
         print("interrupted; stopping the servers", file=sys.stderr)

@@ -1247,6 +1247,21 @@ def _setup():
     sys.argv = [""]
 
 
+def _preload():
+    """Imports the modules named in CORRAL_PRELOAD (comma-separated; the warm pool's preload
+    list) into sys.modules, so the first cell that imports them finds them loaded. A module
+    that cannot be imported is reported on stderr and skipped."""
+    names = os.environ.pop("CORRAL_PRELOAD", "")
+    for name in names.split(","):
+        name = name.strip()
+        if not name:
+            continue
+        try:
+            __import__(name)
+        except BaseException as exc:  # a broken preload must not stop the worker
+            _note("preload of %r failed: %r" % (name, exc))
+
+
 def _ready_frame():
     version = sys.version.split()[0]
     text = ('{"type":"ready","protocol":%d,"language":"python","language_version":"%s",'
@@ -1259,6 +1274,7 @@ def _main():
     _setup()
     _send_bytes(_ready_frame())
     _load_modules()
+    _preload()
     # Like `python -c`: the working directory (the workspace) comes first on sys.path.
     if sys.path:
         sys.path[0] = ""

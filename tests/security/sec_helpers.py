@@ -5,7 +5,8 @@ way an operator might start it: from a terminal (a pty is its controlling termin
 with a secret in its environment (CORRAL_TEST_SECRET) and with one stray inherited descriptor
 (an open, root-only host file). The sessions must see none of that.
 
-Each attack runs inside its own `attacker` session while two `bystanders` sessions are live;
+Each attack runs inside its own `attacker` session (always one handed a worker from the warm
+pool, whose own workers are its siblings) while two `bystanders` sessions are live;
 `contained(server, bystanders)` then checks that the server is healthy and the bystanders still
 answer with their variable and their files intact.
 
@@ -61,6 +62,9 @@ max_open_files = {MAX_OPEN_FILES}
 
 [limits]
 output_cap_bytes = {OUTPUT_CAP_BYTES}
+
+[pool]
+size = 2
 """
 
 RESULT_MARKER = "@@CORRAL-SECURITY-RESULT@@"
@@ -345,6 +349,25 @@ def create_session(server):
     return response.json()["id"]
 
 
+def pool_view(server):
+    response = requests.get(server.url("/v1/info"), timeout=HTTP_TIMEOUT)
+    assert response.status_code == 200, response.text
+    return response.json()["pool"]
+
+
+def create_pool_born_session(server):
+    """A session handed a warm pool worker (waits, bounded, until the pool holds one), so
+    every attack runs in a pool-born session: the pool must isolate exactly as a fresh start."""
+    deadline = time.monotonic() + START_DEADLINE_SECONDS
+    while pool_view(server)["ready"] < 1:
+        assert time.monotonic() < deadline, f"the warm pool never refilled: {pool_view(server)}"
+        time.sleep(0.02)
+    before = pool_view(server)["handed_over"]
+    session_id = create_session(server)
+    assert pool_view(server)["handed_over"] == before + 1, "the attacker's session was not pool-born"
+    return session_id
+
+
 def delete_session(server, session_id):
     with contextlib.suppress(requests.RequestException):
         requests.delete(server.url(f"/v1/sessions/{session_id}"), timeout=HTTP_TIMEOUT)
@@ -448,8 +471,9 @@ def bystanders(server):
 
 @pytest.fixture
 def attacker(server, bystanders):
-    """The session the attack runs in (created after the bystanders, so they are live)."""
-    session_id = create_session(server)
+    """The session the attack runs in (created after the bystanders, so they are live), handed
+    a worker from the warm pool."""
+    session_id = create_pool_born_session(server)
     try:
         yield session_id
     finally:

@@ -6,6 +6,7 @@ import os
 import uuid
 from pathlib import Path
 
+from sec_helpers import _cgroup_dirs_of
 from sec_helpers import DENIED, MEMORY_MIB, PYTHON, contained, probe, run_ok
 
 
@@ -284,7 +285,47 @@ result['cgroup_after'] = read_text('/proc/self/cgroup')
                       "release_agent", "notify", "mkdir"):
             assert result[label] in ("EROFS", "EACCES", "EPERM", "ENOENT"), (label, result)
         assert "memory:" + result["memory_cgroup"] in result["cgroup_after"], result
-        limit = Path("/sys/fs/cgroup/memory" + result["memory_cgroup"]) / "memory.limit_in_bytes"
-        if limit.exists():
-            assert int(limit.read_text()) == MEMORY_MIB * 1024 * 1024
+        # From the host: every session cgroup of the server still has the configured limit.
+        limits = [directory / "memory.limit_in_bytes"
+                  for directory in _cgroup_dirs_of(server.process.pid)]
+        for limit in limits:
+            if limit.exists():
+                assert int(limit.read_text()) == MEMORY_MIB * 1024 * 1024, limit
         assert json.dumps(result)  # keep the whole outcome in the failure message above
+
+
+def test_read_the_host_cgroup_tree_and_sys(server, bystanders, attacker):
+    """/sys holds only the CPU topology and the session's own cgroups, in a cgroup namespace:
+    /proc/self/cgroup names no host path, the host's cgroup tree (other sessions' memory and
+    CPU use, by name) is absent, and so are /sys's devices, kernel tunables and classes. The
+    session still reads its own limits and the CPU count interpreters need."""
+    with contained(server, bystanders):
+        result = probe(server, attacker, """
+import glob
+result['sys'] = sorted(os.listdir('/sys'))
+result['fs'] = sorted(os.listdir('/sys/fs'))
+result['cgroup_lines'] = read_text('/proc/self/cgroup').splitlines()
+result['corral_dirs'] = glob.glob('/sys/fs/cgroup/*/corral') + glob.glob('/sys/fs/cgroup/corral')
+result['other_usage'] = sorted(glob.glob('/sys/fs/cgroup/**/memory.usage_in_bytes', recursive=True))
+result['kernel'] = attempt(os.listdir, '/sys/kernel')
+result['class_net'] = attempt(os.listdir, '/sys/class/net')
+result['block'] = attempt(os.listdir, '/sys/block')
+result['cpu_count'] = os.cpu_count()
+result['online'] = read_text('/sys/devices/system/cpu/online').strip()
+own = '/sys/fs/cgroup/memory/memory.limit_in_bytes'
+result['own_limit'] = read_text(own).strip() if os.path.exists(own) else read_text('/sys/fs/cgroup/memory.max').strip()
+result['write_sys'] = attempt(os.mkdir, '/sys/fs/cgroup/x')
+""")
+        assert result["sys"] == ["devices", "fs"], result
+        assert result["fs"] == ["cgroup"], result
+        for line in result["cgroup_lines"]:
+            assert line.split(":", 2)[2] == "/", result
+        assert result["corral_dirs"] == [], result
+        # Only the session's own memory cgroup (at the top of its view) is there.
+        assert result["other_usage"] in ([], ["/sys/fs/cgroup/memory/memory.usage_in_bytes"]), result
+        for label in ("kernel", "class_net", "block"):
+            assert result[label] == "ENOENT", (label, result)
+        assert isinstance(result["cpu_count"], int) and result["cpu_count"] >= 1, result
+        assert result["online"], result
+        assert int(result["own_limit"]) == MEMORY_MIB * 1024 * 1024, result
+        assert result["write_sys"] in ("EROFS", "EACCES", "EPERM"), result

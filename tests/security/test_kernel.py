@@ -19,6 +19,7 @@ SYS = {
     "open_tree": 428, "pivot_root": 155, "process_vm_readv": 310, "kexec_load": 246,
     "capset": 126, "exit_group": 231, "iopl": 172, "ioperm": 173, "open_by_handle_at": 304,
     "userfaultfd": 323, "swapon": 167, "settimeofday": 164,
+    "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
 }
 
 NS = {"NEWNS": 0x00020000, "NEWCGROUP": 0x02000000, "NEWUTS": 0x04000000,
@@ -386,3 +387,20 @@ result['init'] = attempt(write_file, '/proc/1/oom_score_adj', '-1000', 'w')
         assert result["lower"] in ("EACCES", "EPERM"), result
         assert result["after"] == result["before"], result
         assert result["init"] in DENIED, result
+
+
+def test_io_uring(server, bystanders, attacker):
+    """io_uring (a large kernel attack surface whose operations bypass per-syscall filtering):
+    io_uring_setup with a valid parameter block, io_uring_enter and io_uring_register on a
+    descriptor: all EPERM, so no ring ever exists."""
+    with contained(server, bystanders):
+        result = kernel_probe(server, attacker, """
+params = (_ctypes.c_uint8 * 120)()
+result['setup'] = syscall(SYS['io_uring_setup'], 8, _ctypes.addressof(params))
+fd = os.open('/workspace', os.O_RDONLY)
+result['enter'] = syscall(SYS['io_uring_enter'], fd, 1, 0, 0, 0, 0)
+result['register'] = syscall(SYS['io_uring_register'], fd, 0, 0, 0)
+os.close(fd)
+""")
+        for label, outcome in result.items():
+            assert outcome == [-1, "EPERM"], (label, result)

@@ -265,6 +265,15 @@ impl CorralClient {
             .await
     }
 
+    /// Creates a session from a whole `POST /v1/sessions` body (limits, TTLs, metadata).
+    pub async fn create_session_with(
+        &self,
+        body: &serde_json::Value,
+    ) -> Result<SessionView, ClientError> {
+        self.send(self.http.post(self.url("/v1/sessions")).json(body))
+            .await
+    }
+
     pub async fn get_session(&self, id: &str) -> Result<SessionView, ClientError> {
         self.send(self.http.get(self.url(&format!("/v1/sessions/{id}"))))
             .await

@@ -91,6 +91,26 @@ fn describe() {
         metrics::Unit::Bytes,
         "Memory used by live workers (cgroup usage; resident set when unsandboxed)"
     );
+    metrics::describe_gauge!(
+        WORKER_PSS,
+        metrics::Unit::Bytes,
+        "Proportional set size of live workers' processes (shared pages divided among them)"
+    );
+    metrics::describe_gauge!(
+        WORKER_USS,
+        metrics::Unit::Bytes,
+        "Unique set size of live workers' processes (what ending them would free)"
+    );
+    metrics::describe_counter!(
+        WORKERS_HANDED_OUT,
+        "Workers given to new sessions, by origin (pool: handed over warm, fresh: started)"
+    );
+    metrics::describe_gauge!(POOL_READY, "Idle workers ready in the warm pool");
+    metrics::describe_gauge!(
+        POOL_MEMORY,
+        metrics::Unit::Bytes,
+        "Memory used by the warm pool's idle workers"
+    );
     metrics::describe_counter!(REFUSALS, "Requests refused by a cap, quota or full queue");
     metrics::describe_counter!(HTTP_REQUESTS, "HTTP requests by method, route and status");
     metrics::describe_histogram!(
@@ -137,7 +157,13 @@ pub async fn metrics_text(State(state): State<ApiState>, Caller(caller): Caller)
     let Some(registry) = &state.metrics else {
         return Problem::not_found("metrics are not enabled on this server").into_response();
     };
-    state.engine.live_gauges().publish();
+    // Measuring every worker's memory reads /proc for each of their processes: off the
+    // async threads.
+    let engine = state.engine.clone();
+    match tokio::task::spawn_blocking(move || engine.live_gauges()).await {
+        Ok(gauges) => gauges.publish(),
+        Err(error) => tracing::warn!(%error, "could not measure the live gauges"),
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -21,7 +21,7 @@ pub use execution::{
     MimeBundle, OutputItem, StdinMode, StreamName,
 };
 pub use introspection::{CodeQuery, CodeQueryReply, Completeness, ExpressionValue};
-pub use limits::{Limits, ResourceLimits};
+pub use limits::{Limits, MemoryUsage, ResourceLimits};
 pub use session::{
     Expiry, InvalidTransition, ParseSessionIdError, ParseSessionStateError, SessionId,
     SessionRecord, SessionState, SessionTtl,

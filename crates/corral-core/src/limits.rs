@@ -154,3 +154,29 @@ impl ResourceLimits {
             .collect()
     }
 }
+
+/// What a session's processes use of the host's memory at one moment.
+///
+/// `pss_bytes` (proportional set size) shares each page among the processes that map it, so
+/// the sessions' PSS add up to what they cost the host together; `uss_bytes` (unique set size)
+/// is what would be freed if the session ended now; `rss_bytes` counts shared pages in full.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryUsage {
+    pub rss_bytes: u64,
+    pub pss_bytes: u64,
+    pub uss_bytes: u64,
+    /// How many processes were measured.
+    pub processes: u32,
+}
+
+impl MemoryUsage {
+    /// The sum of two measurements (of different processes).
+    pub fn plus(self, other: MemoryUsage) -> MemoryUsage {
+        MemoryUsage {
+            rss_bytes: self.rss_bytes + other.rss_bytes,
+            pss_bytes: self.pss_bytes + other.pss_bytes,
+            uss_bytes: self.uss_bytes + other.uss_bytes,
+            processes: self.processes + other.processes,
+        }
+    }
+}

@@ -68,8 +68,11 @@ impl FromStr for SessionId {
 ///
 /// ```text
 /// starting → idle ⇄ busy → closed
-///     └────────┴──────┴──→ dead (worker gone; reason recorded)
+///  ↑  └────────┴──────┴──→ dead (worker gone; reason recorded)
+///  └─────────────────────────┘ revived: a restart gives a dead session a fresh worker
 /// ```
+///
+/// `closed` is final; `dead` is final unless a client restarts the session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SessionState {
@@ -99,7 +102,8 @@ impl SessionState {
         }
     }
 
-    /// Closed and dead sessions never run code again.
+    /// Closed and dead sessions have no worker: they run nothing (until a dead one is
+    /// restarted).
     pub fn is_terminal(self) -> bool {
         matches!(self, SessionState::Closed | SessionState::Dead)
     }
@@ -108,6 +112,8 @@ impl SessionState {
     pub fn can_become(self, next: SessionState) -> bool {
         use SessionState::*;
         match (self, next) {
+            // A restart revives a dead session; nothing else moves an ended one.
+            (Dead, Starting) => true,
             (Closed, _) | (Dead, _) => false,
             (_, Closed) | (_, Dead) => true,
             (Starting, Idle) => true,
@@ -298,11 +304,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn terminal_states_are_final() {
-        for from in [SessionState::Closed, SessionState::Dead] {
-            for to in SessionState::ALL {
-                assert!(from.transition(to).is_err(), "{from} -> {to}");
-            }
+    fn closed_is_final_and_dead_only_restarts() {
+        for to in SessionState::ALL {
+            assert!(
+                SessionState::Closed.transition(to).is_err(),
+                "closed -> {to}"
+            );
+            assert_eq!(
+                SessionState::Dead.can_become(to),
+                to == SessionState::Starting,
+                "dead -> {to}"
+            );
         }
     }
 

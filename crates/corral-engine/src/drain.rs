@@ -103,6 +103,7 @@ impl Engine {
         {
             tracing::error!("some sessions did not close at shutdown; they will show as dead");
         }
+        self.inner.workers.close().await;
     }
 }
 

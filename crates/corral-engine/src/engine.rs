@@ -1,12 +1,12 @@
 //! The engine's public face: create, list, get, update, drain, close, execute, interrupt,
 //! restart, refresh and shutdown; the server-wide session cap.
 //!
-//! Running a session is `session_task`'s job, expiring sessions and removing old records the
-//! `reaper`'s, counting unfinished work and the clean stop `drain`'s, who may use and manage
-//! keys `key_access`'s, and interactive clients' questions `interaction`'s; this module holds
-//! the registry and validates input.
+//! Running a session is `session_task`'s job, bringing a dead one back `revival`'s, expiring
+//! sessions and removing old records the `reaper`'s, counting unfinished work and the clean
+//! stop `drain`'s, who may use and manage keys `key_access`'s, and interactive clients'
+//! questions `interaction`'s; this module holds the registry and validates input.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -14,13 +14,13 @@ use std::time::Duration;
 
 use chrono::Utc;
 use corral_core::{
-    ExecEvent, ExecRequest, ExecutionRecord, ExecutionTiming, Limits, Principal, SessionId,
-    SessionRecord, SessionState, SessionTtl, DEFAULT_TENANT,
+    ExecEvent, ExecRequest, ExecutionRecord, ExecutionTiming, Limits, MemoryUsage, Principal,
+    SessionId, SessionRecord, SessionState, SessionTtl, DEFAULT_TENANT,
 };
 use corral_store::{SessionQuery, Store};
 use corral_worker::{
-    discover_interpreter, install_driver, HostIsolation, Sandbox, SessionLimits, Worker,
-    WorkerConfig, WorkspaceFiles,
+    discover_interpreter, install_driver, DriverKind, HostIsolation, PoolSettings, PoolStatus,
+    Sandbox, SessionLimits, Worker, WorkerConfig, WorkerSource, WorkspaceFiles,
 };
 use tokio::sync::{mpsc, oneshot, Notify};
 
@@ -28,13 +28,12 @@ use crate::drain::Drain;
 use crate::measurements::{self, LiveGauges};
 use crate::quotas::{QuotaKind, TenantQuotas};
 use crate::reaper::run_reaper;
+use crate::runtimes::{start_runtimes, RuntimeInfo, RuntimeSpec, RuntimeTable, PYTHON_RUNTIME};
 use crate::session_task::{
     run_session, Control, ExecJob, Job, LiveSession, TaskContext, SIGNAL_CAPACITY,
 };
 use crate::EngineError;
 
-/// The only runtime so far.
-const PYTHON_RUNTIME: &str = "python3";
 /// Reason recorded for sessions found live in the store at start-up.
 pub const RESTART_REASON: &str = "server restarted";
 /// Reason recorded for sessions a client closed.
@@ -50,8 +49,10 @@ const MAX_METADATA_BYTES: usize = 16 * 1024;
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
     pub data_dir: PathBuf,
-    /// The Python interpreter workers run.
+    /// The Python interpreter of the default runtime (`python3`); the Bash driver runs on it.
     pub python: PathBuf,
+    /// The runtimes besides `python3`.
+    pub runtimes: Vec<RuntimeSpec>,
     pub limits: Limits,
     /// The sandbox sessions run in; `None` only when the operator disabled sandboxing.
     pub sandbox: Option<Arc<Sandbox>>,
@@ -62,20 +63,16 @@ pub struct EngineConfig {
     /// Requests without a key act as admin while the store has no active key. Only for a
     /// server reachable from this host alone (bound to loopback).
     pub open_mode: bool,
-}
-
-/// A runtime sessions can use.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RuntimeInfo {
-    pub name: String,
-    pub interpreter: String,
-    pub language_version: String,
+    /// The warm pool of idle sandboxed workers (`size: 0` turns it off).
+    pub pool: PoolSettings,
 }
 
 /// What `/v1/info` reports.
 #[derive(Clone, Debug)]
 pub struct EngineInfo {
     pub runtimes: Vec<RuntimeInfo>,
+    /// Configured runtimes that could not start, with the reason.
+    pub unavailable_runtimes: BTreeMap<String, String>,
     pub limits: Limits,
     pub isolation: HostIsolation,
     pub session_limits: SessionLimits,
@@ -157,6 +154,9 @@ pub struct Engine {
 pub(crate) struct EngineInner {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) worker_config: WorkerConfig,
+    /// Hands out workers: warm ones from the pool, else freshly started.
+    pub(crate) workers: WorkerSource,
+    pub(crate) runtimes: RuntimeTable,
     pub(crate) limits: Limits,
     pub(crate) workspaces_dir: PathBuf,
     pub(crate) info: EngineInfo,
@@ -172,16 +172,28 @@ pub(crate) struct EngineInner {
     pub(crate) quotas: TenantQuotas,
     /// Held while a claimed session is looked up and, if missing, created.
     pub(crate) claims: tokio::sync::Mutex<()>,
+    /// Held while a dead session is brought back (`revival`).
+    pub(crate) revivals: tokio::sync::Mutex<()>,
+    /// Woken (all waiters) whenever a session leaves the live set.
+    pub(crate) session_left: Notify,
+}
+
+/// What a session's task holds besides its worker (see [`Engine::launch`]).
+pub(crate) struct Launch {
+    pub worker_config: WorkerConfig,
+    pub workspace: PathBuf,
+    pub slot: SessionSlot,
+    pub tenant_claim: crate::quotas::QuotaClaim,
 }
 
 /// One of the server's `max_sessions` places, held from the start of a create until the
 /// session leaves the live set.
-struct SessionSlot {
+pub(crate) struct SessionSlot {
     occupied: Arc<AtomicUsize>,
 }
 
 impl SessionSlot {
-    fn claim(occupied: &Arc<AtomicUsize>, limit: usize) -> Option<SessionSlot> {
+    pub(crate) fn claim(occupied: &Arc<AtomicUsize>, limit: usize) -> Option<SessionSlot> {
         occupied
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |taken| {
                 (taken < limit).then_some(taken + 1)
@@ -216,6 +228,8 @@ impl Engine {
             start_timeout: config.limits.start_timeout,
             sandbox: config.sandbox.clone(),
             session_limits: config.session_limits,
+            preload: Vec::new(),
+            driver: DriverKind::Python,
         };
         let workspaces_dir = config.data_dir.join("workspaces");
         // Workspaces of a previous run belong to sessions that are now dead.
@@ -227,18 +241,14 @@ impl Engine {
                 tracing::warn!(%error, "could not clear old workspaces");
             }
         }
-        let probe_dir = workspaces_dir.join("probe");
-        let mut probe = Worker::start(&worker_config, probe_dir.clone())
-            .await
-            .map_err(|error| {
-                EngineError::WorkerStart(format!(
-                    "{} could not run the worker driver: {error}",
-                    config.python.display()
-                ))
-            })?;
-        let language_version = probe.info().language_version.clone();
-        probe.kill().await;
-        probe.remove_workspace();
+        let runtimes = start_runtimes(
+            &config.python,
+            worker_config.clone(),
+            &config.runtimes,
+            &runtime_dir,
+            &workspaces_dir.join("probe"),
+        )
+        .await?;
 
         let marked = store
             .mark_live_sessions_dead(RESTART_REASON, Utc::now())
@@ -250,11 +260,8 @@ impl Engine {
             );
         }
         let info = EngineInfo {
-            runtimes: vec![RuntimeInfo {
-                name: PYTHON_RUNTIME.to_owned(),
-                interpreter: config.python.display().to_string(),
-                language_version,
-            }],
+            runtimes: runtimes.infos.clone(),
+            unavailable_runtimes: runtimes.unavailable.clone(),
             limits: config.limits.clone(),
             isolation: HostIsolation::probe(config.sandbox.as_deref()),
             session_limits: config.session_limits,
@@ -267,10 +274,22 @@ impl Engine {
             config.limits.max_executions_per_tenant,
         );
         let open_now = config.open_mode && !store.has_active_api_keys().await?;
+        let mut pool = config.pool.clone();
+        pool.min_available_memory_bytes = pool
+            .min_available_memory_bytes
+            .max(config.limits.min_available_memory_bytes);
+        // The pool holds workers of the default runtime, exactly as a create would start them.
+        let pool_config = runtimes
+            .config(PYTHON_RUNTIME)
+            .cloned()
+            .unwrap_or_else(|_| worker_config.clone());
+        let workers = WorkerSource::new(pool_config, pool, workspaces_dir.clone());
         let inner = Arc::new(EngineInner {
             open_now: std::sync::atomic::AtomicBool::new(open_now),
             store,
             worker_config,
+            workers,
+            runtimes,
             limits: config.limits,
             workspaces_dir,
             info,
@@ -281,6 +300,8 @@ impl Engine {
             open_mode: config.open_mode,
             quotas,
             claims: tokio::sync::Mutex::new(()),
+            revivals: tokio::sync::Mutex::new(()),
+            session_left: Notify::new(),
         });
         tokio::spawn(run_reaper(Arc::downgrade(&inner), reaper_wake));
         Ok(Engine { inner })
@@ -340,11 +361,7 @@ impl Engine {
         };
         let limits = &self.inner.limits;
         let runtime = options.runtime.unwrap_or_else(|| PYTHON_RUNTIME.to_owned());
-        if runtime != PYTHON_RUNTIME {
-            return Err(EngineError::InvalidInput(format!(
-                "unknown runtime {runtime:?} (available: {PYTHON_RUNTIME})"
-            )));
-        }
+        let runtime_config = self.inner.runtimes.config(&runtime)?;
         validate_name(options.name.as_deref())?;
         validate_metadata(&options.metadata)?;
         let resources = options.resources.unwrap_or(self.inner.info.session_limits);
@@ -355,7 +372,7 @@ impl Engine {
                 violations.join(", ")
             )));
         }
-        let mut worker_config = self.inner.worker_config.clone();
+        let mut worker_config = runtime_config.clone();
         worker_config.session_limits = resources;
         let ttl = SessionTtl {
             idle: ttl_within(
@@ -392,7 +409,10 @@ impl Engine {
         let id = SessionId::new();
         let workspace = self.inner.workspaces_dir.join(id.to_string());
         let start_clock = std::time::Instant::now();
-        let worker = Worker::start(&worker_config, workspace.clone())
+        let (worker, origin) = self
+            .inner
+            .workers
+            .obtain(&worker_config, workspace.clone())
             .await
             .map_err(|error| EngineError::WorkerStart(error.to_string()))?;
         let start_duration = start_clock.elapsed();
@@ -408,18 +428,43 @@ impl Engine {
             return Err(error.into());
         }
 
+        self.launch(
+            record.clone(),
+            worker,
+            Launch {
+                worker_config,
+                workspace,
+                slot,
+                tenant_claim,
+            },
+        );
+        self.inner.reaper_wake.notify_one();
+        measurements::session_started(start_duration, origin);
+        Ok(record)
+    }
+
+    /// Makes `record` a live session run by `worker`: its registry entry and its task.
+    pub(crate) fn launch(&self, record: SessionRecord, worker: Worker, launch: Launch) {
+        let id = record.id;
+        let count_at_restart = record.execution_count;
         let (job_sender, job_receiver) = mpsc::channel(self.inner.limits.queue_capacity.max(1));
         let (control_sender, control_receiver) = mpsc::unbounded_channel();
         let live = Arc::new(LiveSession {
-            record: Mutex::new(record.clone()),
+            record: Mutex::new(record),
             jobs: job_sender,
             signals: tokio::sync::broadcast::channel(SIGNAL_CAPACITY).0,
-            count_at_restart: std::sync::atomic::AtomicU64::new(0),
+            count_at_restart: std::sync::atomic::AtomicU64::new(count_at_restart),
             control: control_sender,
             interrupt: Mutex::new(worker.interrupt_handle()),
             close_when_drained: AtomicBool::new(false),
         });
         self.live_map().insert(id, live.clone());
+        let Launch {
+            worker_config,
+            workspace,
+            slot,
+            tenant_claim,
+        } = launch;
         let registry = Arc::downgrade(&self.inner);
         let context = TaskContext {
             store: self.inner.store.clone(),
@@ -438,6 +483,7 @@ impl Engine {
                         .remove(&id);
                     // The ended session's retention period starts now.
                     inner.reaper_wake.notify_one();
+                    inner.session_left.notify_waiters();
                 }
                 drop(slot);
                 drop(tenant_claim);
@@ -450,9 +496,6 @@ impl Engine {
             control_receiver,
             context,
         ));
-        self.inner.reaper_wake.notify_one();
-        measurements::session_started(start_duration);
-        Ok(record)
     }
 
     /// The caller's live session holding `claim`, or a new one created with `options` (whose
@@ -484,6 +527,41 @@ impl Engine {
             .find(|record| claim.is_held_by(record))
     }
 
+    /// What a live session's processes use of the host's memory now (PSS, USS, RSS); `None`
+    /// for an ended session.
+    pub async fn session_memory(
+        &self,
+        caller: &Principal,
+        id: SessionId,
+    ) -> Result<Option<MemoryUsage>, EngineError> {
+        let record = self.get_session(caller, id).await?;
+        if record.state.is_terminal() {
+            return Ok(None);
+        }
+        let Some(live) = self.live(id) else {
+            return Ok(None);
+        };
+        let handle = live
+            .interrupt
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        Ok(tokio::task::spawn_blocking(move || handle.memory_usage())
+            .await
+            .ok()
+            .flatten())
+    }
+
+    /// What the warm pool holds now.
+    pub fn pool_status(&self) -> PoolStatus {
+        self.inner.workers.status()
+    }
+
+    /// The warm pool's settings.
+    pub fn pool_settings(&self) -> &PoolSettings {
+        self.inner.workers.settings()
+    }
+
     /// Live state for gauges: sessions by state, queued executions, worker memory.
     pub fn live_gauges(&self) -> LiveGauges {
         let sessions: Vec<Arc<LiveSession>> = self.live_map().values().cloned().collect();
@@ -511,7 +589,15 @@ impl Engine {
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .memory_bytes();
             gauges.worker_memory_bytes += memory.unwrap_or(0);
+            let usage = live
+                .interrupt
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clone()
+                .memory_usage();
+            gauges.worker_memory = gauges.worker_memory.plus(usage.unwrap_or_default());
         }
+        gauges.pool = self.inner.workers.status();
         gauges
     }
 
@@ -844,13 +930,22 @@ impl Engine {
         Ok(live.snapshot())
     }
 
-    /// Replaces the session's interpreter with a fresh one (same id, state lost).
+    /// Replaces the session's interpreter with a fresh one (same id, state lost, history
+    /// kept). A dead session is revived with a fresh worker; a closed one stays closed
+    /// ([`EngineError::SessionNotRunning`]).
     pub async fn restart(
         &self,
         caller: &Principal,
         id: SessionId,
     ) -> Result<SessionRecord, EngineError> {
-        let live = self.require_live(caller, id).await?;
+        let live = match self.require_live(caller, id).await {
+            Ok(live) => live,
+            Err(EngineError::SessionNotRunning {
+                state: SessionState::Dead,
+                ..
+            }) => return self.revive(caller, id).await,
+            Err(error) => return Err(error),
+        };
         let (reply, answer) = oneshot::channel();
         if live.control.send(Control::Restart { reply }).is_err() {
             return Err(self.ended_error(id).await);
@@ -947,7 +1042,18 @@ impl Engine {
         id: SessionId,
     ) -> Result<Arc<LiveSession>, EngineError> {
         match self.live(id) {
-            Some(live) if caller.can_access(&live.snapshot()) => Ok(live),
+            Some(live) if caller.can_access(&live.snapshot()) => {
+                let record = live.snapshot();
+                // Still registered while its task records the end: already not running.
+                if record.state.is_terminal() {
+                    return Err(EngineError::SessionNotRunning {
+                        id,
+                        state: record.state,
+                        reason: record.state_reason,
+                    });
+                }
+                Ok(live)
+            }
             Some(_) => Err(EngineError::SessionNotFound(id)),
             None => {
                 let record = self.get_session(caller, id).await?;

@@ -18,18 +18,21 @@ pub mod keys;
 pub mod measurements;
 mod quotas;
 mod reaper;
+mod revival;
+mod runtimes;
 mod session_task;
 
 pub use corral_worker::{
-    FileDownload, FileEntry, FileError, HostIsolation, IsolationFeature, Sandbox, SandboxSettings,
-    SessionLimits, WorkspaceFiles,
+    FileDownload, FileEntry, FileError, HostIsolation, IsolationFeature, PoolSettings, PoolStatus,
+    Sandbox, SandboxSettings, SessionLimits, WorkspaceFiles,
 };
 pub use engine::{
     CreateSession, Engine, EngineConfig, EngineInfo, ExecIo, ExecutionPage, OnFailure,
-    PendingExecution, RuntimeInfo, SessionClaim, SessionPage, SessionUpdate,
-    CLOSED_BY_CLIENT_REASON, RESTART_REASON, SHUTDOWN_REASON,
+    PendingExecution, SessionClaim, SessionPage, SessionUpdate, CLOSED_BY_CLIENT_REASON,
+    RESTART_REASON, SHUTDOWN_REASON,
 };
 pub use error::EngineError;
 pub use interaction::PendingQuery;
 pub use quotas::QuotaKind;
+pub use runtimes::{absolute_program, RuntimeInfo, RuntimeKind, RuntimeSpec, PYTHON_RUNTIME};
 pub use session_task::{SessionSignal, DRAINED_REASON};

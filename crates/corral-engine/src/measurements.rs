@@ -8,7 +8,8 @@
 
 use std::time::Duration;
 
-use corral_core::{ExecutionStatus, SessionState};
+use corral_core::{ExecutionStatus, MemoryUsage, SessionState};
+use corral_worker::{Origin, PoolStatus};
 
 /// Sessions whose worker started (counter).
 pub const SESSIONS_CREATED: &str = "corral_sessions_created_total";
@@ -26,6 +27,19 @@ pub const SESSIONS: &str = "corral_sessions";
 pub const QUEUE_DEPTH: &str = "corral_execution_queue_depth";
 /// Memory used by live workers, in bytes (gauge).
 pub const WORKER_MEMORY: &str = "corral_worker_memory_bytes";
+/// Proportional set size of live workers' processes together, in bytes: shared pages
+/// divided among the processes that map them (gauge).
+pub const WORKER_PSS: &str = "corral_worker_memory_pss_bytes";
+/// Unique set size of live workers' processes together, in bytes: what ending them all would
+/// free (gauge).
+pub const WORKER_USS: &str = "corral_worker_memory_uss_bytes";
+/// Workers given to new sessions, labelled `origin` (`pool`: a warm one handed over,
+/// `fresh`: started for the session) (counter).
+pub const WORKERS_HANDED_OUT: &str = "corral_session_workers_total";
+/// Idle workers ready in the warm pool (gauge).
+pub const POOL_READY: &str = "corral_pool_ready_workers";
+/// Memory used by the warm pool's idle workers, in bytes (gauge).
+pub const POOL_MEMORY: &str = "corral_pool_memory_bytes";
 /// Requests refused by a cap, quota or full queue, labelled `limit` (counter).
 pub const REFUSALS: &str = "corral_refusals_total";
 
@@ -37,8 +51,9 @@ const KNOWN_CLOSE_REASONS: [&str; 4] = [
     crate::engine::SHUTDOWN_REASON,
 ];
 
-pub(crate) fn session_started(start: Duration) {
+pub(crate) fn session_started(start: Duration, origin: Origin) {
     metrics::counter!(SESSIONS_CREATED).increment(1);
+    metrics::counter!(WORKERS_HANDED_OUT, "origin" => origin.as_str()).increment(1);
     metrics::histogram!(SESSION_START).record(start.as_secs_f64());
 }
 
@@ -76,6 +91,10 @@ pub struct LiveGauges {
     pub queued_executions: usize,
     /// Memory of live workers (cgroup usage, or resident set when unsandboxed).
     pub worker_memory_bytes: u64,
+    /// PSS, USS and RSS of live workers' processes together.
+    pub worker_memory: MemoryUsage,
+    /// The warm pool.
+    pub pool: PoolStatus,
 }
 
 impl LiveGauges {
@@ -86,5 +105,9 @@ impl LiveGauges {
         }
         metrics::gauge!(QUEUE_DEPTH).set(self.queued_executions as f64);
         metrics::gauge!(WORKER_MEMORY).set(self.worker_memory_bytes as f64);
+        metrics::gauge!(WORKER_PSS).set(self.worker_memory.pss_bytes as f64);
+        metrics::gauge!(WORKER_USS).set(self.worker_memory.uss_bytes as f64);
+        metrics::gauge!(POOL_READY).set(self.pool.ready as f64);
+        metrics::gauge!(POOL_MEMORY).set(self.pool.memory_bytes as f64);
     }
 }

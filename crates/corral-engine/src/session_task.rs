@@ -178,6 +178,11 @@ pub(crate) async fn run_session(
     };
     let mut final_record = live.snapshot();
     if let Some((state, reason)) = reason {
+        let id = live.snapshot().id;
+        match state {
+            SessionState::Dead => tracing::warn!(session_id = %id, %reason, "session died"),
+            _ => tracing::info!(session_id = %id, %reason, "session closed"),
+        }
         measurements::session_ended(state, &reason);
         final_record = finish_record(&live, state, reason);
         if let Err(error) = context.store.update_session(&final_record).await {
@@ -228,6 +233,10 @@ fn finish_record(live: &LiveSession, state: SessionState, reason: String) -> Ses
         record.state = state;
         record.state_reason = Some(reason);
         record.last_activity_at = Utc::now();
+    }
+    if record.state.is_terminal() {
+        // Nothing runs without a worker (a restart of a dead session accepts again).
+        record.accepting_executions = false;
     }
     record.clone()
 }

@@ -205,28 +205,58 @@ pub fn user_expression(value: &ExpressionValue) -> ExpressionResult {
     }
 }
 
-/// `kernel_info_reply` of a Python kernel running `language_version`.
-pub fn kernel_info(language_version: &str) -> KernelInfoReply {
+/// `kernel_info_reply` of a kernel running `language` (`python`, `javascript`, `bash`) at
+/// `language_version`.
+pub fn kernel_info(language: &str, language_version: &str) -> KernelInfoReply {
+    let (name, mimetype, extension, lexer, codemirror, exporter) = match language {
+        "javascript" => (
+            "javascript",
+            "application/javascript",
+            ".js",
+            "javascript",
+            CodeMirrorMode::Simple("javascript".to_owned()),
+            "script",
+        ),
+        "bash" => (
+            "bash",
+            "text/x-sh",
+            ".sh",
+            "bash",
+            CodeMirrorMode::Simple("shell".to_owned()),
+            "script",
+        ),
+        _ => (
+            "python",
+            "text/x-python",
+            ".py",
+            "ipython3",
+            CodeMirrorMode::CustomMode {
+                name: "ipython".to_owned(),
+                version: 3,
+            },
+            "python",
+        ),
+    };
+    let shown = match name {
+        "javascript" => format!("JavaScript (Node.js {language_version})"),
+        "bash" => format!("Bash {language_version}"),
+        _ => format!("Python {language_version}"),
+    };
     KernelInfoReply {
         status: ReplyStatus::Ok,
         protocol_version: PROTOCOL_VERSION.to_owned(),
         implementation: "corral".to_owned(),
         implementation_version: env!("CARGO_PKG_VERSION").to_owned(),
         language_info: LanguageInfo {
-            name: "python".to_owned(),
+            name: name.to_owned(),
             version: language_version.to_owned(),
-            mimetype: Some("text/x-python".to_owned()),
-            file_extension: Some(".py".to_owned()),
-            pygments_lexer: Some("ipython3".to_owned()),
-            codemirror_mode: Some(CodeMirrorMode::CustomMode {
-                name: "ipython".to_owned(),
-                version: 3,
-            }),
-            nbconvert_exporter: Some("python".to_owned()),
+            mimetype: Some(mimetype.to_owned()),
+            file_extension: Some(extension.to_owned()),
+            pygments_lexer: Some(lexer.to_owned()),
+            codemirror_mode: Some(codemirror),
+            nbconvert_exporter: Some(exporter.to_owned()),
         },
-        banner: format!(
-            "Python {language_version} in a corral session (sandboxed, state kept between cells)"
-        ),
+        banner: format!("{shown} in a corral session (sandboxed, state kept between cells)"),
         help_links: Vec::new(),
         debugger: false,
         error: None,
@@ -503,7 +533,7 @@ mod tests {
 
     #[test]
     fn kernel_info_names_corral_and_python() {
-        let info = json(kernel_info("3.11.7"));
+        let info = json(kernel_info("python", "3.11.7"));
         assert_eq!(info["protocol_version"], "5.3");
         assert_eq!(info["implementation"], "corral");
         assert_eq!(info["language_info"]["name"], "python");

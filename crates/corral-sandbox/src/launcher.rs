@@ -2,8 +2,8 @@
 //! process the server starts for each worker.
 //!
 //! The launcher (on the host) joins the session's cgroup, clones an init process into new
-//! user, PID, mount, network, IPC and UTS namespaces, writes its uid/gid maps and forwards
-//! signals to it. The init process assembles a read-only view of the host with a private
+//! user, PID, mount, network, IPC, UTS and cgroup namespaces, writes its uid/gid maps and
+//! forwards signals to it. The init process assembles a read-only view of the host with a private
 //! `/workspace`, `/tmp`, `/dev` and `/proc`, pivots into it, brings up loopback, and starts the
 //! worker with no capabilities, `no_new_privs` and the seccomp filter; it then reaps orphans
 //! and exits with the worker's status, which tears the namespace down with everything in it.
@@ -23,7 +23,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{ForkResult, Gid, Pid, Uid};
 
 use crate::policy::{LaunchPolicy, SANDBOX_WORKSPACE};
-use crate::seccomp;
+use crate::{seccomp, sys_view};
 
 /// Exit status of a launcher or init process that failed before the worker started.
 const SETUP_FAILED: i32 = 125;
@@ -166,7 +166,10 @@ fn run_launcher(policy_json: &str) -> Result<i32, LaunchError> {
         | CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWNET
         | CloneFlags::CLONE_NEWIPC
-        | CloneFlags::CLONE_NEWUTS;
+        | CloneFlags::CLONE_NEWUTS
+        // Cloned after joining the session's cgroups: they are the namespace's root, and
+        // `/proc/self/cgroup` shows no host paths.
+        | CloneFlags::CLONE_NEWCGROUP;
     let init = {
         let policy = &policy;
         let filters = &filters;
@@ -507,6 +510,32 @@ fn make_tree_readonly(path: &Path) -> Result<(), LaunchError> {
     )
 }
 
+/// The sandbox's `/sys`: a read-only tmpfs with only what `sys_view` plans bound into it
+/// (CPU topology, the session's own cgroups), each read-only.
+fn mount_sys(sys_dir: &Path, cgroup_procs: &[PathBuf]) -> Result<(), LaunchError> {
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount_tmpfs(sys_dir, "size=64k,mode=0755", flags)?;
+    for entry in sys_view::plan(cgroup_procs, sys_view::host_is_unified()) {
+        if !entry.host.is_dir() {
+            continue;
+        }
+        let target = sys_dir.join(&entry.inside);
+        make_directory(&target)?;
+        bind(&entry.host, &target, MsFlags::MS_REC)?;
+        make_tree_readonly(&target)?;
+    }
+    sys(
+        || "making /sys read-only".to_owned(),
+        mount(
+            None::<&str>,
+            sys_dir,
+            None::<&str>,
+            MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | flags,
+            Some("size=64k,mode=0755"),
+        ),
+    )
+}
+
 fn mount_tmpfs(target: &Path, options: &str, flags: MsFlags) -> Result<(), LaunchError> {
     sys(
         || format!("mounting tmpfs on {}", target.display()),
@@ -662,8 +691,7 @@ fn build_filesystem(policy: &LaunchPolicy, sources: &Sources) -> Result<(), Laun
 
     let sys_dir = root.join("sys");
     make_directory(&sys_dir)?;
-    bind(Path::new("/sys"), &sys_dir, MsFlags::MS_REC)?;
-    make_tree_readonly(&sys_dir)?;
+    mount_sys(&sys_dir, &policy.cgroup_procs)?;
 
     let dev = root.join("dev");
     make_directory(&dev)?;

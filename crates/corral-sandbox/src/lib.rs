@@ -6,9 +6,9 @@
 //! isolation the host offers.
 //!
 //! The sandbox (`sandbox` on the host, `launcher` in the `corral sandbox-init` process):
-//! user, PID, mount, network, IPC and UTS namespaces, a read-only view of the host with a
-//! private workspace, cgroup limits (`cgroup`), rlimits, no capabilities, `no_new_privs` and a
-//! seccomp filter (`seccomp`).
+//! user, PID, mount, network, IPC, UTS and cgroup namespaces, a read-only view of the host
+//! with a private workspace and a reduced `/sys` (`sys_view`), cgroup limits (`cgroup`),
+//! rlimits, no capabilities, `no_new_privs` and a seccomp filter (`seccomp`).
 //!
 //! Deliberately knows nothing of sessions, the protocol's messages or HTTP.
 
@@ -18,8 +18,10 @@ mod host;
 mod launcher;
 mod policy;
 mod process;
+mod process_memory;
 mod sandbox;
 mod seccomp;
+mod sys_view;
 
 pub use cgroup::SessionCgroup;
 pub use files::{
@@ -28,6 +30,7 @@ pub use files::{
 pub use host::{available_memory_bytes, HostIsolation, IsolationFeature};
 pub use launcher::launcher_main;
 pub use process::{interrupt, kill_process_group, spawn_worker, SpawnedWorker, WorkerCommand};
+pub use process_memory::{memory_of_process, memory_of_processes, process_tree};
 pub use sandbox::{
     sandbox_workspace, Sandbox, SandboxSettings, SandboxedWorker, SessionLimits, WorkerPlacement,
 };

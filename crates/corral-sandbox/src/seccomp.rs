@@ -55,6 +55,11 @@ pub const DENIED_SYSCALLS: &[(&str, i64)] = &[
     ("lookup_dcookie", libc::SYS_lookup_dcookie), // kernel profiling
     ("vhangup", libc::SYS_vhangup),             // terminals
     ("personality", libc::SYS_personality),     // ASLR switches
+    // io_uring: a large kernel attack surface that also bypasses per-syscall filtering (its
+    // operations are submitted through shared rings, not as syscalls).
+    ("io_uring_setup", libc::SYS_io_uring_setup),
+    ("io_uring_enter", libc::SYS_io_uring_enter),
+    ("io_uring_register", libc::SYS_io_uring_register),
 ];
 
 /// Namespace flags refused on `clone`.

@@ -83,7 +83,9 @@ fn session_from_row(row: &SqliteRow) -> Result<SessionRecord, StoreError> {
         last_activity_at: row.try_get("last_activity_at")?,
         execution_count: u64::try_from(execution_count).unwrap_or_default(),
         metadata: from_json(&metadata, "session metadata")?,
-        accepting_executions: row.try_get("accepting_executions")?,
+        // Records written before ended sessions were stored as not accepting say so too.
+        accepting_executions: row.try_get::<bool, _>("accepting_executions")?
+            && !matches!(state.as_str(), "closed" | "dead"),
         resources: from_json(&resources, "session resources")?,
         ttl: SessionTtl {
             idle: Duration::from_millis(u64::try_from(idle_ttl_ms).unwrap_or_default()),
@@ -356,8 +358,8 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
         let result = sqlx::query(
-            "UPDATE sessions SET state = 'dead', state_reason = ?, last_activity_at = ? \
-             WHERE state NOT IN ('closed', 'dead')",
+            "UPDATE sessions SET state = 'dead', state_reason = ?, last_activity_at = ?, \
+             accepting_executions = 0 WHERE state NOT IN ('closed', 'dead')",
         )
         .bind(reason)
         .bind(now)

@@ -1,27 +1,35 @@
-//! The Python driver, embedded in the binary and written out once at start.
+//! The drivers, embedded in the binary (see `runtime.rs`) and written out once at start.
 
 use std::path::{Path, PathBuf};
 
-use crate::WorkerError;
+use crate::{DriverKind, WorkerError};
 
 /// `drivers/python/driver.py`, compiled into the binary.
 pub const DRIVER_SOURCE: &str = include_str!("../../../drivers/python/driver.py");
 
-/// Writes the driver into `directory` (created if needed) as a read-only file and returns its
-/// path. The file name carries a hash of the source so two versions never share a file.
+/// Writes the Python driver into `directory`; see [`install_driver_of`].
 pub fn install_driver(directory: &Path) -> Result<PathBuf, WorkerError> {
+    install_driver_of(&DriverKind::Python, directory)
+}
+
+/// Writes `kind`'s driver into `directory` (created if needed) as a read-only file and
+/// returns its path. The file name carries a hash of the source so two versions never share
+/// a file.
+pub fn install_driver_of(kind: &DriverKind, directory: &Path) -> Result<PathBuf, WorkerError> {
     let workspace_error = |source| WorkerError::Workspace {
         path: directory.display().to_string(),
         source,
     };
+    let source = kind.source();
     std::fs::create_dir_all(directory).map_err(workspace_error)?;
+    let (stem, extension) = kind.file_stem_and_extension();
     let path = directory.join(format!(
-        "driver-{:016x}.py",
-        fnv1a(DRIVER_SOURCE.as_bytes())
+        "{stem}-{:016x}.{extension}",
+        fnv1a(source.as_bytes())
     ));
-    if std::fs::read_to_string(&path).ok().as_deref() != Some(DRIVER_SOURCE) {
-        let staging = directory.join(format!("driver-{}.tmp", std::process::id()));
-        std::fs::write(&staging, DRIVER_SOURCE).map_err(workspace_error)?;
+    if std::fs::read_to_string(&path).ok().as_deref() != Some(source) {
+        let staging = directory.join(format!("{stem}-{}.tmp", std::process::id()));
+        std::fs::write(&staging, source).map_err(workspace_error)?;
         let mut permissions = std::fs::metadata(&staging)
             .map_err(workspace_error)?
             .permissions();

@@ -13,6 +13,8 @@ mod execution;
 mod files;
 mod interpreter;
 mod introspection;
+mod pool;
+mod runtime;
 mod stream_text;
 mod worker;
 
@@ -21,11 +23,13 @@ pub use corral_sandbox::{
     SandboxSettings, SessionLimits,
 };
 pub use corral_sandbox::{files_main, FileEntry, FILES_COMMAND};
-pub use driver::{install_driver, DRIVER_SOURCE};
+pub use driver::{install_driver, install_driver_of, DRIVER_SOURCE};
 pub use execution::{ExecOutcome, ExecSpec};
 pub use files::{FileDownload, FileError, WorkspaceFiles};
 pub use interpreter::{discover_interpreter, Interpreter};
 pub use introspection::QueryError;
+pub use pool::{Origin, PoolSettings, PoolStatus, WorkerSource};
+pub use runtime::DriverKind;
 pub use worker::{InterruptHandle, Worker, WorkerConfig, WorkerExit, WorkerInfo};
 
 /// Failures of this crate's operations.

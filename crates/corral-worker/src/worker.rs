@@ -1,7 +1,6 @@
 //! One worker process: start, liveness, interrupt, shutdown, kill.
 
-use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +15,7 @@ use tokio::process::Child;
 use tokio::sync::mpsc;
 
 use crate::files::{FileTarget, WorkspaceFiles};
+use crate::runtime::{driver_invocation, worker_environment, DriverKind};
 use crate::WorkerError;
 
 /// How to start workers; shared by all sessions.
@@ -33,10 +33,11 @@ pub struct WorkerConfig {
     pub session_limits: SessionLimits,
     /// Directories of the interpreter's installation the sandbox must show the session.
     pub interpreter_paths: Vec<PathBuf>,
+    /// Modules the driver imports before it says `ready` (the warm pool's preload list).
+    pub preload: Vec<String>,
+    /// Which driver `driver_path` is and what runs it (`runtime.rs`).
+    pub driver: DriverKind,
 }
-
-/// Where the driver appears inside the sandbox.
-const SANDBOX_DRIVER_PATH: &str = "/run/corral/driver.py";
 
 /// Distinguishes the sandbox resources (cgroup, root directory) of workers.
 static NEXT_SANDBOX_NAME: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -130,6 +131,23 @@ impl InterruptHandle {
             .map(|kib| kib * 1024)
     }
 
+    /// PSS, USS and RSS of the worker's processes now (every process in its cgroup when
+    /// sandboxed, else the worker's process tree). `None` once the worker is gone.
+    pub fn memory_usage(&self) -> Option<corral_core::MemoryUsage> {
+        if !self.alive.load(Ordering::SeqCst) {
+            return None;
+        }
+        let pids: Vec<u32> = match &self.cgroup {
+            Some(cgroup) => cgroup
+                .pids()
+                .into_iter()
+                .filter_map(|pid| u32::try_from(pid).ok())
+                .collect(),
+            None => corral_sandbox::process_tree(self.pid),
+        };
+        Some(corral_sandbox::memory_of_processes(pids))
+    }
+
     /// SIGINT to the worker while an execution is outstanding: the running cell (or the one
     /// whose request is on its way) gets `KeyboardInterrupt`. While idle it is a no-op: a
     /// signal then could land on the next execution.
@@ -186,9 +204,11 @@ impl Worker {
         let (command, sandbox) = match &config.sandbox {
             None => {
                 std::fs::create_dir_all(&workspace).map_err(workspace_error)?;
+                let (program, args) =
+                    driver_invocation(config, config.driver_path.as_os_str(), Path::to_owned);
                 let command = WorkerCommand {
-                    program: config.python.clone(),
-                    args: vec![config.driver_path.clone().into_os_string()],
+                    program,
+                    args,
                     env: worker_environment(config, workspace.as_os_str()),
                     working_dir: workspace.clone(),
                 };
@@ -196,9 +216,12 @@ impl Worker {
             }
             Some(sandbox) => {
                 let uid = sandbox.prepare_workspace(&workspace, &config.session_limits)?;
+                let sandbox_driver = config.driver.sandbox_path();
+                let (program, args) =
+                    driver_invocation(config, sandbox_driver.as_ref(), resolve_program);
                 let inside = WorkerCommand {
-                    program: resolve_program(&config.python),
-                    args: vec![SANDBOX_DRIVER_PATH.into()],
+                    program,
+                    args,
                     env: worker_environment(config, corral_sandbox::sandbox_workspace().as_ref()),
                     working_dir: corral_sandbox::sandbox_workspace().into(),
                 };
@@ -215,7 +238,7 @@ impl Worker {
                         workspace_uid: uid,
                         readonly_files: vec![(
                             config.driver_path.clone(),
-                            SANDBOX_DRIVER_PATH.to_owned(),
+                            sandbox_driver.to_owned(),
                         )],
                         exposed_paths: config.interpreter_paths.clone(),
                         limits: config.session_limits,
@@ -443,6 +466,32 @@ impl Worker {
         }
     }
 
+    /// Whether the process has exited, checked now without waiting (a pool worker about to be
+    /// handed over).
+    pub(crate) fn exited_now(&mut self) -> bool {
+        match self.child.try_wait() {
+            Ok(Some(status)) => {
+                let exit = self.describe_exit(Ok(status));
+                self.mark_exited(exit);
+                true
+            }
+            Ok(None) => false,
+            Err(_) => true,
+        }
+    }
+
+    /// Moves the worker's workspace on the host to `to` (a pool worker handed to a session).
+    /// The sandbox holds the workspace itself open, so the worker's `/workspace` is unchanged;
+    /// only the host path that names it (a link to the mount, or the directory) moves.
+    pub(crate) fn move_workspace(&mut self, to: PathBuf) -> std::io::Result<()> {
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::rename(&self.workspace, &to)?;
+        self.workspace = to;
+        Ok(())
+    }
+
     /// Removes the worker's workspace directory (after the worker is gone).
     pub fn remove_workspace(&self) {
         if let Some(sandbox) = &self.sandbox_handle {
@@ -503,32 +552,6 @@ fn resolve_program(program: &std::path::Path) -> PathBuf {
         .map(|directory| directory.join(program))
         .find(|candidate| candidate.is_file())
         .unwrap_or_else(|| program.to_owned())
-}
-
-fn worker_environment(
-    config: &WorkerConfig,
-    workspace: &std::ffi::OsStr,
-) -> Vec<(OsString, OsString)> {
-    let mut path = OsString::new();
-    // The interpreter's own directory first, so `python` in a subprocess is the same venv.
-    if let Some(directory) = config
-        .python
-        .parent()
-        .filter(|dir| !dir.as_os_str().is_empty())
-    {
-        path.push(directory.as_os_str());
-        path.push(":");
-    }
-    path.push("/usr/local/bin:/usr/bin:/bin");
-    vec![
-        ("PATH".into(), path),
-        ("HOME".into(), workspace.to_owned()),
-        ("LANG".into(), "C.UTF-8".into()),
-        ("PYTHONIOENCODING".into(), "utf-8".into()),
-        // The driver's inline backend: Agg, with plt.show() displaying the figures.
-        ("MPLBACKEND".into(), "module://corral_inline".into()),
-        ("TERM".into(), "dumb".into()),
-    ]
 }
 
 /// Reads control frames into a channel until the socket ends or a frame is malformed.

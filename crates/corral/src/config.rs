@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use corral_core::Limits;
-use corral_worker::SessionLimits;
+use corral_worker::{PoolSettings, SessionLimits};
 use serde::Deserialize;
 
 /// The config file (TOML). Every key is optional.
@@ -32,6 +32,74 @@ pub struct FileConfig {
     pub mounts: BTreeMap<String, String>,
     #[serde(default)]
     pub sandbox: FileSandbox,
+    #[serde(default)]
+    pub pool: FilePool,
+    /// `[runtimes.NAME]`: runtimes besides `python3` (see `runtime_config.rs`).
+    #[serde(default)]
+    pub runtimes: BTreeMap<String, crate::runtime_config::FileRuntime>,
+}
+
+/// `[pool]` in the config file: the warm pool of idle sandboxed workers.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePool {
+    /// Idle workers kept ready (0 turns the pool off).
+    pub size: Option<usize>,
+    /// Idle workers kept after `shrink_after_seconds` without a session start.
+    pub idle_size: Option<usize>,
+    pub shrink_after_seconds: Option<f64>,
+    /// The most memory the pool's idle workers may use together.
+    pub max_memory_mib: Option<u64>,
+    /// Modules each pool worker imports before it is handed over.
+    pub preload: Option<Vec<String>>,
+}
+
+impl FilePool {
+    /// The pool's settings: the defaults, this section, then `size` from `--pool-size`.
+    pub fn apply(&self, size_flag: Option<usize>) -> anyhow::Result<PoolSettings> {
+        const MIB: u64 = 1024 * 1024;
+        let defaults = PoolSettings::default();
+        let size = size_flag.or(self.size).unwrap_or(defaults.size);
+        if size > MAX_POOL_SIZE {
+            bail!("pool.size must be at most {MAX_POOL_SIZE}, not {size}");
+        }
+        let preload = self.preload.clone().unwrap_or_default();
+        if let Some(bad) = preload.iter().find(|name| !is_module_name(name)) {
+            bail!(
+                "pool.preload names a module as {bad:?}, which is not a dotted Python module name"
+            );
+        }
+        Ok(PoolSettings {
+            size,
+            idle_size: self.idle_size.unwrap_or(defaults.idle_size).min(size),
+            shrink_after: seconds(
+                "pool.shrink_after_seconds",
+                self.shrink_after_seconds,
+                defaults.shrink_after,
+            )?,
+            max_memory_bytes: self
+                .max_memory_mib
+                .map(|mib| mib.saturating_mul(MIB))
+                .unwrap_or(defaults.max_memory_bytes),
+            min_available_memory_bytes: defaults.min_available_memory_bytes,
+            preload,
+        })
+    }
+}
+
+/// The most idle workers the pool may hold.
+const MAX_POOL_SIZE: usize = 1024;
+
+/// `a`, `a.b_c`: what `import` accepts.
+fn is_module_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.split('.').all(|part| {
+            let mut chars = part.chars();
+            chars
+                .next()
+                .is_some_and(|first| first == '_' || first.is_ascii_alphabetic())
+                && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
+        })
 }
 
 /// `[sandbox]` in the config file: per-session resource limits.
@@ -147,11 +215,14 @@ pub struct ServeConfig {
     pub bind: String,
     pub data_dir: PathBuf,
     pub python: PathBuf,
+    /// The runtimes besides `python3`.
+    pub runtimes: Vec<corral_engine::RuntimeSpec>,
     pub limits: Limits,
     /// Every surface's mount point (a path prefix, or `off`).
     pub mounts: BTreeMap<String, String>,
     pub session_limits: SessionLimits,
     pub max_session_limits: SessionLimits,
+    pub pool: PoolSettings,
     pub insecure_no_sandbox: bool,
     pub config_file: Option<PathBuf>,
     pub shutdown_grace: Duration,
@@ -331,6 +402,18 @@ impl ServeConfig {
                 (section, "max_open_files", large(resources.max_open_files)),
             ]);
         }
+        let pool = &self.pool;
+        entries.extend([
+            ("pool", "size", count(pool.size)),
+            ("pool", "idle_size", count(pool.idle_size)),
+            ("pool", "shrink_after_seconds", seconds(pool.shrink_after)),
+            ("pool", "max_memory_mib", large(pool.max_memory_bytes / MIB)),
+            (
+                "pool",
+                "preload",
+                toml::Value::Array(pool.preload.iter().map(|name| text_value(name)).collect()),
+            ),
+        ]);
         for (surface, mount) in &self.mounts {
             entries.push(("mounts", surface, text_value(mount)));
         }
@@ -661,5 +744,30 @@ mod tests {
         assert!(parse("[limits]\nmax_ttl_seconds = 20\nmax_ttl_ceiling_seconds = 10\n").is_err());
         assert!(parse("[limits]\nmax_sessions = 0\n").is_err());
         assert!(parse("[limits]\nmax_ttl_seconds = 0\n").is_err());
+    }
+
+    #[test]
+    fn pool_settings_are_checked() {
+        let pool = |text: &str| {
+            toml::from_str::<FileConfig>(text)
+                .map_err(anyhow::Error::from)
+                .and_then(|file| file.pool.apply(None))
+        };
+        let defaults = pool("").expect("defaults");
+        assert_eq!(defaults, PoolSettings::default());
+        let set = pool("[pool]\nsize = 8\nidle_size = 2\npreload = [\"json\", \"xml.dom\"]\n")
+            .expect("valid");
+        assert_eq!((set.size, set.idle_size), (8, 2));
+        assert_eq!(set.preload, ["json", "xml.dom"]);
+        assert!(pool("[pool]\nsize = 100000\n").is_err());
+        assert!(pool("[pool]\npreload = [\"os; import x\"]\n").is_err());
+        assert!(pool("[pool]\nshrink_after_seconds = -1\n").is_err());
+        assert!(pool("[pool]\nsizes = 1\n").is_err());
+        let flag = toml::from_str::<FileConfig>("[pool]\nsize = 8\n")
+            .expect("parses")
+            .pool
+            .apply(Some(0))
+            .expect("valid");
+        assert_eq!((flag.size, flag.idle_size), (0, 0));
     }
 }

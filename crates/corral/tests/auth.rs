@@ -208,12 +208,18 @@ async fn every_route_needs_a_key_and_hides_other_tenants() {
     for (path, item) in document["paths"].as_object().expect("paths") {
         for (method, operation) in item.as_object().expect("item") {
             let tag = operation["tags"][0].as_str().unwrap_or("").to_owned();
-            routes.push((method.to_uppercase(), path.clone(), tag));
+            let documented: Vec<u16> = operation["responses"]
+                .as_object()
+                .expect("responses")
+                .keys()
+                .filter_map(|status| status.parse().ok())
+                .collect();
+            routes.push((method.to_uppercase(), path.clone(), tag, documented));
         }
     }
     assert!(routes.len() >= 20, "{routes:?}");
     let public = ["/healthz", "/openapi.json", "/api"];
-    for (method, path, tag) in &routes {
+    for (method, path, tag, documented) in &routes {
         let concrete = fill(path, &alices, &alice_key_id, &alices_jupyter)
             .replace("{sandboxID}", &alices_sandbox);
         if tag == "e2b_sandbox" {
@@ -272,6 +278,11 @@ async fn every_route_needs_a_key_and_hides_other_tenants() {
         let jupyter = path.starts_with("/api/") && !path.starts_with("/api/v1/");
         let refused = if jupyter { 403 } else { 401 };
         assert_eq!(status, refused, "{method} {path} without a key: {reply}");
+        // Found by schemathesis: the refusal must be in the route's OpenAPI responses.
+        assert!(
+            documented.contains(&status),
+            "{method} {path} answers {status} without a key; /openapi.json documents {documented:?}"
+        );
 
         // Bob must not reach, or even see, anything of Alice's.
         let (status, reply) = send(&server, method, &concrete, Some(&bob), body).await;

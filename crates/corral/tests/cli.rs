@@ -156,7 +156,9 @@ fn bench_reports_every_measurement() {
     assert_eq!(
         names,
         [
-            "session create",
+            "session create (warm pool)",
+            "create, 1st execute answered",
+            "create, no warm worker",
             "execute round trip",
             "create + execute + close"
         ]
@@ -166,6 +168,63 @@ fn bench_reports_every_measurement() {
         assert!(row["p50_ms"].as_f64().is_some_and(|ms| ms > 0.0));
     }
     assert_eq!(report["throughput"][1]["sessions"], 16);
+    let memory = &report["memory_per_session"];
+    assert_eq!(memory["sessions"], 16, "{report}");
+    let pss = memory["pss_kib"].as_u64().expect("pss");
+    assert!(
+        pss > 1024 && memory["uss_kib"].as_u64() <= Some(pss),
+        "{report}"
+    );
+}
+
+#[test]
+fn bench_scale_reports_each_step() {
+    let output = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args([
+            "bench",
+            "--scale",
+            "12",
+            "--json",
+            "--python",
+            &support::python(),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run bench");
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json report");
+    let steps = report["steps"].as_array().expect("steps");
+    let held: Vec<u64> = steps
+        .iter()
+        .map(|step| step["sessions"].as_u64().expect("sessions"))
+        .collect();
+    assert_eq!(held, [1, 10, 12]);
+    for step in steps {
+        assert!(step["pss_kib_per_session"].as_u64() > Some(1024), "{step}");
+        assert!(step["create_p50_ms"].as_f64().is_some_and(|ms| ms > 0.0));
+    }
+    let last = &steps[2];
+    assert_eq!(
+        last["from_pool"]
+            .as_u64()
+            .zip(last["fresh"].as_u64())
+            .map(|(a, b)| a + b),
+        Some(12),
+        "{last}"
+    );
+    let written = text(&output.stderr);
+    let json = written
+        .split("wrote ")
+        .nth(1)
+        .and_then(|rest| rest.split(" and ").next())
+        .expect("the report's path");
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(json).expect("scale.json")).expect("json");
+    assert_eq!(saved["steps"].as_array().map(Vec::len), Some(3));
+    let svg = std::path::Path::new(json).with_file_name("scale.svg");
+    assert!(std::fs::read_to_string(svg)
+        .expect("scale.svg")
+        .starts_with("<svg"));
 }
 
 #[tokio::test]

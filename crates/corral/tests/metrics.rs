@@ -132,6 +132,22 @@ async fn metrics_count_sessions_executions_and_requests() {
         memory > 1_000_000.0,
         "one live Python worker uses memory: {memory}"
     );
+    let pss = sample(&text, "corral_worker_memory_pss_bytes", &[]).expect("worker PSS");
+    let uss = sample(&text, "corral_worker_memory_uss_bytes", &[]).expect("worker USS");
+    assert!(
+        pss > 1_000_000.0 && uss > 0.0 && uss <= pss,
+        "one live worker's PSS {pss} and USS {uss}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "corral_session_workers_total",
+            &[("origin", "fresh")]
+        ),
+        Some(2.0),
+        "this server has no warm pool: both workers were started for their sessions"
+    );
+    assert_eq!(sample(&text, "corral_pool_ready_workers", &[]), Some(0.0));
     assert_eq!(
         sample(
             &text,

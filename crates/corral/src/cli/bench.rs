@@ -16,17 +16,19 @@ use super::BenchArgs;
 
 /// Sessions used for the parallel throughput measurement.
 const PARALLEL_SESSIONS: usize = 16;
+/// How long the benchmark waits for the warm pool to hold a worker again.
+const POOL_REFILL_DEADLINE: Duration = Duration::from_secs(60);
 /// How long the child server gets to print its listen line.
 const SERVER_START_DEADLINE: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Serialize)]
-struct Latency {
-    name: &'static str,
-    samples: usize,
-    p50_ms: f64,
-    p95_ms: f64,
-    p99_ms: f64,
-    mean_ms: f64,
+pub(super) struct Latency {
+    pub(super) name: &'static str,
+    pub(super) samples: usize,
+    pub(super) p50_ms: f64,
+    pub(super) p95_ms: f64,
+    pub(super) p99_ms: f64,
+    pub(super) mean_ms: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -43,60 +45,20 @@ struct Report {
     sandboxed: Option<bool>,
     latencies: Vec<Latency>,
     throughput: Vec<Throughput>,
-    /// Proportional set size of one idle session's processes (sandbox launcher, init and
-    /// interpreter), averaged over the 16 parallel sessions; only for a server this command
-    /// started.
-    memory_per_session_kib: Option<u64>,
+    /// Memory of one idle session's processes (sandbox launcher, init and interpreter),
+    /// averaged over the 16 parallel sessions, as each session reports it.
+    memory_per_session: Option<SessionMemory>,
 }
 
-/// Live descendants of `root`, from `/proc`.
-fn descendants(root: u32) -> Vec<u32> {
-    let mut parents: Vec<(u32, u32)> = Vec::new();
-    if let Ok(entries) = std::fs::read_dir("/proc") {
-        for entry in entries.flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                continue;
-            };
-            let parent = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                .and_then(|parent| parent.parse::<u32>().ok());
-            if let Some(parent) = parent {
-                parents.push((pid, parent));
-            }
-        }
-    }
-    let mut found = vec![root];
-    let mut index = 0;
-    while index < found.len() {
-        let current = found[index];
-        found.extend(
-            parents
-                .iter()
-                .filter(|(_, parent)| *parent == current)
-                .map(|(pid, _)| *pid),
-        );
-        index += 1;
-    }
-    found.remove(0);
-    found
+#[derive(Debug, Serialize)]
+struct SessionMemory {
+    sessions: usize,
+    pss_kib: u64,
+    uss_kib: u64,
+    rss_kib: u64,
 }
 
-/// Proportional set size of a process, in KiB.
-fn pss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|line| line.strip_prefix("Pss:"))
-        .and_then(|value| value.split_whitespace().next())
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(0)
-}
-
-fn latency(name: &'static str, mut samples: Vec<Duration>) -> Latency {
+pub(super) fn latency(name: &'static str, mut samples: Vec<Duration>) -> Latency {
     samples.sort();
     let at = |quantile: f64| -> f64 {
         if samples.is_empty() {
@@ -121,7 +83,7 @@ fn latency(name: &'static str, mut samples: Vec<Duration>) -> Latency {
 }
 
 /// A server started for the benchmark; killed and its data removed on drop.
-struct ChildServer {
+pub(super) struct ChildServer {
     child: Child,
     data_dir: std::path::PathBuf,
 }
@@ -133,7 +95,11 @@ impl Drop for ChildServer {
     }
 }
 
-async fn start_server(arguments: &BenchArgs) -> anyhow::Result<(ChildServer, String)> {
+/// Starts `corral serve` for the benchmark; `config` (TOML) becomes its config file.
+pub(super) async fn start_server(
+    arguments: &BenchArgs,
+    config: Option<&str>,
+) -> anyhow::Result<(ChildServer, String)> {
     let data_dir = std::env::temp_dir().join(format!("corral-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data_dir);
     let mut command = Command::new(std::env::current_exe().context("finding this binary")?);
@@ -150,6 +116,15 @@ async fn start_server(arguments: &BenchArgs) -> anyhow::Result<(ChildServer, Str
     }
     if arguments.insecure_no_sandbox {
         command.arg("--insecure-no-sandbox");
+    }
+    if let Some(size) = arguments.pool_size {
+        command.arg("--pool-size").arg(size.to_string());
+    }
+    if let Some(config) = config {
+        std::fs::create_dir_all(&data_dir).context("creating the data directory")?;
+        let path = data_dir.join("bench.toml");
+        std::fs::write(&path, config).context("writing the config file")?;
+        command.arg("--config").arg(path);
     }
     let mut child = command.spawn().context("starting the server")?;
     let stderr = child.stderr.take().context("the server's stderr")?;
@@ -179,11 +154,17 @@ async fn start_server(arguments: &BenchArgs) -> anyhow::Result<(ChildServer, Str
 }
 
 pub async fn run(arguments: BenchArgs) -> anyhow::Result<ExitCode> {
+    if let Some(peer) = arguments.compare {
+        return super::bench_compare::run(&arguments, peer).await;
+    }
+    if let Some(sessions) = arguments.scale {
+        return super::bench_scale::run(&arguments, sessions).await;
+    }
     let iterations = arguments.iterations.max(1);
-    let (server, url) = match &arguments.server {
+    let (_server, url) = match &arguments.server {
         Some(url) => (None, url.clone()),
         None => {
-            let (server, url) = start_server(&arguments).await?;
+            let (server, url) = start_server(&arguments, None).await?;
             (Some(server), url)
         }
     };
@@ -199,11 +180,36 @@ pub async fn run(arguments: BenchArgs) -> anyhow::Result<ExitCode> {
     // One step per measurement; drawn only on a terminal.
     let bar = super::progress::steps(5, "measuring");
 
+    let info = client.info().await?;
+    let pooled = info.pool.size > 0;
     let mut create = Vec::with_capacity(iterations);
+    let mut create_run = Vec::with_capacity(iterations);
     for _ in 0..iterations {
+        if pooled {
+            wait_for_warm_worker(&client).await?;
+        }
         let started = Instant::now();
         let session = client.create_session(None).await?;
         create.push(started.elapsed());
+        client.close_session(&session.id).await?;
+        if pooled {
+            wait_for_warm_worker(&client).await?;
+        }
+        let started = Instant::now();
+        let session = client.create_session(None).await?;
+        client.execute(&session.id, "1 + 1", None).await?;
+        create_run.push(started.elapsed());
+        client.close_session(&session.id).await?;
+    }
+    // Limits no pool worker has: the session gets a freshly started worker.
+    let fresh_body = serde_json::json!({
+        "limits": { "max_open_files": info.limits.session_max_open_files.saturating_sub(1) }
+    });
+    let mut create_fresh = Vec::with_capacity(iterations);
+    for _ in 0..iterations {
+        let started = Instant::now();
+        let session = client.create_session_with(&fresh_body).await?;
+        create_fresh.push(started.elapsed());
         client.close_session(&session.id).await?;
     }
     bar.inc(1);
@@ -236,6 +242,9 @@ pub async fn run(arguments: BenchArgs) -> anyhow::Result<ExitCode> {
 
     let mut lifecycle = Vec::with_capacity(iterations);
     for _ in 0..iterations {
+        if pooled {
+            wait_for_warm_worker(&client).await?;
+        }
         let started = Instant::now();
         let session = client.create_session(None).await?;
         client.execute(&session.id, "1 + 1", None).await?;
@@ -267,10 +276,22 @@ pub async fn run(arguments: BenchArgs) -> anyhow::Result<ExitCode> {
         task.await.context("a benchmark task panicked")??;
     }
     let parallel_elapsed = parallel_started.elapsed();
-    let memory_per_session_kib = server.as_ref().and_then(|server| {
-        let pid = server.child.id()?;
-        let total: u64 = descendants(pid).into_iter().map(pss_kib).sum();
-        Some(total / PARALLEL_SESSIONS as u64)
+    let mut measured = Vec::with_capacity(sessions.len());
+    for id in &sessions {
+        if let Some(memory) = client.get_session(id).await?.memory {
+            measured.push(memory);
+        }
+    }
+    let memory_per_session = (!measured.is_empty()).then(|| {
+        let average = |pick: fn(&corral_api::views::MemoryView) -> u64| {
+            measured.iter().map(pick).sum::<u64>() / measured.len() as u64 / 1024
+        };
+        SessionMemory {
+            sessions: measured.len(),
+            pss_kib: average(|memory| memory.pss_bytes),
+            uss_kib: average(|memory| memory.uss_bytes),
+            rss_kib: average(|memory| memory.rss_bytes),
+        }
     });
     let sandboxed = match client.info().await {
         Ok(info) => Some(info.isolation.sandboxed),
@@ -291,9 +312,18 @@ pub async fn run(arguments: BenchArgs) -> anyhow::Result<ExitCode> {
     let report = Report {
         server: url,
         sandboxed,
-        memory_per_session_kib,
+        memory_per_session,
         latencies: vec![
-            latency("session create", create),
+            latency(
+                if pooled {
+                    "session create (warm pool)"
+                } else {
+                    "session create"
+                },
+                create,
+            ),
+            latency("create, 1st execute answered", create_run),
+            latency("create, no warm worker", create_fresh),
             latency("execute round trip", execute),
             latency("create + execute + close", lifecycle),
         ],
@@ -318,12 +348,14 @@ pub async fn run(arguments: BenchArgs) -> anyhow::Result<ExitCode> {
                 row.name, row.executions, row.executions_per_second
             );
         }
-        if let Some(kib) = report.memory_per_session_kib {
+        if let Some(memory) = &report.memory_per_session {
             println!(
-                "{:<28} {:>7} {:>9.1} MiB (PSS)",
+                "{:<28} {:>7} {:>9.2} MiB PSS, {:.2} MiB USS, {:.2} MiB RSS",
                 "memory per idle session",
-                PARALLEL_SESSIONS,
-                kib as f64 / 1024.0
+                memory.sessions,
+                memory.pss_kib as f64 / 1024.0,
+                memory.uss_kib as f64 / 1024.0,
+                memory.rss_kib as f64 / 1024.0,
             );
         }
         if let Some(sandboxed) = report.sandboxed {
@@ -331,4 +363,30 @@ pub async fn run(arguments: BenchArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Untimed: waits until the server's warm pool holds a worker, as a pool sized for the rate
+/// at which sessions arrive would.
+pub(super) async fn wait_for_warm_worker(client: &CorralClient) -> anyhow::Result<()> {
+    let deadline = Instant::now() + POOL_REFILL_DEADLINE;
+    while client.info().await?.pool.ready == 0 {
+        if Instant::now() > deadline {
+            bail!("the warm pool did not refill within {POOL_REFILL_DEADLINE:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
+/// Where benchmark reports go: `target/bench/` beside this binary's build (or under the
+/// current directory).
+pub(super) fn report_dir() -> std::path::PathBuf {
+    let target = std::env::current_exe().ok().and_then(|exe| {
+        exe.ancestors()
+            .find(|dir| dir.file_name().is_some_and(|name| name == "target"))
+            .map(std::path::Path::to_owned)
+    });
+    target
+        .unwrap_or_else(|| std::path::PathBuf::from("target"))
+        .join("bench")
 }

@@ -2,6 +2,9 @@
 //! generated `completions` and `man` page.
 
 mod bench;
+mod bench_compare;
+mod bench_scale;
+mod data_dir_lock;
 mod exec;
 mod files;
 mod keys;
@@ -158,6 +161,10 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     mounts: Vec<String>,
+    /// Idle sandboxed workers kept ready so a session starts by hand-over (0 turns the warm
+    /// pool off; `[pool]` in the config file has the other settings) [default: 4].
+    #[arg(long, env = "CORRAL_POOL_SIZE", value_name = "WORKERS")]
+    pool_size: Option<usize>,
     /// Run sessions WITHOUT a sandbox (plain child processes). Only for hosts that cannot
     /// sandbox and trusted code; the server refuses to start unsandboxed otherwise [default:
     /// off].
@@ -289,6 +296,27 @@ pub struct BenchArgs {
     /// Start the benchmarked server without the sandbox (to measure what the sandbox costs).
     #[arg(long)]
     insecure_no_sandbox: bool,
+    /// Idle workers in the started server's warm pool (its default when not given; 0 turns
+    /// it off).
+    #[arg(long, value_name = "WORKERS")]
+    pool_size: Option<usize>,
+    /// Measure a peer in the same run and print both side by side (with the ratio), writing
+    /// JSON and an SVG chart under target/bench/: `jupyter` runs benches/peer_jupyter.py,
+    /// which installs its pinned Jupyter Kernel Gateway into target/bench-venv when missing.
+    #[arg(long, value_enum, value_name = "PEER", conflicts_with_all = ["server", "scale"])]
+    compare: Option<BenchPeer>,
+    /// Hold up to N idle sessions at once and report memory per session and create latency
+    /// as their number grows (1, 10, 100, 1000, ... N), writing JSON and an SVG chart under
+    /// target/bench/.
+    #[arg(long, value_name = "N", conflicts_with = "server")]
+    scale: Option<usize>,
+}
+
+/// A server `corral bench --compare` measures beside corral.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchPeer {
+    /// Jupyter Kernel Gateway (with ipykernel), the pins of benches/requirements-peer.txt.
+    Jupyter,
 }
 
 impl Cli {

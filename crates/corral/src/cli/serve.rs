@@ -1,4 +1,5 @@
-//! `corral serve`: resolve the configuration, open the store, start the engine, serve HTTP
+//! `corral serve`: resolve the configuration, claim the data directory (one server per
+//! directory, `data_dir_lock`), open the store, start the engine, serve HTTP
 //! until SIGINT/SIGTERM, then shut down cleanly: stop accepting, let running executions
 //! finish within the grace period, close every session (`server shutdown`), exit 0.
 
@@ -15,6 +16,7 @@ use corral_store::{SqliteStore, Store};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
+use super::data_dir_lock::DataDirLock;
 use super::ServeArgs;
 use crate::config::{
     self, FileConfig, LogFormat, Origin, Origins, ServeConfig, DEFAULT_BIND, DEFAULT_SHUTDOWN_GRACE,
@@ -76,6 +78,13 @@ fn resolve(arguments: ServeArgs) -> anyhow::Result<ServeConfig> {
             arguments.require_auth,
         ),
         (
+            "pool_size",
+            "pool.size",
+            "--pool-size",
+            "CORRAL_POOL_SIZE",
+            arguments.pool_size.is_some(),
+        ),
+        (
             "insecure_no_sandbox",
             "sandbox.insecure_no_sandbox",
             "--insecure-no-sandbox",
@@ -106,6 +115,7 @@ fn resolve(arguments: ServeArgs) -> anyhow::Result<ServeConfig> {
             .python
             .or(file.python)
             .unwrap_or_else(|| "python3".into()),
+        runtimes: crate::runtime_config::resolve_runtimes(&file.runtimes)?,
         limits: file.limits.apply(Limits::default())?,
         shutdown_grace: config::seconds(
             "shutdown_grace_seconds",
@@ -120,6 +130,7 @@ fn resolve(arguments: ServeArgs) -> anyhow::Result<ServeConfig> {
         )?,
         session_limits,
         max_session_limits,
+        pool: file.pool.apply(arguments.pool_size)?,
         insecure_no_sandbox: arguments.insecure_no_sandbox
             || file.sandbox.insecure_no_sandbox.unwrap_or(false),
         config_file,
@@ -186,6 +197,8 @@ pub async fn run(arguments: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let data_dir = std::fs::canonicalize(&config.data_dir)
         .with_context(|| format!("resolving data directory {}", config.data_dir.display()))?;
+    // Before the store is touched: a second server would mark the first one's sessions dead.
+    let mut data_dir_lock = DataDirLock::acquire(&data_dir)?;
     let store = SqliteStore::open(&data_dir)
         .await
         .with_context(|| format!("opening the store in {}", data_dir.display()))?;
@@ -199,6 +212,7 @@ pub async fn run(arguments: ServeArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("binding {}", config.bind))?;
     let address = listener.local_addr().context("reading the bound address")?;
+    data_dir_lock.record_address(address)?;
     // Without keys anyone who can connect is admin: only acceptable on loopback.
     let loopback = address.ip().is_loopback();
     let has_keys = store
@@ -216,11 +230,13 @@ pub async fn run(arguments: ServeArgs) -> anyhow::Result<ExitCode> {
         EngineConfig {
             data_dir: data_dir.clone(),
             python: config.python.clone(),
+            runtimes: config.runtimes.clone(),
             limits: config.limits.clone(),
             sandbox,
             session_limits: config.session_limits,
             max_session_limits: config.max_session_limits,
             open_mode: loopback && !config.require_auth,
+            pool: config.pool.clone(),
         },
         Arc::new(store),
     )
@@ -319,5 +335,6 @@ pub async fn run(arguments: ServeArgs) -> anyhow::Result<ExitCode> {
             tracing::warn!("some requests were still open at the drain deadline");
         }
     }
+    drop(data_dir_lock);
     Ok(ExitCode::SUCCESS)
 }

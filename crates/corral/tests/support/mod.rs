@@ -79,6 +79,17 @@ impl TestServer {
             .arg(data_dir)
             .args(["--python", python])
             .args(extra_args)
+            .env_remove("CORRAL_POOL_SIZE");
+        // Without a warm pool unless the test asks for one (`--pool-size`, or `[pool]` in its
+        // config): most tests count a session's processes, which idle pool workers would
+        // blur. `tests/warm_pool.rs` tests pool-born sessions; the conformance and security
+        // suites run on the default pool.
+        let pool_asked = extra_args.iter().any(|argument| argument == "--pool-size")
+            || config.is_some_and(|config| config.contains("[pool]"));
+        if !pool_asked {
+            command.args(["--pool-size", "0"]);
+        }
+        command
             .env("CORRAL_LOG", "info")
             .env_remove("CORRAL_CONFIG")
             .stdin(Stdio::null())

@@ -76,12 +76,12 @@ impl KernelHubs {
             return Ok(hub.clone());
         }
         let signals = engine.session_signals(principal, record.id).await?;
-        let language_version = engine
+        let (language, language_version) = engine
             .info()
             .runtimes
             .iter()
             .find(|runtime| runtime.name == record.runtime)
-            .map(|runtime| runtime.language_version.clone())
+            .map(|runtime| (runtime.language.clone(), runtime.language_version.clone()))
             .unwrap_or_default();
         let (hub, steps) = {
             let mut map = self.map();
@@ -92,6 +92,7 @@ impl KernelHubs {
             let hub = Arc::new(KernelHub {
                 id: record.id,
                 kernel: Kernel::new(),
+                language,
                 language_version,
                 engine: engine.clone(),
                 state: Mutex::new(HubState::default()),
@@ -185,6 +186,7 @@ struct HubState {
 pub struct KernelHub {
     id: SessionId,
     kernel: Kernel,
+    language: String,
     language_version: String,
     engine: Engine,
     state: Mutex<HubState>,
@@ -485,7 +487,7 @@ impl KernelHub {
         let content: Result<JupyterMessageContent, EngineError> = match (request, answer) {
             (_, Err(error)) => Err(error),
             (KernelRequest::KernelInfo, Ok(_)) => {
-                Ok(replies::kernel_info(&self.language_version).into())
+                Ok(replies::kernel_info(&self.language, &self.language_version).into())
             }
             (KernelRequest::CommInfo, Ok(_)) => Ok(replies::comm_info_reply().into()),
             (KernelRequest::History(history), Ok(_)) => self

@@ -16,7 +16,7 @@ use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use corral_core::{Principal, SessionId, SessionRecord};
+use corral_core::{Principal, SessionId, SessionRecord, SessionState};
 use corral_engine::{CreateSession, EngineError, CLOSED_BY_CLIENT_REASON};
 
 use super::failure::Failure;
@@ -40,6 +40,27 @@ pub async fn live_kernel(
     };
     match state.engine.get_session(principal, id).await {
         Ok(record) if !record.state.is_terminal() => Ok(record),
+        Ok(_) | Err(EngineError::SessionNotFound(_)) => Err(Failure::no_kernel(kernel_id)),
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// A kernel that can be restarted: a running one, or a dead one (its interpreter was killed,
+/// e.g. for memory, or the server restarted), which the restart brings back. Shut-down
+/// kernels are gone.
+async fn restartable_kernel(
+    state: &ApiState,
+    principal: &Principal,
+    kernel_id: &str,
+) -> Result<SessionRecord, Failure> {
+    if !super::is_route_id(kernel_id) {
+        return Err(Failure::no_route());
+    }
+    let Ok(id) = kernel_id.parse::<SessionId>() else {
+        return Err(Failure::no_kernel(kernel_id));
+    };
+    match state.engine.get_session(principal, id).await {
+        Ok(record) if record.state != SessionState::Closed => Ok(record),
         Ok(_) | Err(EngineError::SessionNotFound(_)) => Err(Failure::no_kernel(kernel_id)),
         Err(other) => Err(other.into()),
     }
@@ -223,7 +244,7 @@ pub async fn interrupt_kernel(
     responses(
         (status = 200, description = "The restarted kernel", body = KernelModel),
         (status = 403, description = "Missing or refused key", body = JupyterError),
-        (status = 404, description = "No such running kernel", body = JupyterError),
+        (status = 404, description = "No such kernel, or it was shut down (a dead kernel is restarted)", body = JupyterError),
         (status = 500, description = "The new interpreter did not start; the kernel is gone", body = JupyterError),
     ))]
 pub async fn restart_kernel(
@@ -233,7 +254,7 @@ pub async fn restart_kernel(
     parts: Parts,
 ) -> Result<Json<KernelModel>, Failure> {
     let principal = super::caller(&state, &parts).await?;
-    let record = live_kernel(&state, &principal, &route_kernel_id(kernel_id)?).await?;
+    let record = restartable_kernel(&state, &principal, &route_kernel_id(kernel_id)?).await?;
     match state.engine.restart(&principal, record.id).await {
         Ok(record) => Ok(Json(KernelModel::of(
             &record,

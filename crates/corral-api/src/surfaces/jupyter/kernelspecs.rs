@@ -1,5 +1,6 @@
 //! `GET /api/kernelspecs` and `GET /api/kernelspecs/{kernel_name}`: one kernelspec per corral
-//! runtime (today `python3`), the first runtime being the default.
+//! runtime (`python3`, `javascript`, `bash` and the configured ones), the first runtime being
+//! the default.
 //!
 //! Kernelspecs describe what a kernel will be; starting kernels is `kernels`' job. No resource
 //! files (logos) are served.
@@ -30,8 +31,8 @@ fn kernelspec_model(runtime: &RuntimeInfo) -> KernelSpecModel {
         name: runtime.name.clone(),
         spec: KernelSpec {
             argv: Vec::new(),
-            display_name: format!("Python {} (corral)", runtime.language_version),
-            language: "python".to_owned(),
+            display_name: format!("{} (corral)", runtime.display_name),
+            language: runtime.language.clone(),
             interrupt_mode: "signal".to_owned(),
             env: BTreeMap::new(),
             metadata,

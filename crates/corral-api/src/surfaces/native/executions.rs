@@ -32,6 +32,7 @@ const SSE_BUFFER: usize = 256;
     params(("id" = String, Path, description = "Session id")),
     request_body = ExecuteRequest,
     responses(
+        (status = 401, description = "No valid API key", body = ProblemBody, content_type = "application/problem+json"),
         (status = 200, description = "The finished execution (also when the code raised); with `Accept: text/event-stream`, a stream of events ending in `done`", body = ExecutionView),
         (status = 400, description = "Malformed JSON", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such session", body = ProblemBody, content_type = "application/problem+json"),
@@ -144,6 +145,7 @@ pub struct ListExecutionsQuery {
 #[utoipa::path(get, path = "/v1/sessions/{id}/executions", tag = "executions",
     params(("id" = String, Path, description = "Session id"), ListExecutionsQuery),
     responses(
+        (status = 401, description = "No valid API key", body = ProblemBody, content_type = "application/problem+json"),
         (status = 200, description = "One page of executions", body = ExecutionList),
         (status = 400, description = "Bad query parameter", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such session", body = ProblemBody, content_type = "application/problem+json"),
@@ -195,6 +197,7 @@ pub async fn list_executions(
     params(("id" = String, Path, description = "Session id"),
            ("execution_count" = u64, Path, description = "The execution's number")),
     responses(
+        (status = 401, description = "No valid API key", body = ProblemBody, content_type = "application/problem+json"),
         (status = 200, description = "The execution", body = ExecutionView),
         (status = 404, description = "No such session or execution", body = ProblemBody, content_type = "application/problem+json"),
     ))]

@@ -56,6 +56,7 @@ pub struct ListFilesQuery {
 #[utoipa::path(get, path = "/v1/sessions/{id}/files", tag = "files",
     params(("id" = String, Path, description = "Session id"), ListFilesQuery),
     responses(
+        (status = 401, description = "No valid API key", body = ProblemBody, content_type = "application/problem+json"),
         (status = 200, description = "The directory's entries", body = FileList),
         (status = 400, description = "Path outside the workspace", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such session or directory", body = ProblemBody, content_type = "application/problem+json"),
@@ -95,6 +96,7 @@ pub async fn list_files(
            ("path" = String, Path, description = "File path relative to the workspace")),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses(
+        (status = 401, description = "No valid API key", body = ProblemBody, content_type = "application/problem+json"),
         (status = 201, description = "Written", body = FileWritten),
         (status = 400, description = "Path outside the workspace", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such session", body = ProblemBody, content_type = "application/problem+json"),
@@ -140,6 +142,7 @@ pub async fn put_file(
     params(("id" = String, Path, description = "Session id"),
            ("path" = String, Path, description = "File path relative to the workspace")),
     responses(
+        (status = 401, description = "No valid API key", body = ProblemBody, content_type = "application/problem+json"),
         (status = 200, description = "The file's bytes", content_type = "application/octet-stream"),
         (status = 400, description = "Path outside the workspace", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such session or file", body = ProblemBody, content_type = "application/problem+json"),
@@ -172,9 +175,11 @@ pub async fn get_file(
     params(("id" = String, Path, description = "Session id"),
            ("path" = String, Path, description = "Path relative to the workspace")),
     responses(
+        (status = 401, description = "No valid API key", body = ProblemBody, content_type = "application/problem+json"),
         (status = 204, description = "Deleted"),
         (status = 400, description = "Path outside the workspace", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such session or file", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "The session has ended", body = ProblemBody, content_type = "application/problem+json"),
     ))]
 pub async fn delete_file(
     State(state): State<ApiState>,

@@ -21,6 +21,7 @@ use crate::state::ApiState;
     request_body = CreateKeyRequest,
     responses(
         (status = 201, description = "The key, shown once", body = IssuedKeyView),
+        (status = 400, description = "Malformed JSON", body = ProblemBody, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key", body = ProblemBody, content_type = "application/problem+json"),
         (status = 403, description = "This key may not issue that key", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such session", body = ProblemBody, content_type = "application/problem+json"),

@@ -26,6 +26,7 @@ pub fn router() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
         .routes(routes!(system::healthz))
         .routes(routes!(system::info))
+        .routes(routes!(system::runtimes))
         .routes(routes!(sessions::create_session, sessions::list_sessions))
         .routes(routes!(
             sessions::get_session,

@@ -10,7 +10,8 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::views::{
-    CreateSessionRequest, RefreshRequest, SessionList, SessionView, UpdateSessionRequest,
+    CreateSessionRequest, MemoryView, RefreshRequest, SessionList, SessionView,
+    UpdateSessionRequest,
 };
 use super::{parse_seconds, parse_session_id};
 use crate::auth::Caller;
@@ -25,9 +26,11 @@ const MAX_PAGE_SIZE: u32 = 1000;
 #[utoipa::path(post, path = "/v1/sessions", tag = "sessions",
     request_body(content = CreateSessionRequest, description = "Optional; an empty body is fine"),
     responses(
+        (status = 401, description = "No valid API key", body = ProblemBody, content_type = "application/problem+json"),
         (status = 201, description = "The session is ready", body = SessionView,
             headers(("Location" = String, description = "The session's URL"))),
         (status = 400, description = "Malformed JSON", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "A session key cannot create sessions", body = ProblemBody, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields, a TTL out of range", body = ProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "The server runs its maximum number of sessions", body = ProblemBody, content_type = "application/problem+json"),
         (status = 503, description = "No worker could be started, or the server is shutting down", body = ProblemBody, content_type = "application/problem+json"),
@@ -78,6 +81,7 @@ pub struct ListSessionsQuery {
 /// Lists sessions, oldest first, a page at a time.
 #[utoipa::path(get, path = "/v1/sessions", tag = "sessions", params(ListSessionsQuery),
     responses(
+        (status = 401, description = "No valid API key", body = ProblemBody, content_type = "application/problem+json"),
         (status = 200, description = "One page of sessions", body = SessionList),
         (status = 400, description = "Bad query parameter", body = ProblemBody, content_type = "application/problem+json"),
     ))]
@@ -128,6 +132,7 @@ pub async fn list_sessions(
 #[utoipa::path(get, path = "/v1/sessions/{id}", tag = "sessions",
     params(("id" = String, Path, description = "Session id")),
     responses(
+        (status = 401, description = "No valid API key", body = ProblemBody, content_type = "application/problem+json"),
         (status = 200, description = "The session", body = SessionView),
         (status = 404, description = "No such session", body = ProblemBody, content_type = "application/problem+json"),
     ))]
@@ -137,7 +142,11 @@ pub async fn get_session(
     Path(id): Path<String>,
 ) -> Result<Json<SessionView>, Problem> {
     let id = parse_session_id(&id)?;
-    Ok(Json(state.engine.get_session(&caller, id).await?.into()))
+    let record = state.engine.get_session(&caller, id).await?;
+    let memory = state.engine.session_memory(&caller, id).await?;
+    let mut view = SessionView::from(record);
+    view.memory = memory.map(MemoryView::from);
+    Ok(Json(view))
 }
 
 /// Renames a session, replaces its metadata or stops it accepting executions.
@@ -145,7 +154,9 @@ pub async fn get_session(
     params(("id" = String, Path, description = "Session id")),
     request_body = UpdateSessionRequest,
     responses(
+        (status = 401, description = "No valid API key", body = ProblemBody, content_type = "application/problem+json"),
         (status = 200, description = "The updated session", body = SessionView),
+        (status = 400, description = "Malformed JSON", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such session", body = ProblemBody, content_type = "application/problem+json"),
         (status = 409, description = "The session has ended", body = ProblemBody, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = ProblemBody, content_type = "application/problem+json"),
@@ -177,6 +188,7 @@ pub async fn update_session(
 #[utoipa::path(delete, path = "/v1/sessions/{id}", tag = "sessions",
     params(("id" = String, Path, description = "Session id")),
     responses(
+        (status = 401, description = "No valid API key", body = ProblemBody, content_type = "application/problem+json"),
         (status = 200, description = "The closed session", body = SessionView),
         (status = 404, description = "No such session", body = ProblemBody, content_type = "application/problem+json"),
     ))]
@@ -199,6 +211,7 @@ pub async fn delete_session(
 #[utoipa::path(post, path = "/v1/sessions/{id}/interrupt", tag = "sessions",
     params(("id" = String, Path, description = "Session id")),
     responses(
+        (status = 401, description = "No valid API key", body = ProblemBody, content_type = "application/problem+json"),
         (status = 200, description = "The session", body = SessionView),
         (status = 404, description = "No such session", body = ProblemBody, content_type = "application/problem+json"),
         (status = 409, description = "The session has ended", body = ProblemBody, content_type = "application/problem+json"),
@@ -213,13 +226,19 @@ pub async fn interrupt_session(
 }
 
 /// Replaces the interpreter with a fresh one: same session id and workspace files, no
-/// variables; the execution count starts again from the session's current number.
+/// variables; the execution count starts again from the session's current number. A dead
+/// session (its worker was killed, e.g. for memory or a timeout, or the server restarted)
+/// comes back with a fresh worker and an empty workspace, its history kept; a closed session
+/// stays closed (409).
 #[utoipa::path(post, path = "/v1/sessions/{id}/restart", tag = "sessions",
     params(("id" = String, Path, description = "Session id")),
     responses(
+        (status = 401, description = "No valid API key", body = ProblemBody, content_type = "application/problem+json"),
         (status = 200, description = "The restarted session", body = SessionView),
         (status = 404, description = "No such session", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 409, description = "The session has ended", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "The session is closed (closed sessions cannot be restarted)", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Reviving a dead session: the server or the tenant runs its maximum number of sessions", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "No worker could be started, or the server is shutting down", body = ProblemBody, content_type = "application/problem+json"),
     ))]
 pub async fn restart_session(
     State(state): State<ApiState>,
@@ -236,7 +255,9 @@ pub async fn restart_session(
     params(("id" = String, Path, description = "Session id")),
     request_body(content = RefreshRequest, description = "Optional; an empty body is fine"),
     responses(
+        (status = 401, description = "No valid API key", body = ProblemBody, content_type = "application/problem+json"),
         (status = 200, description = "The session", body = SessionView),
+        (status = 400, description = "Malformed JSON", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "No such session", body = ProblemBody, content_type = "application/problem+json"),
         (status = 409, description = "The session has ended", body = ProblemBody, content_type = "application/problem+json"),
         (status = 422, description = "idle_ttl out of range", body = ProblemBody, content_type = "application/problem+json"),

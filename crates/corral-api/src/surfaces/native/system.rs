@@ -1,10 +1,11 @@
-//! `/healthz` and `/v1/info`.
+//! `/healthz`, `/v1/info` and `/v1/runtimes`.
 
 use axum::extract::State;
 use axum::Json;
 
 use super::views::{
-    Health, InfoView, IsolationFeatureView, IsolationView, LimitsView, RuntimeView,
+    Health, InfoView, IsolationFeatureView, IsolationView, LimitsView, PoolView, RuntimeList,
+    RuntimeView, UnavailableRuntimeView,
 };
 use crate::auth::Caller;
 use crate::body::max_body_bytes;
@@ -19,6 +20,44 @@ pub async fn healthz() -> Json<Health> {
     })
 }
 
+fn runtime_views(info: &corral_engine::EngineInfo) -> Vec<RuntimeView> {
+    info.runtimes
+        .iter()
+        .map(|runtime| RuntimeView {
+            name: runtime.name.clone(),
+            language: runtime.language.clone(),
+            display_name: runtime.display_name.clone(),
+            interpreter: runtime.interpreter.clone(),
+            language_version: runtime.language_version.clone(),
+        })
+        .collect()
+}
+
+fn unavailable_runtime_views(info: &corral_engine::EngineInfo) -> Vec<UnavailableRuntimeView> {
+    info.unavailable_runtimes
+        .iter()
+        .map(|(name, reason)| UnavailableRuntimeView {
+            name: name.clone(),
+            reason: reason.clone(),
+        })
+        .collect()
+}
+
+/// The runtimes sessions can choose (`runtime` on `POST /v1/sessions`), and those configured
+/// that could not start.
+#[utoipa::path(get, path = "/v1/runtimes", tag = "system",
+    responses(
+        (status = 200, description = "The runtimes", body = RuntimeList),
+        (status = 401, description = "No valid API key", body = crate::problem::ProblemBody, content_type = "application/problem+json"),
+    ))]
+pub async fn runtimes(State(state): State<ApiState>, _caller: Caller) -> Json<RuntimeList> {
+    let info = state.engine.info();
+    Json(RuntimeList {
+        runtimes: runtime_views(info),
+        unavailable: unavailable_runtime_views(info),
+    })
+}
+
 /// Version, runtimes, limits and the isolation sessions get on this host.
 #[utoipa::path(get, path = "/v1/info", tag = "system",
     responses(
@@ -30,15 +69,8 @@ pub async fn info(State(state): State<ApiState>, _caller: Caller) -> Json<InfoVi
     let limits = &info.limits;
     Json(InfoView {
         version: env!("CARGO_PKG_VERSION").to_owned(),
-        runtimes: info
-            .runtimes
-            .iter()
-            .map(|runtime| RuntimeView {
-                name: runtime.name.clone(),
-                interpreter: runtime.interpreter.clone(),
-                language_version: runtime.language_version.clone(),
-            })
-            .collect(),
+        runtimes: runtime_views(info),
+        unavailable_runtimes: unavailable_runtime_views(info),
         limits: LimitsView {
             default_execution_timeout_seconds: limits.default_exec_timeout.as_secs_f64(),
             max_execution_timeout_seconds: limits.max_exec_timeout.as_secs_f64(),
@@ -80,5 +112,23 @@ pub async fn info(State(state): State<ApiState>, _caller: Caller) -> Json<InfoVi
                 .collect(),
         },
         live_sessions: state.engine.live_count(),
+        pool: {
+            let settings = state.engine.pool_settings();
+            let status = state.engine.pool_status();
+            PoolView {
+                size: settings.size,
+                idle_size: settings.idle_size,
+                shrink_after_seconds: settings.shrink_after.as_secs_f64(),
+                max_memory_bytes: settings.max_memory_bytes,
+                preload: settings.preload.clone(),
+                ready: status.ready,
+                starting: status.starting,
+                target: status.target,
+                memory_bytes: status.memory_bytes,
+                handed_over: status.handed_over,
+                started_fresh: status.started_fresh,
+                held_back: status.held_back,
+            }
+        },
     })
 }

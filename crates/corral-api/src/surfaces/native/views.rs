@@ -162,6 +162,36 @@ pub struct SessionView {
     pub expires_at: Option<DateTime<Utc>>,
     /// The tenant the session belongs to (whose keys can reach it).
     pub tenant: String,
+    /// What the session's processes use of the host's memory now; only in the answer to
+    /// `GET /v1/sessions/{id}` for a live session (null elsewhere).
+    #[serde(default)]
+    pub memory: Option<MemoryView>,
+}
+
+/// Memory of a session's processes, from `/proc/PID/smaps_rollup`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MemoryView {
+    /// Proportional set size: pages shared with other processes (other sessions' workers
+    /// among them) divided among those processes. What the session costs the host.
+    pub pss_bytes: u64,
+    /// Unique set size: the session's private pages, freed when it ends.
+    pub uss_bytes: u64,
+    /// Resident set size: every page mapped, shared ones counted in full.
+    pub rss_bytes: u64,
+    /// The session's processes measured (sandbox launcher and init, the interpreter and
+    /// whatever it started).
+    pub processes: u32,
+}
+
+impl From<corral_core::MemoryUsage> for MemoryView {
+    fn from(usage: corral_core::MemoryUsage) -> Self {
+        MemoryView {
+            pss_bytes: usage.pss_bytes,
+            uss_bytes: usage.uss_bytes,
+            rss_bytes: usage.rss_bytes,
+            processes: usage.processes,
+        }
+    }
 }
 
 impl From<SessionRecord> for SessionView {
@@ -183,6 +213,7 @@ impl From<SessionRecord> for SessionView {
             max_ttl: record.ttl.max.as_secs_f64(),
             expires_at,
             tenant: record.tenant,
+            memory: None,
         }
     }
 }
@@ -367,9 +398,30 @@ pub struct Health {
 /// A runtime sessions can be started with.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct RuntimeView {
+    /// What sessions ask for (`runtime`), also the Jupyter kernelspec's name.
     pub name: String,
+    /// `python`, `javascript` or `bash`.
+    pub language: String,
+    pub display_name: String,
+    /// The program that runs the runtime's driver.
     pub interpreter: String,
     pub language_version: String,
+}
+
+/// A configured runtime that could not start (sessions asking for it are refused with the
+/// reason).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct UnavailableRuntimeView {
+    pub name: String,
+    pub reason: String,
+}
+
+/// `GET /v1/runtimes`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct RuntimeList {
+    /// The runtimes sessions can use, the default first.
+    pub runtimes: Vec<RuntimeView>,
+    pub unavailable: Vec<UnavailableRuntimeView>,
 }
 
 /// Operator limits that apply to every session.
@@ -439,9 +491,41 @@ pub struct IsolationView {
 pub struct InfoView {
     pub version: String,
     pub runtimes: Vec<RuntimeView>,
+    /// Configured runtimes that could not start.
+    pub unavailable_runtimes: Vec<UnavailableRuntimeView>,
     pub limits: LimitsView,
     pub isolation: IsolationView,
     pub live_sessions: usize,
+    pub pool: PoolView,
+}
+
+/// The warm pool of idle sandboxed workers that new sessions are handed.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct PoolView {
+    /// Idle workers the pool keeps while sessions are being created (0: no pool).
+    pub size: usize,
+    /// What it keeps after `shrink_after_seconds` without a session start.
+    pub idle_size: usize,
+    pub shrink_after_seconds: f64,
+    pub max_memory_bytes: u64,
+    /// Modules each pool worker imported before it was handed over.
+    pub preload: Vec<String>,
+    /// Idle workers ready now.
+    pub ready: usize,
+    /// Workers being started for the pool now.
+    pub starting: usize,
+    /// What the pool refills to now: `size`, or `idle_size` after a quiet period.
+    pub target: usize,
+    /// Memory the ready workers use together, in bytes.
+    pub memory_bytes: u64,
+    /// Sessions started from the pool since the server started.
+    pub handed_over: u64,
+    /// Sessions whose worker was started for them (the pool was empty, off, or held no
+    /// worker with the limits asked for).
+    pub started_fresh: u64,
+    /// Times the pool was short of workers but started none, to keep the host above
+    /// `min_available_memory_bytes` or itself within `max_memory_bytes`.
+    pub held_back: u64,
 }
 
 pub use super::files::{FileEntryView, FileList, FileWritten};

@@ -262,7 +262,13 @@ impl<S: Send + Sync> FromRequest<S> for RceBody {
 /// Starts a session.
 #[utoipa::path(post, path = "/sessions/create", tag = "python_rce", operation_id = "Session_create",
     summary = "Create Session",
-    responses((status = 200, description = "Successful Response", body = SessionCreateResponse)))]
+    responses(
+        (status = 200, description = "Successful Response", body = SessionCreateResponse),
+        (status = 401, description = "Not authenticated", body = HttpErrorDetail),
+        (status = 403, description = "A session key cannot create sessions", body = HttpErrorDetail),
+        (status = 429, description = "The server or the tenant runs its maximum number of sessions, or the host is low on memory", body = HttpErrorDetail),
+        (status = 503, description = "No session could be started, or the server is shutting down", body = HttpErrorDetail),
+    ))]
 async fn session_create(
     State(state): State<ApiState>,
     RceCaller(caller): RceCaller,
@@ -280,7 +286,10 @@ async fn session_create(
 /// Lists the live sessions.
 #[utoipa::path(get, path = "/sessions/list", tag = "python_rce", operation_id = "Session_list",
     summary = "List Sessions",
-    responses((status = 200, description = "Successful Response", body = SessionListResponse)))]
+    responses(
+        (status = 200, description = "Successful Response", body = SessionListResponse),
+        (status = 401, description = "Not authenticated", body = HttpErrorDetail),
+    ))]
 async fn session_list(
     State(state): State<ApiState>,
     RceCaller(caller): RceCaller,
@@ -305,6 +314,10 @@ async fn session_list(
         (status = 200, description = "Successful Response", body = ExecutionResult),
         (status = 404, description = "Session not found", body = SessionNotFoundError),
         (status = 422, description = "Validation Error", body = HttpValidationError),
+        (status = 401, description = "Not authenticated", body = HttpErrorDetail),
+        (status = 409, description = "The session does not accept executions", body = HttpErrorDetail),
+        (status = 429, description = "The session's queue or the tenant's quota is full", body = HttpErrorDetail),
+        (status = 503, description = "The server is shutting down", body = HttpErrorDetail),
     ))]
 async fn session_execute(
     State(state): State<ApiState>,
@@ -349,6 +362,7 @@ async fn session_execute(
         (status = 200, description = "Successful Response", body = SessionCloseResponse),
         (status = 404, description = "Session not found", body = SessionNotFoundError),
         (status = 422, description = "Validation Error", body = HttpValidationError),
+        (status = 401, description = "Not authenticated", body = HttpErrorDetail),
     ))]
 async fn session_close(
     State(state): State<ApiState>,

@@ -13,17 +13,15 @@ use super::RceError;
 /// One item of FastAPI's `detail` list.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ValidationError {
-    /// Where: `["body", "<field>"]`.
-    #[schema(value_type = Vec<Object>)]
+    /// Where: `["body", "<field>"]` (strings and list indexes: any JSON value in the schema).
     pub loc: Vec<Value>,
     pub msg: String,
     #[serde(rename = "type")]
     pub error_type: String,
     #[serde(default)]
-    #[schema(value_type = Object)]
+    /// The offending input, any JSON value (`null` when it is missing).
     pub input: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
     pub ctx: Option<Value>,
 }
 
