@@ -96,6 +96,8 @@ try {
   await page.waitForURL(/#\/sessions\/[0-9a-f-]{36}$/);
   const sessionId = page.url().split("/").pop();
   await page.locator("dl.summary .state.idle").waitFor();
+  // A live session reports what its processes use (PSS).
+  await page.locator("dl.summary dt:text-is('Memory used') + dd", { hasText: /^\d+ (KiB|MiB)$/ }).waitFor();
   await page.fill("#code", "for i in range(3):\n    print('hello from the console', i)");
   await page.click("#run");
   const printed = page.locator(".cell pre.stream.stdout").last();

@@ -147,6 +147,7 @@ function sessionPage(id) {
       ["Runtime", session.runtime],
       ["Tenant", session.tenant],
       ["Executions", String(session.execution_count)],
+      ["Memory used", session.memory ? render.bytes(session.memory.pss_bytes) : "—"],
       ["Memory limit", render.bytes(session.limits.memory_bytes)],
       ["Expires in", render.countdown(session.expires_at)],
     ];
