@@ -9,6 +9,7 @@ use axum::extract::{FromRequest, Request};
 use axum::http::{header, StatusCode};
 use serde::de::DeserializeOwned;
 
+use crate::json_errors;
 use crate::problem::Problem;
 
 /// Why a body could not be read.
@@ -73,10 +74,21 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, BodyError> {
     } else {
         bytes
     };
-    serde_json::from_slice(bytes).map_err(|error| match error.classify() {
-        serde_json::error::Category::Data => BodyError::Data(error.to_string()),
-        _ => BodyError::Syntax(error.to_string()),
-    })
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data => {
+                BodyError::Data(json_errors::describe(&path, &inner.to_string()))
+            }
+            _ => BodyError::Syntax(inner.to_string()),
+        }
+    })?;
+    deserializer
+        .end()
+        .map_err(|error| BodyError::Syntax(error.to_string()))?;
+    Ok(value)
 }
 
 /// The body limit the native router is configured with, shared by the extractor.

@@ -11,11 +11,14 @@
 mod auth;
 mod body;
 pub mod client;
+mod console;
 mod forwarding;
+pub mod json_errors;
 mod mounts;
 mod problem;
 mod prometheus;
 mod router;
+mod sse_reader;
 mod state;
 mod surfaces;
 

@@ -102,6 +102,7 @@ pub fn build_router(engine: Engine, options: &ApiOptions) -> Result<Router, Moun
         );
     }
     let (router, mut document) = api.split_for_parts();
+    let router = router.merge(crate::console::router());
     document.tags.get_or_insert_with(Vec::new).extend(tags);
     let mut document = serde_json::to_value(&document).unwrap_or_default();
     // Catch-all segments are `{*path}` for the router, `{path}` in OpenAPI.

@@ -170,6 +170,8 @@ pub(crate) struct EngineInner {
     /// Wakes the reaper when a session's deadlines may have moved earlier.
     pub(crate) reaper_wake: Arc<Notify>,
     pub(crate) open_mode: bool,
+    /// Open mode and no admin or tenant key yet: cleared (and logged) when the first appears.
+    pub(crate) open_now: std::sync::atomic::AtomicBool,
     pub(crate) quotas: TenantQuotas,
     /// Held while a claimed session is looked up and, if missing, created.
     pub(crate) claims: tokio::sync::Mutex<()>,
@@ -266,6 +268,7 @@ impl Engine {
             config.limits.max_sessions_per_tenant,
             config.limits.max_executions_per_tenant,
         );
+        let open_now = config.open_mode && !store.has_active_api_keys().await?;
         let mut pool = config.pool.clone();
         pool.min_available_memory_bytes = pool
             .min_available_memory_bytes
@@ -277,6 +280,7 @@ impl Engine {
             .unwrap_or_else(|_| worker_config.clone());
         let workers = WorkerSource::new(pool_config, pool, workspaces_dir.clone());
         let inner = Arc::new(EngineInner {
+            open_now: std::sync::atomic::AtomicBool::new(open_now),
             store,
             worker_config,
             workers,

@@ -22,10 +22,26 @@ impl Engine {
                     Err(EngineError::Unauthorized)
                 }
             },
-            None if self.inner.open_mode && !self.inner.store.has_active_api_keys().await? => {
-                Ok(Principal::Admin)
+            None if self.inner.open_mode => {
+                if !self.inner.store.has_active_api_keys().await? {
+                    return Ok(Principal::Admin);
+                }
+                // A key made offline (`corral keys create --data-dir`) closes open mode too.
+                self.note_keys_required();
+                Err(EngineError::Unauthorized)
             }
             None => Err(EngineError::Unauthorized),
+        }
+    }
+
+    /// Logs, once, that a server which was open now requires keys.
+    fn note_keys_required(&self) {
+        use std::sync::atomic::Ordering;
+        if self.inner.open_now.swap(false, Ordering::SeqCst) {
+            tracing::info!(
+                "the first API key exists: the server now requires a key on every request \
+                 (open mode is over)"
+            );
         }
     }
 
@@ -61,7 +77,12 @@ impl Engine {
                 ))
             }
         }
-        keys::issue_key(self.inner.store.as_ref(), new).await
+        let scope = new.scope;
+        let issued = keys::issue_key(self.inner.store.as_ref(), new).await?;
+        if scope != KeyScope::Session {
+            self.note_keys_required();
+        }
+        Ok(issued)
     }
 
     /// The keys `caller` may manage: all for admins, its tenant's for a tenant.

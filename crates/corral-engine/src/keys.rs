@@ -145,7 +145,7 @@ pub async fn issue_key(store: &dyn Store, new: NewKey) -> Result<IssuedKey, Engi
         expires_at: new.expires_at,
     };
     store.insert_api_key(&record).await?;
-    tracing::info!(key_id = %record.id, scope = %record.scope, tenant = ?record.tenant, "API key issued");
+    tracing::info!(key_id = %record.id, scope = %record.scope, tenant = record.tenant.as_deref().unwrap_or("none"), "API key issued");
     Ok(IssuedKey {
         record,
         key: format!("{KEY_PREFIX}{id}_{secret}"),

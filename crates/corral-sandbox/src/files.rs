@@ -95,7 +95,25 @@ pub struct FileEntry {
 struct Failure(FileFailure, String);
 
 fn failure(kind: FileFailure) -> impl FnOnce(nix::Error) -> Failure {
-    move |error| Failure(classify(error, kind), error.desc().to_owned())
+    move |error| Failure(classify(error, kind), describe(error))
+}
+
+/// What an errno means for a workspace path, in words (openat2's `EXDEV` is "Cross-device
+/// link" to libc, but here it means a symlink or `..` led out of the workspace).
+fn describe(error: nix::Error) -> String {
+    match error {
+        nix::Error::EXDEV => {
+            "the path leads outside the workspace (through a symlink or a mount)".to_owned()
+        }
+        nix::Error::ELOOP => "the path has too many symlinks on the way".to_owned(),
+        nix::Error::ENOENT => "no such file or directory in the workspace".to_owned(),
+        nix::Error::EISDIR => "the path is a directory".to_owned(),
+        nix::Error::ENOTDIR => "a part of the path is not a directory".to_owned(),
+        nix::Error::ENOSPC | nix::Error::EDQUOT | nix::Error::EFBIG => {
+            "the workspace is full".to_owned()
+        }
+        other => other.desc().to_owned(),
+    }
 }
 
 fn classify(error: nix::Error, otherwise: FileFailure) -> FileFailure {
@@ -109,11 +127,13 @@ fn classify(error: nix::Error, otherwise: FileFailure) -> FileFailure {
 }
 
 fn io_failure(error: std::io::Error) -> Failure {
-    let kind = error
-        .raw_os_error()
-        .map(|code| classify(nix::Error::from_raw(code), FileFailure::Other))
-        .unwrap_or(FileFailure::Other);
-    Failure(kind, error.to_string())
+    match error.raw_os_error() {
+        Some(code) => {
+            let errno = nix::Error::from_raw(code);
+            Failure(classify(errno, FileFailure::Other), describe(errno))
+        }
+        None => Failure(FileFailure::Other, error.to_string()),
+    }
 }
 
 /// Entry point of `corral sandbox-files (--pid PID | --root DIR) <op> <path>`.
@@ -164,10 +184,14 @@ fn run(arguments: &[String]) -> Result<(), Failure> {
     };
     let operation = FileOperation::parse(operation).ok_or_else(usage)?;
     let relative = relative_workspace_path(path).ok_or_else(|| {
-        Failure(
-            FileFailure::InvalidPath,
-            "paths are relative to the workspace and may not contain '..'".to_owned(),
-        )
+        let why = if path.starts_with('/') {
+            "the path is absolute; paths are relative to the workspace (e.g. data.csv)"
+        } else if path.contains('\0') {
+            "the path contains a NUL byte"
+        } else {
+            "the path contains '..'; paths may not leave the workspace"
+        };
+        Failure(FileFailure::InvalidPath, why.to_owned())
     })?;
     let workspace = match mode.as_str() {
         "--pid" => enter_session(target)?,

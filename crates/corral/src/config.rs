@@ -522,13 +522,41 @@ pub fn default_data_dir() -> PathBuf {
 pub fn read_file(path: &Path) -> anyhow::Result<(FileConfig, Origins)> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading config file {}", path.display()))?;
-    let config: FileConfig =
-        toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?;
+    let config: FileConfig = toml::from_str(&text).map_err(|error| {
+        anyhow::anyhow!(
+            "parsing config file {}: {}",
+            path.display(),
+            file_error_text(&error)
+        )
+    })?;
     let table: toml::Table =
         toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?;
     let mut origins = Origins::default();
     mark_file_keys(&mut origins, "", &table);
     Ok((config, origins))
+}
+
+/// A config file error for people: TOML's excerpt of the line, with serde's Rust type names
+/// reworded, and a hint where an API field name (`memory_bytes`) was written for a file key.
+fn file_error_text(error: &toml::de::Error) -> String {
+    let message = error.message();
+    let mut text = error.to_string();
+    if let Some(start) = text.rfind(message) {
+        text.replace_range(start.., &corral_api::json_errors::describe_value(message));
+    }
+    for (api_field, file_key) in [
+        ("memory_bytes", "memory_mib"),
+        ("workspace_bytes", "workspace_mib"),
+        ("cpu_millicores", "cpus"),
+    ] {
+        if message.contains(&format!("`{api_field}`")) {
+            text.push_str(&format!(
+                "\nthe config file counts this as `{file_key}` (`{api_field}` is the API's name \
+                 for the same limit)"
+            ));
+        }
+    }
+    text.trim_end().to_owned()
 }
 
 fn mark_file_keys(origins: &mut Origins, prefix: &str, table: &toml::Table) {

@@ -122,7 +122,7 @@ async fn sessions_list_show_and_close() {
     let closed: serde_json::Value = serde_json::from_slice(&close.stdout).expect("json");
     assert_eq!(closed["state"], "closed");
     let empty = corral(&server, &["sessions", "list", "--state", "idle"], None);
-    assert!(text(&empty.stdout).contains("(no sessions)"));
+    assert!(text(&empty.stdout).contains("(no sessions"));
 }
 
 #[test]
@@ -140,6 +140,12 @@ fn bench_reports_every_measurement() {
         .output()
         .expect("run bench");
     assert!(output.status.success(), "{}", text(&output.stderr));
+    // Piped, no progress bar is drawn.
+    assert!(
+        !text(&output.stderr).contains("measuring"),
+        "{}",
+        text(&output.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json report");
     let names: Vec<&str> = report["latencies"]
         .as_array()

@@ -120,6 +120,35 @@ fn print_config_rejects_an_invalid_configuration() {
     );
 }
 
+#[test]
+fn config_file_errors_name_the_key_without_rust_types() {
+    let temp = tempfile::tempdir().expect("temporary directory");
+    let config = temp.path().join("corral.toml");
+    let run = |text: &str| {
+        std::fs::write(&config, text).expect("config file");
+        let output = Command::new(env!("CARGO_BIN_EXE_corral"))
+            .args(["serve", "--print-config", "--config"])
+            .arg(&config)
+            .env_remove("CORRAL_CONFIG")
+            .output()
+            .expect("run corral");
+        assert!(!output.status.success());
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let wrong_type = run("[sandbox]\nmemory_mib = \"x\"\n");
+    assert!(wrong_type.contains("memory_mib = \"x\""), "{wrong_type}");
+    assert!(
+        wrong_type.contains("expected a non-negative integer, got the string \"x\""),
+        "{wrong_type}"
+    );
+    assert!(!wrong_type.contains("u64"), "{wrong_type}");
+    let api_name = run("[sandbox]\nmemory_bytes = 536870912\n");
+    assert!(
+        api_name.contains("counts this as `memory_mib`"),
+        "{api_name}"
+    );
+}
+
 #[tokio::test]
 async fn json_logs_carry_the_request_id_of_each_request() {
     let server = TestServer::start_with_arguments("", &["--log-format", "json"]);

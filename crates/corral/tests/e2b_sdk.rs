@@ -473,7 +473,10 @@ async fn what_corral_cannot_do_is_refused_clearly() {
             "timeout must be a positive",
         ),
         (json!({"timeout": 10}), "templateID"),
-        (json!({"templateID": 7}), "invalid type"),
+        (
+            json!({"templateID": 7}),
+            "expected a string, got the number 7",
+        ),
     ] {
         let (status, _, error) = api(&server, "POST", "/v2/sandboxes", None, Some(body)).await;
         assert_error(status, &error, 400, words);

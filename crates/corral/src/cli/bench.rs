@@ -177,6 +177,8 @@ pub async fn run(arguments: BenchArgs) -> anyhow::Result<ExitCode> {
     let client = CorralClient::new(&url)?.with_api_key(api_key);
     client.health().await?;
     eprintln!("benchmarking {url} with {iterations} samples per measurement");
+    // One step per measurement; drawn only on a terminal.
+    let bar = super::progress::steps(5, "measuring");
 
     let info = client.info().await?;
     let pooled = info.pool.size > 0;
@@ -210,6 +212,7 @@ pub async fn run(arguments: BenchArgs) -> anyhow::Result<ExitCode> {
         create_fresh.push(started.elapsed());
         client.close_session(&session.id).await?;
     }
+    bar.inc(1);
 
     let session = client.create_session(Some("bench")).await?;
     client.execute(&session.id, "x = 0", None).await?;
@@ -223,6 +226,7 @@ pub async fn run(arguments: BenchArgs) -> anyhow::Result<ExitCode> {
         }
     }
 
+    bar.inc(1);
     let sequential_started = Instant::now();
     for _ in 0..iterations {
         client.execute(&session.id, "x += 1", None).await?;
@@ -234,6 +238,7 @@ pub async fn run(arguments: BenchArgs) -> anyhow::Result<ExitCode> {
         executions_per_second: iterations as f64 / sequential_started.elapsed().as_secs_f64(),
     };
     client.close_session(&session.id).await?;
+    bar.inc(1);
 
     let mut lifecycle = Vec::with_capacity(iterations);
     for _ in 0..iterations {
@@ -247,6 +252,7 @@ pub async fn run(arguments: BenchArgs) -> anyhow::Result<ExitCode> {
         lifecycle.push(started.elapsed());
     }
 
+    bar.inc(1);
     let mut sessions = Vec::with_capacity(PARALLEL_SESSIONS);
     for _ in 0..PARALLEL_SESSIONS {
         sessions.push(client.create_session(Some("bench")).await?.id);
@@ -302,6 +308,7 @@ pub async fn run(arguments: BenchArgs) -> anyhow::Result<ExitCode> {
         client.close_session(id).await?;
     }
 
+    bar.finish_and_clear();
     let report = Report {
         server: url,
         sandboxed,

@@ -3,9 +3,9 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use corral_api::client::CorralClient;
+use corral_api::client::FileProgress;
 
-use super::FilesCommand;
+use super::{progress, FilesCommand};
 
 pub async fn run(command: FilesCommand) -> anyhow::Result<ExitCode> {
     match command {
@@ -22,12 +22,19 @@ pub async fn run(command: FilesCommand) -> anyhow::Result<ExitCode> {
                     .map(|name| name.to_string_lossy().into_owned())
                     .context("the local path has no file name; give the remote path")?,
             };
+            corral_api::client::check_workspace_path(&remote)?;
             let file = tokio::fs::File::open(&local)
                 .await
                 .with_context(|| format!("opening {}", local.display()))?;
-            let written = CorralClient::new(&server.server)?
-                .put_file(&session, &remote, file)
-                .await?;
+            let length = file.metadata().await.ok().map(|metadata| metadata.len());
+            let bar = progress::transfer(length, &remote);
+            let ticker = bar.clone();
+            let written = server
+                .client()?
+                .put_file(&session, &remote, file, move |sent| ticker.inc(sent))
+                .await;
+            bar.finish_and_clear();
+            let written = written?;
             eprintln!(
                 "{} -> {} ({} bytes)",
                 local.display(),
@@ -41,7 +48,7 @@ pub async fn run(command: FilesCommand) -> anyhow::Result<ExitCode> {
             local,
             server,
         } => {
-            let client = CorralClient::new(&server.server)?;
+            let client = server.client()?;
             let local = local.unwrap_or_else(|| {
                 remote
                     .rsplit('/')
@@ -52,13 +59,28 @@ pub async fn run(command: FilesCommand) -> anyhow::Result<ExitCode> {
             });
             if local.as_os_str() == "-" {
                 let mut stdout = tokio::io::stdout();
-                client.get_file(&session, &remote, &mut stdout).await?;
+                client
+                    .get_file(&session, &remote, &mut stdout, |_| {})
+                    .await?;
             } else {
                 let partial = local.with_extension("corral-partial");
                 let mut file = tokio::fs::File::create(&partial)
                     .await
                     .with_context(|| format!("creating {}", partial.display()))?;
-                let copied = match client.get_file(&session, &remote, &mut file).await {
+                let bar = progress::transfer(None, &remote);
+                let on_progress = |step| match step {
+                    FileProgress::Length(Some(length)) => {
+                        bar.set_length(length);
+                        bar.set_style(progress::transfer(Some(length), &remote).style());
+                    }
+                    FileProgress::Length(None) => {}
+                    FileProgress::Chunk(received) => bar.inc(received),
+                };
+                let copied = client
+                    .get_file(&session, &remote, &mut file, on_progress)
+                    .await;
+                bar.finish_and_clear();
+                let copied = match copied {
                     Ok(copied) => copied,
                     Err(error) => {
                         let _ = tokio::fs::remove_file(&partial).await;
@@ -77,15 +99,18 @@ pub async fn run(command: FilesCommand) -> anyhow::Result<ExitCode> {
             json,
             server,
         } => {
-            let listing = CorralClient::new(&server.server)?
-                .list_files(&session, &dir)
-                .await?;
+            let listing = server.client()?.list_files(&session, &dir).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&listing)?);
             } else {
                 for entry in &listing.entries {
                     let suffix = if entry.kind == "directory" { "/" } else { "" };
-                    println!("{:>12}  {}{suffix}", entry.size, entry.name);
+                    println!(
+                        "{:>12}  {}  {}{suffix}",
+                        entry.size,
+                        entry.modified.format("%Y-%m-%dT%H:%M:%SZ"),
+                        entry.name
+                    );
                 }
             }
         }
@@ -94,9 +119,7 @@ pub async fn run(command: FilesCommand) -> anyhow::Result<ExitCode> {
             remote,
             server,
         } => {
-            CorralClient::new(&server.server)?
-                .delete_file(&session, &remote)
-                .await?;
+            server.client()?.delete_file(&session, &remote).await?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -1,4 +1,5 @@
-//! The command line: `serve`, `exec`, `sessions`, `keys` and `bench`.
+//! The command line: `serve`, `exec`, `sessions`, `files`, `keys`, `bench`, and the
+//! generated `completions` and `man` page.
 
 mod bench;
 mod bench_compare;
@@ -7,7 +8,9 @@ mod data_dir_lock;
 mod exec;
 mod files;
 mod keys;
+mod manual;
 mod nodes;
+mod progress;
 mod serve;
 mod sessions;
 
@@ -28,7 +31,7 @@ pub const SANDBOX_INIT: &str = "sandbox-init";
 )]
 pub struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -48,6 +51,13 @@ enum Command {
     Keys(KeysCommand),
     /// Measure session start and execution latency against a fresh server.
     Bench(BenchArgs),
+    /// Print a shell completion script: `corral completions bash > /etc/bash_completion.d/corral`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `corral man | man -l -`.
+    Man,
     /// The nodes of a fleet (through a server's /v1/nodes, or offline with --database-url).
     #[command(subcommand)]
     Nodes(NodesCommand),
@@ -71,7 +81,7 @@ pub enum NodesCommand {
 /// Where a client command finds the server.
 #[derive(Debug, Args)]
 pub struct ServerArgs {
-    /// Base URL of the corral server.
+    /// Base URL of the corral server (`http://` is assumed without a scheme).
     #[arg(
         long,
         env = "CORRAL_SERVER",
@@ -149,16 +159,19 @@ pub enum KeysCommand {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on (port 0 picks a free port).
+    /// Address to listen on (port 0 picks a free port) [default: 127.0.0.1:8000].
     #[arg(long, env = "CORRAL_BIND")]
     bind: Option<String>,
-    /// Where the store and workspaces live (created on first start).
+    /// Where the store and workspaces live (created on first start) [default:
+    /// $XDG_DATA_HOME/corral, else ~/.local/share/corral].
     #[arg(long, env = "CORRAL_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Python interpreter for sessions (a venv's python gives sessions its packages).
+    /// Python interpreter for sessions (a venv's python gives sessions its packages)
+    /// [default: python3 on PATH].
     #[arg(long, env = "CORRAL_PYTHON")]
     python: Option<PathBuf>,
-    /// TOML config file; flags and CORRAL_* variables override it.
+    /// TOML config file; flags and CORRAL_* variables override it [default: none; built-in
+    /// defaults, see --print-config].
     #[arg(long, env = "CORRAL_CONFIG")]
     config: Option<PathBuf>,
     /// Mount a compatibility surface at a path prefix, or turn it `off`: `--mount e2b=/e2b`
@@ -176,14 +189,15 @@ pub struct ServeArgs {
     #[arg(long, env = "CORRAL_POOL_SIZE", value_name = "WORKERS")]
     pool_size: Option<usize>,
     /// Run sessions WITHOUT a sandbox (plain child processes). Only for hosts that cannot
-    /// sandbox and trusted code; the server refuses to start unsandboxed otherwise.
+    /// sandbox and trusted code; the server refuses to start unsandboxed otherwise [default:
+    /// off].
     #[arg(long, env = "CORRAL_INSECURE_NO_SANDBOX")]
     insecure_no_sandbox: bool,
     /// Require an API key on every request even while the store has none (no open mode on
-    /// loopback).
+    /// loopback) [default: off: open while no key exists, and only on loopback].
     #[arg(long, env = "CORRAL_REQUIRE_AUTH")]
     require_auth: bool,
-    /// Log lines as human-readable text (default) or one JSON object per line.
+    /// Log lines as human-readable text or one JSON object per line [default: text].
     #[arg(long, env = "CORRAL_LOG_FORMAT", value_enum)]
     log_format: Option<crate::config::LogFormat>,
     #[command(flatten)]
@@ -238,11 +252,14 @@ pub struct ExecArgs {
 
 #[derive(Debug, Subcommand)]
 enum SessionsCommand {
-    /// List sessions.
+    /// List live sessions (`--all` adds ended ones).
     List {
         /// Only sessions in this state.
         #[arg(long)]
         state: Option<String>,
+        /// Also sessions that have ended (closed, expired, dead).
+        #[arg(long, conflicts_with = "state")]
+        all: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -359,7 +376,7 @@ impl Cli {
             Ok(cli) => cli,
             Err(error) => error.exit(),
         };
-        if let (Command::Serve(arguments), Some(("serve", serve))) =
+        if let (Some(Command::Serve(arguments)), Some(("serve", serve))) =
             (&mut cli.command, matches.subcommand())
         {
             arguments.from_environment = serve
@@ -373,7 +390,14 @@ impl Cli {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
+    let Some(command) = cli.command else {
+        // `corral` alone: the help, like `--help`, and success.
+        Cli::command().print_help()?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    match command {
+        Command::Completions { shell } => manual::completions(shell),
+        Command::Man => manual::man_page(),
         Command::Serve(arguments) => serve::run(arguments).await,
         Command::Exec(arguments) => exec::run(arguments).await,
         Command::Sessions(command) => sessions::run(command).await,

@@ -382,8 +382,10 @@ pub async fn run(arguments: ServeArgs) -> anyhow::Result<ExitCode> {
             inactive.join(", ")
         );
     }
+    let open = loopback && !config.require_auth && !has_keys;
+    let auth = if open { "open" } else { "keys-required" };
     tracing::info!(
-        "corral listening on http://{address} data_dir={} python={} ({}) isolation={isolation}",
+        "corral listening on http://{address} auth={auth} data_dir={} python={} ({}) isolation={isolation}",
         data_dir.display(),
         runtime
             .map(|runtime| runtime.interpreter.as_str())
@@ -392,6 +394,14 @@ pub async fn run(arguments: ServeArgs) -> anyhow::Result<ExitCode> {
             .map(|runtime| runtime.language_version.as_str())
             .unwrap_or("?"),
     );
+    if open {
+        tracing::warn!(
+            "open mode: no API keys exist, so every caller on loopback is admin; the first key \
+             (corral keys create --scope admin) makes the server require keys"
+        );
+    } else {
+        tracing::info!("API keys required on every request (Authorization: Bearer <key>)");
+    }
 
     let (stop_sender, stop_receiver) = tokio::sync::watch::channel(false);
     let mut stop = stop_receiver.clone();

@@ -13,6 +13,7 @@ pub async fn run(command: SessionsCommand) -> anyhow::Result<ExitCode> {
     match command {
         SessionsCommand::List {
             state,
+            all,
             json,
             server,
         } => {
@@ -23,7 +24,12 @@ pub async fn run(command: SessionsCommand) -> anyhow::Result<ExitCode> {
                 let page = client
                     .list_sessions(state.as_deref(), cursor.as_deref(), PAGE_SIZE)
                     .await?;
-                sessions.extend(page.sessions);
+                // Live sessions unless asked for more: ended ones are history.
+                sessions.extend(
+                    page.sessions
+                        .into_iter()
+                        .filter(|session| all || state.is_some() || is_live(&session.state)),
+                );
                 match page.next_cursor {
                     Some(next) => cursor = Some(next),
                     None => break,
@@ -45,6 +51,11 @@ pub async fn run(command: SessionsCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether a session in `state` can still run code (not closed, expired or dead).
+fn is_live(state: &str) -> bool {
+    !matches!(state, "closed" | "expired" | "dead")
 }
 
 fn print_session(session: &SessionView, json: bool) -> anyhow::Result<()> {
@@ -107,7 +118,7 @@ fn table(sessions: &[SessionView]) -> String {
         push_row(row.iter().map(String::as_str).collect());
     }
     if sessions.is_empty() {
-        text.push_str("(no sessions)\n");
+        text.push_str("(no sessions; --all lists ended ones too)\n");
     }
     text
 }

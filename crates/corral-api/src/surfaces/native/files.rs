@@ -26,8 +26,8 @@ pub struct FileEntryView {
     #[serde(rename = "type")]
     pub kind: String,
     pub size: u64,
-    /// Last modification, seconds since the Unix epoch.
-    pub modified: i64,
+    /// Last modification (RFC 3339, UTC, like every other time in the API).
+    pub modified: chrono::DateTime<chrono::Utc>,
 }
 
 /// A directory's entries, sorted by name.
@@ -83,7 +83,7 @@ pub async fn list_files(
                 name: entry.name,
                 kind: entry.kind,
                 size: entry.size,
-                modified: entry.modified,
+                modified: chrono::DateTime::from_timestamp(entry.modified, 0).unwrap_or_default(),
             })
             .collect(),
     }))

@@ -160,6 +160,8 @@ pub struct SessionView {
     pub max_ttl: f64,
     /// When the session will be closed if nothing happens before then; null once it ended.
     pub expires_at: Option<DateTime<Utc>>,
+    /// The tenant the session belongs to (whose keys can reach it).
+    pub tenant: String,
     /// What the session's processes use of the host's memory now; only in the answer to
     /// `GET /v1/sessions/{id}` for a live session (null elsewhere).
     #[serde(default)]
@@ -210,6 +212,7 @@ impl From<SessionRecord> for SessionView {
             idle_ttl: record.ttl.idle.as_secs_f64(),
             max_ttl: record.ttl.max.as_secs_f64(),
             expires_at,
+            tenant: record.tenant,
             memory: None,
         }
     }
