@@ -269,6 +269,7 @@ async fn openapi_document_covers_every_route() {
         "GET /healthz",
         "GET /openapi.json",
         "GET /v1/info",
+        "GET /v1/runtimes",
         "GET /metrics",
         "POST /v1/sessions",
         "GET /v1/sessions",
