@@ -21,6 +21,7 @@ mod reaper;
 mod runtimes;
 mod session_task;
 
+pub use corral_worker::VenvRecipe;
 pub use corral_worker::{
     FileDownload, FileEntry, FileError, HostIsolation, IsolationFeature, Sandbox, SandboxSettings,
     SessionLimits, WorkspaceFiles,
@@ -33,5 +34,7 @@ pub use engine::{
 pub use error::EngineError;
 pub use interaction::PendingQuery;
 pub use quotas::QuotaKind;
-pub use runtimes::{absolute_program, RuntimeInfo, RuntimeKind, RuntimeSpec, PYTHON_RUNTIME};
+pub use runtimes::{
+    absolute_program, venv_directory, RuntimeInfo, RuntimeKind, RuntimeSpec, PYTHON_RUNTIME,
+};
 pub use session_task::{SessionSignal, DRAINED_REASON};

@@ -15,6 +15,7 @@ mod interpreter;
 mod introspection;
 mod runtime;
 mod stream_text;
+mod venv;
 mod worker;
 
 pub use corral_sandbox::{
@@ -28,6 +29,7 @@ pub use files::{FileDownload, FileError, WorkspaceFiles};
 pub use interpreter::{discover_interpreter, Interpreter};
 pub use introspection::QueryError;
 pub use runtime::DriverKind;
+pub use venv::{ensure_venv, existing_venv, BuiltVenv, VenvError, VenvRecipe};
 pub use worker::{InterruptHandle, Worker, WorkerConfig, WorkerExit, WorkerInfo};
 
 /// Failures of this crate's operations.

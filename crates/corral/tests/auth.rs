@@ -305,9 +305,9 @@ async fn every_route_needs_a_key_and_hides_other_tenants() {
                 )
                 | (
                     "GET",
-                    "/v1/sessions" | "/sessions/list" | "/v1/keys" | "/v1/info" | "/e2b/sessions"
-                    | "/agents/sessions" | "/api/kernels" | "/api/sessions" | "/api/kernelspecs"
-                    | "/api/status" | "/sandboxes" | "/v2/sandboxes",
+                    "/v1/sessions" | "/sessions/list" | "/v1/keys" | "/v1/info" | "/v1/runtimes"
+                    | "/e2b/sessions" | "/agents/sessions" | "/api/kernels" | "/api/sessions"
+                    | "/api/kernelspecs" | "/api/status" | "/sandboxes" | "/v2/sandboxes",
                 ) => {
                     assert!(status < 300, "{method} {path}: {status} {reply}")
                 }

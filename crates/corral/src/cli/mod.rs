@@ -4,6 +4,7 @@ mod bench;
 mod exec;
 mod files;
 mod keys;
+mod runtimes;
 mod serve;
 mod sessions;
 
@@ -44,6 +45,9 @@ enum Command {
     Keys(KeysCommand),
     /// Measure session start and execution latency against a fresh server.
     Bench(BenchArgs),
+    /// Build the venvs of runtimes from their requirements.
+    #[command(subcommand)]
+    Runtimes(runtimes::RuntimesCommand),
 }
 
 /// Where a client command finds the server.
@@ -304,5 +308,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Files(command) => files::run(command).await,
         Command::Keys(command) => keys::run(command).await,
         Command::Bench(arguments) => bench::run(arguments).await,
+        Command::Runtimes(command) => runtimes::run(command).await,
     }
 }
