@@ -136,7 +136,10 @@ async fn version_kernelspecs_and_status() {
     let (status, _, specs) = send(&server, "GET", "/api/kernelspecs", &[], None).await;
     assert_eq!(status, 200, "{specs}");
     assert_eq!(specs["default"], "python3");
-    assert_eq!(keys_of(&specs["kernelspecs"]), ["python3"]);
+    assert_eq!(
+        keys_of(&specs["kernelspecs"]),
+        ["bash", "javascript", "python3"]
+    );
     let python = &specs["kernelspecs"]["python3"];
     assert_eq!(keys_of(python), ["name", "resources", "spec"]);
     assert_eq!(python["name"], "python3");

@@ -286,6 +286,7 @@ async fn openapi_document_covers_every_route() {
         "DELETE /v1/sessions/{id}/files/{path}",
         "POST /v1/keys",
         "GET /v1/keys",
+        "GET /v1/runtimes",
         "DELETE /v1/keys/{key_id}",
         "POST /sessions/create",
         "GET /sessions/list",
