@@ -249,6 +249,7 @@ impl Engine {
             &config.python,
             worker_config.clone(),
             &config.runtimes,
+            &config.data_dir,
             &runtime_dir,
             &workspaces_dir.join("probe"),
         )

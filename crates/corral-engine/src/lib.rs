@@ -23,6 +23,7 @@ mod revival;
 mod runtimes;
 mod session_task;
 
+pub use corral_worker::VenvRecipe;
 pub use corral_worker::{
     FileDownload, FileEntry, FileError, HostIsolation, IsolationFeature, PoolSettings, PoolStatus,
     Sandbox, SandboxSettings, SessionLimits, WorkspaceFiles,
@@ -36,5 +37,7 @@ pub use error::EngineError;
 pub use fleet::{FleetConfig, SessionRoute, DEFAULT_NODE_LEASE};
 pub use interaction::PendingQuery;
 pub use quotas::QuotaKind;
-pub use runtimes::{absolute_program, RuntimeInfo, RuntimeKind, RuntimeSpec, PYTHON_RUNTIME};
+pub use runtimes::{
+    absolute_program, venv_directory, RuntimeInfo, RuntimeKind, RuntimeSpec, PYTHON_RUNTIME,
+};
 pub use session_task::{SessionSignal, DRAINED_REASON};

@@ -10,7 +10,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use corral_worker::{discover_interpreter, install_driver_of, DriverKind, Worker, WorkerConfig};
+use std::time::Duration;
+
+use corral_worker::{
+    discover_interpreter, ensure_venv, install_driver_of, DriverKind, VenvRecipe, Worker,
+    WorkerConfig,
+};
 
 use crate::EngineError;
 
@@ -32,6 +37,8 @@ pub struct RuntimeSpec {
 pub enum RuntimeKind {
     /// Python on this interpreter.
     Python { interpreter: PathBuf },
+    /// Python in a venv corral builds (under the data directory) from this recipe.
+    Venv { recipe: VenvRecipe },
     /// JavaScript on this `node`.
     JavaScript { node: PathBuf },
     /// A persistent `bash` (its driver runs on the default Python).
@@ -48,6 +55,19 @@ pub struct RuntimeInfo {
     /// The program that runs the driver.
     pub interpreter: String,
     pub language_version: String,
+    /// `name==version` of what is installed in a venv corral built (empty otherwise).
+    pub packages: Vec<String>,
+}
+
+/// Longest a venv build may take at server start.
+const VENV_BUILD_LIMIT: Duration = Duration::from_secs(600);
+
+/// Where the venv of runtime `name` lives: beside the data directory (`DATA_DIR.runtimes/`),
+/// not in it, because sandboxes hide the data directory and a session must read its venv.
+pub fn venv_directory(data_dir: &Path, name: &str) -> PathBuf {
+    let mut directory = data_dir.as_os_str().to_owned();
+    directory.push(".runtimes");
+    PathBuf::from(directory).join(name).join("venv")
 }
 
 /// The runtimes that started, in order (the default first), and those that did not.
@@ -83,6 +103,7 @@ pub(crate) async fn start_runtimes(
     python: &Path,
     template: WorkerConfig,
     extra: &[RuntimeSpec],
+    data_dir: &Path,
     driver_dir: &Path,
     probe_dir: &Path,
 ) -> Result<RuntimeTable, EngineError> {
@@ -97,13 +118,15 @@ pub(crate) async fn start_runtimes(
     let probes = specs.iter().map(|spec| {
         let template = template.clone();
         async move {
-            let config = worker_config(spec, template, driver_dir).await?;
+            let (config, packages) = worker_config(spec, template, data_dir, driver_dir).await?;
             let workspace = probe_dir.join(&spec.name);
-            let mut probe = Worker::start(&config, workspace).await?;
+            let mut probe = Worker::start(&config, workspace)
+                .await
+                .map_err(|error| error.to_string())?;
             let version = probe.info().language_version.clone();
             probe.kill().await;
             probe.remove_workspace();
-            Ok::<_, corral_worker::WorkerError>((config, version))
+            Ok::<_, String>((config, version, packages))
         }
     });
     let outcomes = futures::future::join_all(probes).await;
@@ -114,7 +137,7 @@ pub(crate) async fn start_runtimes(
     };
     for (spec, outcome) in specs.into_iter().zip(outcomes) {
         match outcome {
-            Ok((config, language_version)) => {
+            Ok((config, language_version, packages)) => {
                 table.infos.push(RuntimeInfo {
                     name: spec.name.clone(),
                     language: config.driver.language().to_owned(),
@@ -122,11 +145,13 @@ pub(crate) async fn start_runtimes(
                         .display_name
                         .clone()
                         .unwrap_or_else(|| display_name(&config.driver, &language_version)),
-                    interpreter: match &config.driver {
-                        DriverKind::JavaScript { node } => node.display().to_string(),
-                        DriverKind::Python | DriverKind::Bash => program(spec),
+                    interpreter: match (&spec.kind, &config.driver) {
+                        (_, DriverKind::JavaScript { node }) => node.display().to_string(),
+                        (RuntimeKind::Venv { .. }, _) => config.python.display().to_string(),
+                        _ => program(spec),
                     },
                     language_version,
+                    packages,
                 });
                 table.configs.insert(spec.name.clone(), config);
             }
@@ -147,25 +172,48 @@ pub(crate) async fn start_runtimes(
     Ok(table)
 }
 
-/// The worker configuration of one runtime.
+/// The worker configuration of one runtime (building its venv first if it has one and it is
+/// not up to date), and the packages of that venv.
 async fn worker_config(
     spec: &RuntimeSpec,
     mut config: WorkerConfig,
+    data_dir: &Path,
     driver_dir: &Path,
-) -> Result<WorkerConfig, corral_worker::WorkerError> {
+) -> Result<(WorkerConfig, Vec<String>), String> {
+    let mut packages = Vec::new();
     match &spec.kind {
+        RuntimeKind::Venv { recipe } => {
+            let name = spec.name.clone();
+            let venv = ensure_venv(
+                recipe,
+                &venv_directory(data_dir, &spec.name),
+                VENV_BUILD_LIMIT,
+                |line| tracing::info!(runtime = %name, "venv build: {line}"),
+            )
+            .await
+            .map_err(|error| format!("its venv could not be built: {error}"))?;
+            if venv.built {
+                tracing::info!(runtime = %spec.name, "venv built");
+            }
+            let found = discover_interpreter(&venv.python)
+                .await
+                .map_err(|error| error.to_string())?;
+            config.python = found.executable;
+            config.interpreter_paths = found.installation_paths;
+            config.driver = DriverKind::Python;
+            packages = venv.packages;
+        }
         RuntimeKind::Python { interpreter } => {
-            let found = discover_interpreter(interpreter).await?;
+            let found = discover_interpreter(interpreter)
+                .await
+                .map_err(|error| error.to_string())?;
             config.python = found.executable;
             config.interpreter_paths = found.installation_paths;
             config.driver = DriverKind::Python;
         }
         RuntimeKind::JavaScript { node } => {
-            let node =
-                absolute_program(node).ok_or_else(|| corral_worker::WorkerError::Interpreter {
-                    python: node.display().to_string(),
-                    detail: "not found".to_owned(),
-                })?;
+            let node = absolute_program(node)
+                .ok_or_else(|| format!("the interpreter {} was not found", node.display()))?;
             let real = std::fs::canonicalize(&node).unwrap_or_else(|_| node.clone());
             config.interpreter_paths = real
                 .parent()
@@ -175,14 +223,16 @@ async fn worker_config(
         }
         RuntimeKind::Bash => config.driver = DriverKind::Bash,
     }
-    config.driver_path = install_driver_of(&config.driver, driver_dir)?;
-    Ok(config)
+    config.driver_path =
+        install_driver_of(&config.driver, driver_dir).map_err(|error| error.to_string())?;
+    Ok((config, packages))
 }
 
 /// The program that runs the runtime's driver, as configured.
 fn program(spec: &RuntimeSpec) -> String {
     match &spec.kind {
         RuntimeKind::Python { interpreter } => interpreter.display().to_string(),
+        RuntimeKind::Venv { recipe } => format!("a venv of {}", recipe.base_python.display()),
         RuntimeKind::JavaScript { node } => node.display().to_string(),
         RuntimeKind::Bash => "bash".to_owned(),
     }

@@ -16,6 +16,7 @@ mod introspection;
 mod pool;
 mod runtime;
 mod stream_text;
+mod venv;
 mod worker;
 
 pub use corral_sandbox::{
@@ -30,6 +31,7 @@ pub use interpreter::{discover_interpreter, Interpreter};
 pub use introspection::QueryError;
 pub use pool::{Origin, PoolSettings, PoolStatus, WorkerSource};
 pub use runtime::DriverKind;
+pub use venv::{ensure_venv, existing_venv, BuiltVenv, VenvError, VenvRecipe};
 pub use worker::{InterruptHandle, Worker, WorkerConfig, WorkerExit, WorkerInfo};
 
 /// Failures of this crate's operations.

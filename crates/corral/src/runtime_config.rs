@@ -4,10 +4,10 @@
 //! server's `PATH`) and `bash`. Only reads and validates; starting runtimes is the engine's job.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::bail;
-use corral_engine::{RuntimeKind, RuntimeSpec, PYTHON_RUNTIME};
+use corral_engine::{RuntimeKind, RuntimeSpec, VenvRecipe, PYTHON_RUNTIME};
 use serde::Deserialize;
 
 /// One `[runtimes.NAME]` table.
@@ -16,8 +16,13 @@ use serde::Deserialize;
 pub struct FileRuntime {
     /// `python`, `javascript` or `bash`; `python` unless the name is a built-in one.
     pub language: Option<String>,
-    /// The interpreter: a Python for `python`, `node` for `javascript`.
+    /// The interpreter: a Python for `python` (with `requirements` or `packages`, the one
+    /// the venv is made from; default the server's `python`), `node` for `javascript`.
     pub interpreter: Option<PathBuf>,
+    /// A pip requirements file (relative to the config file) to build a venv from.
+    pub requirements: Option<PathBuf>,
+    /// Requirement specifiers to install into the venv.
+    pub packages: Option<Vec<String>>,
     /// Shown to people (Jupyter's `display_name`).
     pub display_name: Option<String>,
     /// `false` removes the runtime (also a built-in one).
@@ -29,7 +34,14 @@ const BASH: &str = "bash";
 
 /// The runtimes besides `python3`: the built-in ones (`javascript`, `bash`), then those of
 /// the file, by name.
-pub fn resolve_runtimes(file: &BTreeMap<String, FileRuntime>) -> anyhow::Result<Vec<RuntimeSpec>> {
+///
+/// `python` is the server's interpreter (a venv's default base); relative `requirements`
+/// paths are resolved from `config_dir`.
+pub fn resolve_runtimes(
+    file: &BTreeMap<String, FileRuntime>,
+    python: &Path,
+    config_dir: &Path,
+) -> anyhow::Result<Vec<RuntimeSpec>> {
     let mut tables: Vec<(String, FileRuntime)> = [JAVASCRIPT, BASH]
         .into_iter()
         .map(|name| (name.to_owned(), file.get(name).cloned().unwrap_or_default()))
@@ -52,7 +64,24 @@ pub fn resolve_runtimes(file: &BTreeMap<String, FileRuntime>) -> anyhow::Result<
                 JAVASCRIPT | BASH => name.clone(),
                 _ => "python".to_owned(),
             });
+        let builds_venv = table.requirements.is_some() || table.packages.is_some();
+        if builds_venv && language != "python" {
+            bail!("[runtimes.{name}]: `requirements` and `packages` are for Python runtimes");
+        }
         let kind = match language.as_str() {
+            "python" if builds_venv => RuntimeKind::Venv {
+                recipe: VenvRecipe {
+                    base_python: table
+                        .interpreter
+                        .clone()
+                        .unwrap_or_else(|| python.to_owned()),
+                    requirements: table
+                        .requirements
+                        .as_ref()
+                        .map(|path| config_dir.join(path)),
+                    packages: table.packages.clone().unwrap_or_default(),
+                },
+            },
             "python" => RuntimeKind::Python {
                 interpreter: table.interpreter.clone().ok_or_else(|| {
                     anyhow::anyhow!("[runtimes.{name}]: a Python runtime needs `interpreter`")
@@ -102,7 +131,7 @@ mod tests {
     #[test]
     fn javascript_and_bash_are_built_in_and_can_be_switched_off() {
         let names = |file: &BTreeMap<String, FileRuntime>| -> Vec<String> {
-            resolve_runtimes(file)
+            resolve_runtimes(file, Path::new("python3"), Path::new("/"))
                 .unwrap()
                 .into_iter()
                 .map(|spec| spec.name)
@@ -118,6 +147,34 @@ mod tests {
             },
         );
         assert_eq!(names(&file), ["bash"]);
+    }
+
+    #[test]
+    fn requirements_make_a_venv_runtime_relative_to_the_config_file() {
+        let mut file = BTreeMap::new();
+        file.insert(
+            "science".to_owned(),
+            FileRuntime {
+                requirements: Some("reqs.txt".into()),
+                ..FileRuntime::default()
+            },
+        );
+        let specs = resolve_runtimes(
+            &file,
+            Path::new("/usr/bin/python3"),
+            Path::new("/etc/corral"),
+        )
+        .unwrap();
+        assert_eq!(
+            specs[2].kind,
+            RuntimeKind::Venv {
+                recipe: VenvRecipe {
+                    base_python: "/usr/bin/python3".into(),
+                    requirements: Some("/etc/corral/reqs.txt".into()),
+                    packages: Vec::new(),
+                }
+            }
+        );
     }
 
     #[test]
@@ -137,7 +194,9 @@ mod tests {
         ] {
             let mut file = BTreeMap::new();
             file.insert(name.to_owned(), table);
-            let error = resolve_runtimes(&file).unwrap_err().to_string();
+            let error = resolve_runtimes(&file, Path::new("python3"), Path::new("/"))
+                .unwrap_err()
+                .to_string();
             assert!(error.contains(message), "{name}: {error}");
         }
     }

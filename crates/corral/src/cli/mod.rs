@@ -11,6 +11,7 @@ mod keys;
 mod manual;
 mod nodes;
 mod progress;
+mod runtimes;
 mod serve;
 mod sessions;
 
@@ -61,6 +62,9 @@ enum Command {
     /// The nodes of a fleet (through a server's /v1/nodes, or offline with --database-url).
     #[command(subcommand)]
     Nodes(NodesCommand),
+    /// Build the venvs of runtimes from their requirements.
+    #[command(subcommand)]
+    Runtimes(runtimes::RuntimesCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -405,5 +409,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys(command) => keys::run(command).await,
         Command::Bench(arguments) => bench::run(arguments).await,
         Command::Nodes(command) => nodes::run(command).await,
+        Command::Runtimes(command) => runtimes::run(command).await,
     }
 }

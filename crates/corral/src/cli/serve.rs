@@ -29,7 +29,7 @@ const SESSION_UID_COUNT: u32 = 100_000;
 /// How long in-flight HTTP requests get to finish once the sessions are closed.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
 
-fn resolve(arguments: ServeArgs) -> anyhow::Result<ServeConfig> {
+pub(super) fn resolve(arguments: ServeArgs) -> anyhow::Result<ServeConfig> {
     let (file, mut origins) = match &arguments.config {
         Some(path) => config::read_file(path)?,
         None => (FileConfig::default(), Origins::default()),
@@ -131,6 +131,11 @@ fn resolve(arguments: ServeArgs) -> anyhow::Result<ServeConfig> {
         }
     }
     let (session_limits, max_session_limits) = file.sandbox.limits_and_maximum()?;
+    let python: std::path::PathBuf = arguments
+        .python
+        .clone()
+        .or(file.python.clone())
+        .unwrap_or_else(|| "python3".into());
     Ok(ServeConfig {
         bind: arguments
             .bind
@@ -140,11 +145,15 @@ fn resolve(arguments: ServeArgs) -> anyhow::Result<ServeConfig> {
             .data_dir
             .or(file.data_dir)
             .unwrap_or_else(config::default_data_dir),
-        python: arguments
-            .python
-            .or(file.python)
-            .unwrap_or_else(|| "python3".into()),
-        runtimes: crate::runtime_config::resolve_runtimes(&file.runtimes)?,
+        python: python.clone(),
+        runtimes: crate::runtime_config::resolve_runtimes(
+            &file.runtimes,
+            &python,
+            config_file
+                .as_deref()
+                .and_then(std::path::Path::parent)
+                .unwrap_or(std::path::Path::new(".")),
+        )?,
         limits: file.limits.apply(Limits::default())?,
         shutdown_grace: config::seconds(
             "shutdown_grace_seconds",

@@ -29,6 +29,7 @@ fn runtime_views(info: &corral_engine::EngineInfo) -> Vec<RuntimeView> {
             display_name: runtime.display_name.clone(),
             interpreter: runtime.interpreter.clone(),
             language_version: runtime.language_version.clone(),
+            packages: runtime.packages.clone(),
         })
         .collect()
 }

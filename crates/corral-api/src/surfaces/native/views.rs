@@ -450,6 +450,8 @@ pub struct RuntimeView {
     /// The program that runs the runtime's driver.
     pub interpreter: String,
     pub language_version: String,
+    /// `name==version` of each package of a venv corral built (empty for other runtimes).
+    pub packages: Vec<String>,
 }
 
 /// A configured runtime that could not start (sessions asking for it are refused with the
