@@ -79,14 +79,18 @@ async fn run_streaming(
         }
     });
     tokio::pin!(execution);
+    // One listener for the whole execution, made before it starts: a `ctrl_c()` future made
+    // per loop turn registers only when first polled, so a Ctrl-C arriving while the stream
+    // was being printed could be lost.
+    let mut ctrl_c = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("listening for Ctrl-C")?;
     let mut interrupts = 0;
     loop {
         tokio::select! {
             finished = &mut execution => {
                 return Ok(Finished::Execution(Box::new(finished?)));
             }
-            signal = tokio::signal::ctrl_c() => {
-                signal.context("listening for Ctrl-C")?;
+            _ = ctrl_c.recv() => {
                 interrupts += 1;
                 if interrupts > 1 {
                     return Ok(Finished::Detached);
