@@ -32,7 +32,7 @@ fn text(bytes: &[u8]) -> String {
 struct Running {
     child: Child,
     lines: mpsc::Receiver<String>,
-    stderr: std::thread::JoinHandle<String>,
+    stderr: Option<std::thread::JoinHandle<String>>,
 }
 
 impl Running {
@@ -65,12 +65,20 @@ impl Running {
         Running {
             child,
             lines,
-            stderr,
+            stderr: Some(stderr),
         }
     }
 
-    fn next_line(&self) -> String {
-        self.lines.recv_timeout(DEADLINE).expect("a line of output")
+    fn next_line(&mut self) -> String {
+        match self.lines.recv_timeout(DEADLINE) {
+            Ok(line) => line,
+            Err(error) => {
+                let _ = self.child.kill();
+                let status = self.child.wait();
+                let stderr = self.stderr.take().map(|thread| thread.join());
+                panic!("no line of output ({error}); corral exec ended {status:?}: {stderr:?}");
+            }
+        }
     }
 
     fn interrupt(&self) {
@@ -82,7 +90,8 @@ impl Running {
         let deadline = std::time::Instant::now() + DEADLINE;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
-                return (status.code(), self.stderr.join().expect("stderr"));
+                let stderr = self.stderr.take().expect("stderr reader");
+                return (status.code(), stderr.join().expect("stderr"));
             }
             if std::time::Instant::now() > deadline {
                 let _ = self.child.kill();
@@ -100,7 +109,7 @@ async fn output_streams_while_the_cell_runs() {
     let id = server.create_session().await;
     let gate = gate_path(&server, &id, "gate");
     let code = "import os, time\nprint('first', flush=True)\nwhile not os.path.exists('gate'):\n    time.sleep(0.02)\nprint('second')";
-    let running = Running::start(&server, &["--session", &id, code]);
+    let mut running = Running::start(&server, &["--session", &id, code]);
     // The first line arrives while the cell still waits for the gate: nothing ends before it.
     assert_eq!(running.next_line(), "first");
     std::fs::write(&gate, "").expect("open the gate");
@@ -179,7 +188,7 @@ async fn ctrl_c_interrupts_the_remote_cell() {
     let server = TestServer::start();
     let id = server.create_session().await;
     let code = "import time\nprint('sleeping', flush=True)\ntime.sleep(60)";
-    let running = Running::start(&server, &["--session", &id, code]);
+    let mut running = Running::start(&server, &["--session", &id, code]);
     assert_eq!(running.next_line(), "sleeping");
     running.interrupt();
     let (code, stderr) = running.finish();
@@ -195,9 +204,10 @@ async fn a_second_ctrl_c_detaches() {
     let server = TestServer::start();
     let id = server.create_session().await;
     let gate = gate_path(&server, &id, "stop");
-    // A cell that swallows the first interrupt and goes on until the gate opens.
-    let code = "import os, time\nprint('ready', flush=True)\nwhile not os.path.exists('stop'):\n    try:\n        time.sleep(0.02)\n    except KeyboardInterrupt:\n        print('caught', flush=True)\n'done'";
-    let running = Running::start(&server, &["--session", &id, code]);
+    // A cell that swallows interrupts (its own SIGINT handler, so an interrupt landing
+    // anywhere in the loop is caught, not only inside a `try`) until the gate opens.
+    let code = "import os, signal, time\nsignal.signal(signal.SIGINT, lambda *_: print('caught', flush=True))\nprint('ready', flush=True)\nwhile not os.path.exists('stop'):\n    time.sleep(0.02)\n'done'";
+    let mut running = Running::start(&server, &["--session", &id, code]);
     assert_eq!(running.next_line(), "ready");
     running.interrupt();
     assert_eq!(running.next_line(), "caught");
