@@ -471,6 +471,7 @@ impl Engine {
             tenant_claim,
         } = launch;
         let registry = Arc::downgrade(&self.inner);
+        let this_session = Arc::downgrade(&live);
         let context = TaskContext {
             store: self.inner.store.clone(),
             worker_config,
@@ -481,11 +482,19 @@ impl Engine {
             executions_kept: self.inner.limits.executions_kept_per_session,
             on_end: Box::new(move || {
                 if let Some(inner) = registry.upgrade() {
-                    inner
+                    let mut live_map = inner
                         .live
                         .lock()
-                        .unwrap_or_else(|poisoned| poisoned.into_inner())
-                        .remove(&id);
+                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                    // Only this task's own entry: once a dead session is revived under the same
+                    // id, the old task ending late must not unregister the new one.
+                    let own = live_map.get(&id).is_some_and(|current| {
+                        std::ptr::eq(Arc::as_ptr(current), this_session.as_ptr())
+                    });
+                    if own {
+                        live_map.remove(&id);
+                    }
+                    drop(live_map);
                     // The ended session's retention period starts now.
                     inner.reaper_wake.notify_one();
                     inner.session_left.notify_waiters();

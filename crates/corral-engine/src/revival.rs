@@ -58,7 +58,8 @@ impl Engine {
                 }
             },
         )?;
-        let mut worker_config = self.inner.worker_config.clone();
+        // The session's own runtime (a JavaScript session comes back as JavaScript).
+        let mut worker_config = self.inner.runtimes.config(&record.runtime)?.clone();
         worker_config.session_limits = record.resources;
         let workspace = self.inner.workspaces_dir.join(id.to_string());
         let clock = std::time::Instant::now();
@@ -71,11 +72,17 @@ impl Engine {
             .unwrap_or(SessionState::Idle);
         record.accepting_executions = true;
         record.last_activity_at = Utc::now();
-        if let Err(error) = self.inner.store.update_session(&record).await {
+        let revived = match self.inner.store.revive_session(&record).await {
+            Ok(true) => Ok(()),
+            // Closed meanwhile (or not dead at all): it stays as the store has it.
+            Ok(false) => Err(self.ended_error(id).await),
+            Err(error) => Err(error.into()),
+        };
+        if let Err(error) = revived {
             let mut worker = worker;
             worker.kill().await;
             worker.remove_workspace();
-            return Err(error.into());
+            return Err(error);
         }
         tracing::info!(
             session_id = %id,

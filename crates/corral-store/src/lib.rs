@@ -78,6 +78,10 @@ pub trait Store: Send + Sync + 'static {
     /// (`closed` or `dead` is final: a node that lost its lease cannot bring its sessions
     /// back).
     async fn update_session(&self, session: &SessionRecord) -> Result<(), StoreError>;
+    /// Replaces the stored record of a `dead` session with `session` (a restart gave it a
+    /// fresh worker): the one way out of an ended state. `false` when the stored session is
+    /// not dead (closed sessions stay closed).
+    async fn revive_session(&self, session: &SessionRecord) -> Result<bool, StoreError>;
     async fn get_session(&self, id: SessionId) -> Result<Option<SessionRecord>, StoreError>;
     /// Sessions in id (creation) order.
     async fn list_sessions(&self, query: &SessionQuery) -> Result<Vec<SessionRecord>, StoreError>;

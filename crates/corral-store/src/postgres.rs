@@ -84,6 +84,13 @@ const UPDATE_SESSION: &str =
      accepting_executions = $9, idle_ttl_ms = $10, max_ttl_ms = $11, tenant = $12 \
      WHERE id = $13 AND state NOT IN ('closed', 'dead')";
 
+/// [`UPDATE_SESSION`] for a dead session being revived.
+const REVIVE_SESSION: &str =
+    "UPDATE sessions SET name = $1, runtime = $2, state = $3, state_reason = $4, \
+     created_at = $5, last_activity_at = $6, execution_count = $7, metadata = $8, \
+     accepting_executions = $9, idle_ttl_ms = $10, max_ttl_ms = $11, tenant = $12 \
+     WHERE id = $13 AND state = 'dead'";
+
 #[async_trait]
 impl Store for PostgresStore {
     async fn insert_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
@@ -116,6 +123,13 @@ impl Store for PostgresStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn revive_session(&self, session: &SessionRecord) -> Result<bool, StoreError> {
+        let done = bind_session_update(sqlx::query(REVIVE_SESSION), session)?
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn get_session(&self, id: SessionId) -> Result<Option<SessionRecord>, StoreError> {

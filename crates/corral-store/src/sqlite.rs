@@ -62,6 +62,13 @@ const UPDATE_SESSION: &str =
      accepting_executions = ?, idle_ttl_ms = ?, max_ttl_ms = ?, tenant = ? \
      WHERE id = ? AND state NOT IN ('closed', 'dead')";
 
+/// [`UPDATE_SESSION`] for a dead session being revived.
+const REVIVE_SESSION: &str =
+    "UPDATE sessions SET name = ?, runtime = ?, state = ?, state_reason = ?, \
+     created_at = ?, last_activity_at = ?, execution_count = ?, metadata = ?, \
+     accepting_executions = ?, idle_ttl_ms = ?, max_ttl_ms = ?, tenant = ? \
+     WHERE id = ? AND state = 'dead'";
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn insert_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
@@ -94,6 +101,13 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn revive_session(&self, session: &SessionRecord) -> Result<bool, StoreError> {
+        let done = bind_session_update(sqlx::query(REVIVE_SESSION), session)?
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn get_session(&self, id: SessionId) -> Result<Option<SessionRecord>, StoreError> {
