@@ -199,11 +199,7 @@ impl WorkerSource {
             ready: state.ready.len(),
             starting: state.starting,
             target: self.inner.target(&state),
-            memory_bytes: state
-                .ready
-                .iter()
-                .filter_map(|worker| worker.interrupt_handle().memory_bytes())
-                .sum(),
+            memory_bytes: state.ready_memory_bytes(),
             handed_over: self.inner.handed_over.load(Ordering::Relaxed),
             started_fresh: self.inner.started_fresh.load(Ordering::Relaxed),
             held_back: self.inner.held_back.load(Ordering::Relaxed),
@@ -227,6 +223,16 @@ impl WorkerSource {
             worker.kill().await;
             worker.remove_workspace();
         }
+    }
+}
+
+impl PoolState {
+    /// Memory the ready workers use together (their cgroups, or resident sets).
+    fn ready_memory_bytes(&self) -> u64 {
+        self.ready
+            .iter()
+            .filter_map(|worker| worker.interrupt_handle().memory_bytes())
+            .sum()
     }
 }
 
@@ -266,12 +272,7 @@ impl PoolInner {
     /// pool within its budget.
     fn memory_allows_another(&self, state: &PoolState) -> bool {
         let estimate = state.worker_memory_estimate;
-        let pool_memory: u64 = state
-            .ready
-            .iter()
-            .filter_map(|worker| worker.interrupt_handle().memory_bytes())
-            .sum();
-        if pool_memory + estimate > self.settings.max_memory_bytes {
+        if state.ready_memory_bytes() + estimate > self.settings.max_memory_bytes {
             return false;
         }
         match crate::available_memory_bytes() {
