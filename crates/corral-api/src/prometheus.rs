@@ -112,6 +112,10 @@ fn describe() {
         "Memory used by the warm pool's idle workers"
     );
     metrics::describe_counter!(REFUSALS, "Requests refused by a cap, quota or full queue");
+    metrics::describe_counter!(
+        SESSIONS_ADOPTED,
+        "Sessions taken over from a previous server on this data directory"
+    );
     metrics::describe_counter!(HTTP_REQUESTS, "HTTP requests by method, route and status");
     metrics::describe_histogram!(
         HTTP_DURATION,

@@ -1,6 +1,7 @@
 //! The clean stop: whether the engine still takes new work, how much accepted work (session
 //! creations and executions, queued or running) has not finished yet, and
-//! [`Engine::shutdown`], which waits for it and then closes every live session.
+//! [`Engine::shutdown`], which waits for it and then closes every live session, or
+//! [`Engine::detach`], which leaves them running for the next server.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use corral_core::Principal;
 use tokio::sync::Notify;
 
+use crate::session_task::Control;
 use crate::{Engine, SHUTDOWN_REASON};
 
 /// Accepted, unfinished work, and the switch that stops new work being accepted.
@@ -103,6 +105,45 @@ impl Engine {
         {
             tracing::error!("some sessions did not close at shutdown; they will show as dead");
         }
+        self.inner.workers.close().await;
+    }
+
+    /// A stop that leaves the sessions to the next server (`shutdown_mode = "detach"`):
+    /// refuses new work, lets accepted executions finish for up to `grace`, then lets go of
+    /// every session's worker without ending it. The store keeps the sessions live; the next
+    /// server on this data directory adopts them (an execution still running then is
+    /// interrupted and recorded as such). The warm pool's idle workers are ended.
+    pub async fn detach(&self, grace: Duration) {
+        if tokio::time::timeout(grace, self.inner.drain.close_and_wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                grace_seconds = grace.as_secs_f64(),
+                "executions still running at the end of the shutdown grace period are left to the next server"
+            );
+        }
+        let mut detaching = tokio::task::JoinSet::new();
+        for record in self.live_sessions(&Principal::Admin) {
+            let Some(live) = self.live(record.id) else {
+                continue;
+            };
+            let (reply, done) = tokio::sync::oneshot::channel();
+            if live.control.send(Control::Detach { reply }).is_ok() {
+                detaching.spawn(done);
+            }
+        }
+        let count = detaching.len();
+        if tokio::time::timeout(SHUTDOWN_CLOSE_DEADLINE, detaching.join_all())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some sessions were still running an execution when the server stopped");
+        }
+        tracing::info!(
+            sessions = count,
+            "sessions left running for the next server"
+        );
         self.inner.workers.close().await;
     }
 }

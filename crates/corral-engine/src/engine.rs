@@ -6,7 +6,7 @@
 //! stop `drain`'s, who may use and manage keys `key_access`'s, and interactive clients'
 //! questions `interaction`'s; this module holds the registry and validates input.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -236,15 +236,14 @@ impl Engine {
             driver: DriverKind::Python,
         };
         let workspaces_dir = config.data_dir.join("workspaces");
-        // Workspaces of a previous run belong to sessions that are now dead.
-        if let Some(sandbox) = &config.sandbox {
-            sandbox.release_all_workspaces(&workspaces_dir);
-        }
-        if workspaces_dir.exists() {
-            if let Err(error) = std::fs::remove_dir_all(&workspaces_dir) {
-                tracing::warn!(%error, "could not clear old workspaces");
-            }
-        }
+        let keeper_dir = config
+            .sandbox
+            .as_ref()
+            .map(|sandbox| sandbox.keeper_dir().to_owned());
+        // Workspaces of a previous run belong to sessions that are now dead, except those
+        // whose worker is still running (adopted below).
+        let left_sessions = crate::adoption::left_session_ids(keeper_dir.as_deref());
+        clear_workspaces(config.sandbox.as_deref(), &workspaces_dir, &left_sessions);
         let runtimes = start_runtimes(
             &config.python,
             worker_config.clone(),
@@ -300,12 +299,29 @@ impl Engine {
             session_left: Notify::new(),
             fleet: config.fleet,
         });
-        let marked = fleet::mark_previous_run_dead(&inner, RESTART_REASON).await?;
+        let adopted = match &keeper_dir {
+            Some(directory) => crate::adoption::take_over(&inner, directory).await,
+            None => Vec::new(),
+        };
+        let engine = Engine::from_inner(inner.clone());
+        let (adopted, marked) = engine.settle_previous_run(adopted).await?;
+        if adopted > 0 {
+            tracing::info!(sessions = adopted, "sessions of the previous run adopted");
+        }
         if marked > 0 {
             tracing::info!(
                 sessions = marked,
                 "sessions of the previous run marked dead"
             );
+        }
+        // Workspaces kept for workers that could not be taken over after all.
+        let unadopted: HashSet<SessionId> = left_sessions
+            .into_iter()
+            .filter(|id| engine.live(*id).is_none())
+            .collect();
+        if !unadopted.is_empty() {
+            let keep: HashSet<SessionId> = engine.live_map().keys().copied().collect();
+            clear_workspaces(config.sandbox.as_deref(), &inner.workspaces_dir, &keep);
         }
         fleet::join(&inner).await?;
         tokio::spawn(run_reaper(Arc::downgrade(&inner), reaper_wake));
@@ -329,7 +345,7 @@ impl Engine {
         &self.inner.limits
     }
 
-    fn live_map(&self) -> MutexGuard<'_, HashMap<SessionId, Arc<LiveSession>>> {
+    pub(crate) fn live_map(&self) -> MutexGuard<'_, HashMap<SessionId, Arc<LiveSession>>> {
         self.inner
             .live
             .lock()
@@ -1135,6 +1151,42 @@ impl PendingExecution {
 }
 
 /// A requested TTL checked against the operator's ceiling; `None` is the default.
+/// Removes the workspaces under `directory` except those of `keep` (unmounting each first
+/// when the sandbox mounted it).
+fn clear_workspaces(
+    sandbox: Option<&Sandbox>,
+    directory: &std::path::Path,
+    keep: &HashSet<SessionId>,
+) {
+    let Ok(entries) = std::fs::read_dir(directory) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let kept = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<SessionId>().ok())
+            .is_some_and(|id| keep.contains(&id));
+        if kept {
+            continue;
+        }
+        let path = entry.path();
+        if let Some(sandbox) = sandbox {
+            sandbox.release_workspace(&path);
+        }
+        let removed = if path.is_dir() && !path.is_symlink() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        if let Err(error) = removed {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %path.display(), %error, "could not clear an old workspace");
+            }
+        }
+    }
+}
+
 fn ttl_within(
     field: &str,
     requested: Option<Duration>,

@@ -3,12 +3,14 @@
 //! Owns the registry of live sessions, each session's task (one worker, a bounded FIFO queue
 //! of executions, close/restart control), execution-count assignment, timeouts and caps as
 //! configured, session TTLs and the reaper that enforces them, the server-wide session cap, per-tenant quotas,
-//! graceful shutdown, a node's place in a fleet sharing the store (`fleet`), what is measured (`measurements`), API keys and which tenant's sessions a caller may reach, and writing
+//! graceful shutdown (closing sessions, or leaving them to the next server), taking over the
+//! sessions a previous server left running (`adoption`), a node's place in a fleet sharing the store (`fleet`), what is measured (`measurements`), API keys and which tenant's sessions a caller may reach, and writing
 //! every state change through to the store.
 //!
 //! Deliberately knows nothing of HTTP or any client's JSON: surfaces in `corral-api` translate
 //! onto [`Engine`] calls and map [`EngineError`] to their own status codes.
 
+mod adoption;
 mod drain;
 mod engine;
 mod error;

@@ -40,6 +40,8 @@ pub const WORKERS_HANDED_OUT: &str = "corral_session_workers_total";
 pub const POOL_READY: &str = "corral_pool_ready_workers";
 /// Memory used by the warm pool's idle workers, in bytes (gauge).
 pub const POOL_MEMORY: &str = "corral_pool_memory_bytes";
+/// Sessions taken over from a previous server on this data directory (counter).
+pub const SESSIONS_ADOPTED: &str = "corral_sessions_adopted_total";
 /// Requests refused by a cap, quota or full queue, labelled `limit` (counter).
 pub const REFUSALS: &str = "corral_refusals_total";
 
@@ -50,6 +52,10 @@ const KNOWN_CLOSE_REASONS: [&str; 4] = [
     corral_core::Expiry::MaxLifetime.reason(),
     crate::engine::SHUTDOWN_REASON,
 ];
+
+pub(crate) fn sessions_adopted(count: usize) {
+    metrics::counter!(SESSIONS_ADOPTED).increment(u64::try_from(count).unwrap_or(u64::MAX));
+}
 
 pub(crate) fn session_started(start: Duration, origin: Origin) {
     metrics::counter!(SESSIONS_CREATED).increment(1);

@@ -80,6 +80,10 @@ pub(crate) enum Control {
     Restart {
         reply: oneshot::Sender<Result<SessionRecord, EngineError>>,
     },
+    /// The server stops without ending the session (`shutdown_mode = "detach"`): the task
+    /// lets go of its worker, which waits for the next server, and leaves the record as it
+    /// is. A running execution is left to finish first.
+    Detach { reply: oneshot::Sender<()> },
     /// [`LiveSession::close_when_drained`] was set: close the session (reason
     /// [`DRAINED_REASON`]) once nothing is running or queued, if it is still set then. The
     /// running execution is not disturbed.
@@ -169,12 +173,25 @@ pub(crate) async fn run_session(
         }
     };
 
+    if let End::Detached(reply) = end {
+        worker.detach();
+        jobs.close();
+        while let Ok(job) = jobs.try_recv() {
+            match job {
+                Job::Execute(job) => drop(job.reply.send(Err(EngineError::ShuttingDown))),
+                Job::Query(job) => drop(job.reply.send(Err(EngineError::ShuttingDown))),
+            }
+        }
+        (context.on_end)();
+        let _ = reply.send(());
+        return;
+    }
     worker.kill().await;
     worker.remove_workspace();
     let reason = match &end {
         End::Died(reason) => Some((SessionState::Dead, reason.clone())),
         End::Closed(reason, _) => Some((SessionState::Closed, reason.clone())),
-        End::Abandoned => None,
+        End::Abandoned | End::Detached(_) => None,
     };
     let mut final_record = live.snapshot();
     if let Some((state, reason)) = reason {
@@ -203,12 +220,14 @@ pub(crate) async fn run_session(
             let _ = reply.send(final_record);
         }
         End::Closed(_, None) => {}
-        End::Died(_) | End::Abandoned => {}
+        End::Died(_) | End::Abandoned | End::Detached(_) => {}
     }
 }
 
 enum End {
     Died(String),
+    /// Left running for the next server.
+    Detached(oneshot::Sender<()>),
     /// Closed with this reason; the reply goes to whoever asked, if anyone did.
     Closed(String, Option<oneshot::Sender<SessionRecord>>),
     Abandoned,
@@ -249,6 +268,7 @@ async fn handle_control(
 ) -> Flow {
     match request {
         Control::Close { reason, reply } => Flow::End(End::Closed(reason, Some(reply))),
+        Control::Detach { reply } => Flow::End(End::Detached(reply)),
         Control::Restart { reply } => match restart_worker(live, worker, context).await {
             Ok(record) => {
                 let _ = reply.send(Ok(record));
@@ -368,14 +388,16 @@ async fn run_job(
     // Close and restart pre-empt a running execution; the execution is then recorded as
     // killed. A drain lets it run on.
     let mut pending_control = None;
+    let mut pending_detach = None;
     let outcome = {
         let execution = worker.execute(spec, job.events, job.input);
         tokio::pin!(execution);
         loop {
             tokio::select! {
                 outcome = &mut execution => break outcome,
-                request = control.recv() => match request {
+                request = control.recv(), if pending_detach.is_none() => match request {
                     Some(Control::Drain) => {}
+                    Some(Control::Detach { reply }) => pending_detach = Some(reply),
                     Some(request) => {
                         pending_control = Some(request);
                         break killed_outcome(
@@ -448,6 +470,11 @@ async fn run_job(
 
     if let Some(request) = pending_control {
         return handle_control(request, live, worker, context).await;
+    }
+    if let Some(reply) = pending_detach {
+        if worker_died.is_none() {
+            return Flow::End(End::Detached(reply));
+        }
     }
     match worker_died {
         Some(exit) => Flow::End(End::Died(exit.description)),

@@ -79,8 +79,9 @@ impl CgroupHost {
         })
     }
 
-    /// Removes session cgroups left by servers that are gone (named `<server pid>-<n>`),
-    /// killing anything still inside them.
+    /// Removes session cgroups left empty by servers that are gone (named `<server pid>-<n>`).
+    /// One with processes inside belongs to a session whose launcher outlived its server and
+    /// waits to be adopted; that launcher removes it when the session ends.
     pub fn remove_stale(&self) {
         let parents: Vec<PathBuf> = match self {
             CgroupHost::V1 { root } => V1_CONTROLLERS
@@ -119,8 +120,9 @@ impl CgroupHost {
                     version: 2,
                 },
             };
-            cgroup.kill_all();
-            cgroup.remove();
+            if cgroup.pids().is_empty() {
+                cgroup.remove();
+            }
         }
     }
 
@@ -128,6 +130,32 @@ impl CgroupHost {
         match self {
             CgroupHost::V1 { .. } => 1,
             CgroupHost::V2 { .. } => 2,
+        }
+    }
+
+    /// The existing cgroup `name` (an adopted session's).
+    pub fn existing(&self, name: &str) -> Option<SessionCgroup> {
+        let cgroup = self.named(name);
+        cgroup
+            .directories
+            .iter()
+            .all(|directory| directory.is_dir())
+            .then_some(cgroup)
+    }
+
+    fn named(&self, name: &str) -> SessionCgroup {
+        match self {
+            CgroupHost::V1 { root } => SessionCgroup {
+                directories: V1_CONTROLLERS
+                    .iter()
+                    .map(|controller| root.join(controller).join("corral").join(name))
+                    .collect(),
+                version: 1,
+            },
+            CgroupHost::V2 { root } => SessionCgroup {
+                directories: vec![root.join(name)],
+                version: 2,
+            },
         }
     }
 
@@ -165,6 +193,18 @@ pub struct SessionCgroup {
 }
 
 impl SessionCgroup {
+    /// The cgroup whose `cgroup.procs` files are `files` (as [`Self::procs_files`] gave them).
+    pub(crate) fn from_procs_files(files: &[PathBuf], version: u8) -> Option<SessionCgroup> {
+        let directories: Vec<PathBuf> = files
+            .iter()
+            .filter_map(|file| file.parent().map(Path::to_owned))
+            .collect();
+        (!directories.is_empty() && version > 0).then_some(SessionCgroup {
+            directories,
+            version,
+        })
+    }
+
     fn apply(&self, limits: CgroupLimits) -> Result<(), CgroupError> {
         let quota = (limits.cpu_millicores * CPU_PERIOD_MICROS / 1000).max(1000);
         if self.version == 2 {

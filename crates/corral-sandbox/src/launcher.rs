@@ -1,9 +1,12 @@
 //! The sandbox launcher: the code behind `corral sandbox-init`, a small single-threaded
 //! process the server starts for each worker.
 //!
-//! The launcher (on the host) joins the session's cgroup, clones an init process into new
-//! user, PID, mount, network, IPC, UTS and cgroup namespaces, writes its uid/gid maps and
-//! forwards signals to it. The init process assembles a read-only view of the host with a private
+//! The launcher (on the host) clones an init process into new user, PID, mount, network, IPC
+//! and UTS namespaces, writes its uid/gid maps, moves it into the session's cgroup (init then
+//! enters a cgroup namespace of its own) and forwards signals to it. It keeps the worker's
+//! channels and outlives the server (`keeper`): a restarted server adopts the worker through
+//! it, and an orphan nobody adopts is ended after the adoption timeout. When the session ends
+//! the launcher removes its cgroup and root directory. The init process assembles a read-only view of the host with a private
 //! `/workspace`, `/tmp`, `/dev` and `/proc`, pivots into it, brings up loopback, and starts the
 //! worker with no capabilities, `no_new_privs` and the seccomp filter; it then reaps orphans
 //! and exits with the worker's status, which tears the namespace down with everything in it.
@@ -22,6 +25,14 @@ use nix::sys::signal::{kill, sigaction, SaFlags, SigAction, SigHandler, SigSet, 
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{ForkResult, Gid, Pid, Uid};
 
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use crate::cgroup::SessionCgroup;
+use crate::keeper::{self, LauncherKeeper, OwnerEvent};
 use crate::policy::{LaunchPolicy, SANDBOX_WORKSPACE};
 use crate::{seccomp, sys_view};
 
@@ -147,29 +158,23 @@ fn forward_until_exit(child: Pid) -> Result<i32, LaunchError> {
 }
 
 fn run_launcher(policy_json: &str) -> Result<i32, LaunchError> {
-    // Only fds 0-3 (stdin, the output pipes, the control socket) go on to the session.
-    crate::process::close_descriptors_from(4);
+    // Only fds 0-3 (stdin, the output pipes, the control socket) go on to the session; 4-7
+    // are the keeper's (the channels' host ends and the owner's connection).
+    crate::process::close_descriptors_from(keeper::FIRST_FOREIGN_FD);
     let policy: LaunchPolicy = serde_json::from_str(policy_json)?;
-    let own_pid = std::process::id().to_string();
-    for procs in &policy.cgroup_procs {
-        io(
-            || format!("joining cgroup {}", procs.display()),
-            std::fs::write(procs, &own_pid),
-        )?;
-    }
     let filters = seccomp::session_filters()?;
     take_signals_synchronously()?;
     let (go_read, go_write) = sys(|| "pipe".to_owned(), nix::unistd::pipe())?;
     let mut stack = vec![0u8; INIT_STACK_BYTES];
+    // The cgroup namespace is entered by init itself once the launcher has moved it into the
+    // session's cgroups (so they are the namespace's root); the launcher stays outside them,
+    // free to remove them when the session ends.
     let flags = CloneFlags::CLONE_NEWUSER
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWNET
         | CloneFlags::CLONE_NEWIPC
-        | CloneFlags::CLONE_NEWUTS
-        // Cloned after joining the session's cgroups: they are the namespace's root, and
-        // `/proc/self/cgroup` shows no host paths.
-        | CloneFlags::CLONE_NEWCGROUP;
+        | CloneFlags::CLONE_NEWUTS;
     let init = {
         let policy = &policy;
         let filters = &filters;
@@ -189,20 +194,167 @@ fn run_launcher(policy_json: &str) -> Result<i32, LaunchError> {
         })?
     };
     drop(go_read);
-    if let Err(error) = write_id_maps(init, &policy) {
-        let _ = kill(init, Signal::SIGKILL);
-        return Err(error);
-    }
+    let prepared = write_id_maps(init, &policy).and_then(|()| {
+        for procs in &policy.cgroup_procs {
+            io(
+                || format!("moving the session into cgroup {}", procs.display()),
+                std::fs::write(procs, init.to_string()),
+            )?;
+        }
+        io(
+            || format!("listening on {}", policy.keeper_socket.display()),
+            LauncherKeeper::new(
+                &policy.keeper_socket,
+                policy
+                    .keeper_socket
+                    .file_stem()
+                    .map(|stem| stem.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                Duration::from_secs(policy.adoption_timeout_seconds),
+            ),
+        )
+    });
+    let mut keeper = match prepared {
+        Ok(keeper) => keeper,
+        Err(error) => {
+            let _ = kill(init, Signal::SIGKILL);
+            let _ = waitpid(init, None);
+            release(&policy, true);
+            return Err(error);
+        }
+    };
     sys(
         || "releasing init".to_owned(),
         nix::unistd::write(&go_write, b"g"),
     )?;
     drop(go_write);
-    // The launcher keeps nothing of the worker's channels open once the worker runs.
+    // The launcher keeps nothing of the worker's own ends once the worker runs.
     for descriptor in [0, 3] {
         let _ = nix::unistd::close(descriptor);
     }
-    forward_until_exit(init)
+    let code = keep_until_exit(init, &mut keeper)?;
+    keeper.report_exit(code);
+    release(&policy, keeper.ends_as_orphan());
+    Ok(code)
+}
+
+/// Serves the keeper channel while the session's init runs: forwards SIGINT and SIGTERM,
+/// hands the channels to a server that connects, ends the session when its owner asks or
+/// when it has been orphaned for the adoption timeout; returns the exit code that reports
+/// init's end (128 + signal when killed).
+fn keep_until_exit(init: Pid, keeper: &mut LauncherKeeper) -> Result<i32, LaunchError> {
+    let signals = sys(
+        || "signalfd".to_owned(),
+        SignalFd::with_flags(
+            &forwarded_signals(),
+            SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK,
+        ),
+    )?;
+    let mut killed = false;
+    loop {
+        if let Some(code) = reap(init)? {
+            return Ok(code);
+        }
+        let now = Instant::now();
+        if !killed && keeper.should_end(now) {
+            let _ = kill(init, Signal::SIGKILL);
+            killed = true;
+        }
+        let timeout = match (killed, keeper.poll_timeout(now)) {
+            // SIGCHLD wakes the loop; the bound only guards against a lost wake-up.
+            (true, _) => PollTimeout::from(100u16),
+            (false, Some(wait)) => PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX),
+            (false, None) => PollTimeout::NONE,
+        };
+        let (signal_ready, listener_ready, owner_ready) = {
+            let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+            let listener_at = keeper.listener_fd().map(|fd| {
+                fds.push(PollFd::new(fd, PollFlags::POLLIN));
+                fds.len() - 1
+            });
+            let owner_at = keeper.owner_fd().map(|fd| {
+                fds.push(PollFd::new(fd, PollFlags::POLLIN));
+                fds.len() - 1
+            });
+            match poll(&mut fds, timeout) {
+                Ok(_) | Err(nix::Error::EINTR) => {}
+                Err(source) => {
+                    return Err(LaunchError::Sys {
+                        what: "poll".to_owned(),
+                        source,
+                    })
+                }
+            }
+            let ready =
+                |index: Option<usize>| index.is_some_and(|index| fds[index].any().unwrap_or(false));
+            (ready(Some(0)), ready(listener_at), ready(owner_at))
+        };
+        if signal_ready {
+            while let Ok(Some(info)) = signals.read_signal() {
+                let signal = Signal::try_from(info.ssi_signo as i32);
+                if let Ok(signal @ (Signal::SIGINT | Signal::SIGTERM)) = signal {
+                    let _ = kill(init, signal);
+                }
+            }
+        }
+        if listener_ready {
+            keeper.accept();
+        }
+        if owner_ready {
+            if let OwnerEvent::Terminate = keeper.read_owner() {
+                let _ = kill(init, Signal::SIGKILL);
+                killed = true;
+            }
+        }
+    }
+}
+
+/// Init's exit code once it has ended (128 + signal when killed); other children are reaped.
+fn reap(init: Pid) -> Result<Option<i32>, LaunchError> {
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == init => return Ok(Some(code)),
+            Ok(WaitStatus::Signaled(pid, signal, _)) if pid == init => {
+                return Ok(Some(128 + signal as i32))
+            }
+            Ok(WaitStatus::StillAlive) => return Ok(None),
+            Ok(_) => continue,
+            Err(nix::Error::EINTR) => continue,
+            // Init was the only child: gone without a status we saw.
+            Err(nix::Error::ECHILD) => return Ok(Some(SETUP_FAILED)),
+            Err(source) => {
+                return Err(LaunchError::Sys {
+                    what: "waitpid".to_owned(),
+                    source,
+                })
+            }
+        }
+    }
+}
+
+/// Releases what the session leaves on the host once its namespace is gone: anything left in
+/// its cgroups and the cgroups themselves, its root directory, and — when no server owns the
+/// session any more (orphaned, or ended at its owner's request) — its workspace mount.
+fn release(policy: &LaunchPolicy, orphan: bool) {
+    if let Some(cgroup) =
+        SessionCgroup::from_procs_files(&policy.cgroup_procs, policy.cgroup_version)
+    {
+        // Processes of a torn-down PID namespace take a moment to go: bounded retries.
+        for _ in 0..100 {
+            cgroup.kill_all();
+            if cgroup.remove() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let _ = std::fs::remove_dir(&policy.root_dir);
+    if orphan {
+        if let Some(mount_point) = &policy.workspace_mount {
+            let _ = umount2(mount_point, MntFlags::MNT_DETACH);
+            let _ = std::fs::remove_dir_all(mount_point);
+        }
+    }
 }
 
 fn write_id_maps(init: Pid, policy: &LaunchPolicy) -> Result<(), LaunchError> {
@@ -253,6 +405,21 @@ fn run_init(
     if read != 1 {
         return Ok(SETUP_FAILED);
     }
+    // The keeper's descriptors are the launcher's alone.
+    for descriptor in [
+        keeper::KEPT_CONTROL_FD,
+        keeper::KEPT_STDOUT_FD,
+        keeper::KEPT_STDERR_FD,
+        keeper::OWNER_FD,
+    ] {
+        let _ = nix::unistd::close(descriptor);
+    }
+    // The launcher has moved this process into the session's cgroups: they become the
+    // namespace's root, so `/proc/self/cgroup` shows no host paths.
+    sys(
+        || "entering a cgroup namespace".to_owned(),
+        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP),
+    )?;
     sys(
         || "pdeathsig".to_owned(),
         nix::sys::prctl::set_pdeathsig(Signal::SIGKILL),

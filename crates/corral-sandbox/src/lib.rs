@@ -15,6 +15,7 @@
 mod cgroup;
 mod files;
 mod host;
+mod keeper;
 mod launcher;
 mod policy;
 mod process;
@@ -28,8 +29,11 @@ pub use files::{
     files_main, relative_workspace_path, FileEntry, FileFailure, FileOperation, FILES_COMMAND,
 };
 pub use host::{available_memory_bytes, HostIsolation, IsolationFeature};
+pub use keeper::{adopt, keeper_sockets, AdoptedChannels, KeeperError, KeeperLink};
 pub use launcher::launcher_main;
-pub use process::{interrupt, kill_process_group, spawn_worker, SpawnedWorker, WorkerCommand};
+pub use process::{
+    interrupt, kill_process_group, spawn_worker, Lifetime, SpawnedWorker, WorkerCommand,
+};
 pub use process_memory::{memory_of_process, memory_of_processes, process_tree};
 pub use sandbox::{
     sandbox_workspace, Sandbox, SandboxSettings, SandboxedWorker, SessionLimits, WorkerPlacement,

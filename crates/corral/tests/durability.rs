@@ -1,5 +1,6 @@
-//! Sessions and executions survive a server stop: after `kill -9` live sessions come back
-//! `dead` with reason `server restarted`, after a clean stop (SIGTERM) `closed` with reason
+//! Sessions and executions survive a server stop: after `kill -9` of the server and its
+//! workers live sessions come back `dead` with reason `server restarted` (with their workers
+//! alive they are adopted: `tests/adoption.rs`), after a clean stop (SIGTERM) `closed` with reason
 //! `server shutdown`; either way every acknowledged execution is readable.
 
 mod support;
@@ -18,7 +19,12 @@ async fn survives(signal: Signal, state: &str, reason: &str) {
         let execution = server.execute(&id, &format!("print({n})\n{n} * 2")).await;
         acknowledged.push(execution);
     }
-    let server = server.restart_with(signal);
+    // A killed server's workers would be adopted (tests/adoption.rs): here they die too.
+    let server = if signal == Signal::SIGKILL {
+        server.restart_without_workers()
+    } else {
+        server.restart_with(signal)
+    };
 
     let (status, session) = server.get(&format!("/v1/sessions/{id}")).await;
     assert_eq!(status, 200);

@@ -8,7 +8,6 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 use support::{gate_path, start_gated_execution, TestServer, DEADLINE};
 
@@ -829,7 +828,7 @@ async fn job_history_is_read_in_pages_and_survives_a_restart() {
         1 + 2 * jobs
     );
 
-    let server = server.restart_with(Signal::SIGKILL);
+    let server = server.restart_without_workers();
     let after = details(&server, &id).await;
     assert_eq!(after["state"], "closed");
     assert_eq!(after["state_reason"], "server restarted");

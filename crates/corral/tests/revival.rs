@@ -6,7 +6,6 @@
 
 mod support;
 
-use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 use support::TestServer;
 
@@ -71,7 +70,7 @@ async fn a_session_dead_from_a_server_restart_restarts() {
     let server = TestServer::start();
     let id = server.create_session().await;
     server.execute(&id, "print('before')").await;
-    let server = server.restart_with(Signal::SIGKILL);
+    let server = server.restart_without_workers();
     let (_, dead) = server.get(&format!("/v1/sessions/{id}")).await;
     assert_eq!(
         (&dead["state"], &dead["accepting_executions"]),

@@ -192,6 +192,15 @@ pub struct ServeArgs {
     /// pool off; `[pool]` in the config file has the other settings) [default: 4].
     #[arg(long, env = "CORRAL_POOL_SIZE", value_name = "WORKERS")]
     pool_size: Option<usize>,
+    /// What a stop (SIGTERM, Ctrl-C) does to live sessions: `close` them, or `detach` and
+    /// leave them running for the next server on this data directory to adopt [default:
+    /// close].
+    #[arg(long, env = "CORRAL_SHUTDOWN_MODE", value_enum, value_name = "MODE")]
+    shutdown_mode: Option<crate::config::ShutdownMode>,
+    /// How long sessions whose server is gone (crashed, or detached) wait for the next server
+    /// to adopt them before they end themselves [default: 300].
+    #[arg(long, env = "CORRAL_ADOPTION_TIMEOUT_SECONDS", value_name = "SECONDS")]
+    adoption_timeout_seconds: Option<f64>,
     /// Run sessions WITHOUT a sandbox (plain child processes). Only for hosts that cannot
     /// sandbox and trusted code; the server refuses to start unsandboxed otherwise [default:
     /// off].

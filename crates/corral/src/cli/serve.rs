@@ -1,7 +1,8 @@
 //! `corral serve`: resolve the configuration, claim the data directory (one server per
 //! directory, `data_dir_lock`), open the store, start the engine, serve HTTP
 //! until SIGINT/SIGTERM, then shut down cleanly: stop accepting, let running executions
-//! finish within the grace period, close every session (`server shutdown`), exit 0.
+//! finish within the grace period, close every session (`server shutdown`) — or, with
+//! `shutdown_mode = "detach"`, leave them running for the next server — and exit 0.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -20,7 +21,8 @@ use tokio::signal::unix::{signal, SignalKind};
 use super::data_dir_lock::DataDirLock;
 use super::ServeArgs;
 use crate::config::{
-    self, FileConfig, LogFormat, Origin, Origins, ServeConfig, DEFAULT_BIND, DEFAULT_SHUTDOWN_GRACE,
+    self, FileConfig, LogFormat, Origin, Origins, ServeConfig, ShutdownMode, DEFAULT_BIND,
+    DEFAULT_SHUTDOWN_GRACE,
 };
 
 /// Host uids given to sessions: a range no system account uses.
@@ -84,6 +86,20 @@ pub(super) fn resolve(arguments: ServeArgs) -> anyhow::Result<ServeConfig> {
             "--pool-size",
             "CORRAL_POOL_SIZE",
             arguments.pool_size.is_some(),
+        ),
+        (
+            "shutdown_mode",
+            "shutdown_mode",
+            "--shutdown-mode",
+            "CORRAL_SHUTDOWN_MODE",
+            arguments.shutdown_mode.is_some(),
+        ),
+        (
+            "adoption_timeout_seconds",
+            "adoption_timeout_seconds",
+            "--adoption-timeout-seconds",
+            "CORRAL_ADOPTION_TIMEOUT_SECONDS",
+            arguments.adoption_timeout_seconds.is_some(),
         ),
         (
             "database_url",
@@ -159,6 +175,17 @@ pub(super) fn resolve(arguments: ServeArgs) -> anyhow::Result<ServeConfig> {
             "shutdown_grace_seconds",
             file.shutdown_grace_seconds,
             DEFAULT_SHUTDOWN_GRACE,
+        )?,
+        shutdown_mode: arguments
+            .shutdown_mode
+            .or(file.shutdown_mode)
+            .unwrap_or_default(),
+        adoption_timeout: config::seconds(
+            "adoption_timeout_seconds",
+            arguments
+                .adoption_timeout_seconds
+                .or(file.adoption_timeout_seconds),
+            config::DEFAULT_ADOPTION_TIMEOUT,
         )?,
         mounts: config::resolve_mounts(
             &file.mounts,
@@ -277,6 +304,8 @@ fn sandbox(
     let mut hidden_paths = vec![data_dir.to_owned()];
     hidden_paths.extend(config.config_file.clone());
     let settings = SandboxSettings {
+        keeper_dir: data_dir.join("workers"),
+        adoption_timeout: config.adoption_timeout,
         launcher: std::env::current_exe()
             .context("finding the corral binary for the sandbox launcher")?,
         runtime_dir: data_dir.join("runtime").join("sandbox"),
@@ -345,6 +374,9 @@ pub async fn run(arguments: ServeArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let fleet = fleet_config(&config, address)?;
+    // Installed before the engine starts, so what its start-up counts (adopted sessions) is
+    // exported.
+    let metrics = MetricsRegistry::install()?;
     let engine = Engine::start(
         EngineConfig {
             data_dir: data_dir.clone(),
@@ -366,7 +398,7 @@ pub async fn run(arguments: ServeArgs) -> anyhow::Result<ExitCode> {
         engine.clone(),
         &ApiOptions {
             mounts: config.mounts.clone(),
-            metrics: Some(MetricsRegistry::install()?),
+            metrics: Some(metrics),
             node_secret: config.node_secret.clone(),
         },
     )?;
@@ -436,17 +468,33 @@ pub async fn run(arguments: ServeArgs) -> anyhow::Result<ExitCode> {
         grace_seconds = config.shutdown_grace.as_secs_f64(),
         "no longer accepting connections; letting running executions finish"
     );
-    let graceful = engine.shutdown(config.shutdown_grace);
+    let detach = config.shutdown_mode == ShutdownMode::Detach;
+    let stop_engine = |grace: Duration| {
+        let engine = engine.clone();
+        async move {
+            if detach {
+                engine.detach(grace).await;
+            } else {
+                engine.shutdown(grace).await;
+            }
+        }
+    };
+    let graceful = stop_engine(config.shutdown_grace);
     tokio::pin!(graceful);
+    let second = if detach {
+        "second signal; leaving every session to the next server now"
+    } else {
+        "second signal; closing every session now"
+    };
     tokio::select! {
         _ = &mut graceful => {}
         _ = tokio::signal::ctrl_c() => {
-            tracing::warn!("second signal; closing every session now");
-            engine.shutdown(Duration::ZERO).await;
+            tracing::warn!("{second}");
+            stop_engine(Duration::ZERO).await;
         }
         _ = terminate.recv() => {
-            tracing::warn!("second signal; closing every session now");
-            engine.shutdown(Duration::ZERO).await;
+            tracing::warn!("{second}");
+            stop_engine(Duration::ZERO).await;
         }
     }
     match tokio::time::timeout(DRAIN_DEADLINE, &mut server).await {

@@ -31,6 +31,9 @@ pub struct TestServer {
     python: String,
     extra_args: Vec<String>,
     pub http: reqwest::Client,
+    /// A newer server took over the data directory (and the workers in it): dropping this
+    /// one must leave them alone.
+    handed_over: bool,
 }
 
 impl TestServer {
@@ -101,7 +104,9 @@ impl TestServer {
             std::fs::write(&path, config).expect("config file");
             command.arg("--config").arg(path);
         }
+        adopt_orphaned_launchers();
         let mut child = command.spawn().expect("start corral serve");
+        servers().lock().expect("servers").insert(child.id());
         let stderr = child.stderr.take().expect("stderr");
         let log = Arc::new(Mutex::new(Vec::new()));
         let (url_sender, url_receiver) = std::sync::mpsc::channel();
@@ -141,6 +146,7 @@ impl TestServer {
             config: config.map(str::to_owned),
             python: python.to_owned(),
             extra_args: extra_args.to_vec(),
+            handed_over: false,
             http: reqwest::Client::builder()
                 .timeout(DEADLINE)
                 .build()
@@ -188,6 +194,7 @@ impl TestServer {
     pub fn restart_with(mut self, signal: Signal) -> TestServer {
         self.stop_with(signal);
         let temp = self._temp.take();
+        self.handed_over = true;
         let mut next = TestServer::spawn(
             &self.data_dir,
             self.config.as_deref(),
@@ -362,13 +369,182 @@ impl TestServer {
     }
 }
 
+impl TestServer {
+    /// Stops this server with `kill -9` together with every worker it (or a server before
+    /// it on this data directory) left running, and starts a new one on the same directory:
+    /// its sessions then have no worker to adopt.
+    pub fn restart_without_workers(mut self) -> TestServer {
+        self.stop_with(Signal::SIGKILL);
+        end_launchers_of(&self.data_dir);
+        let temp = self._temp.take();
+        self.handed_over = true;
+        let mut next = TestServer::spawn(
+            &self.data_dir,
+            self.config.as_deref(),
+            &self.python,
+            &self.extra_args,
+        );
+        next._temp = temp;
+        next
+    }
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         let pid = self.child.id();
         let _ = self.child.kill();
         let _ = self.child.wait();
+        servers().lock().expect("servers").remove(&pid);
+        if self.handed_over {
+            return;
+        }
+        // Workers outlive a killed server (their launchers wait to be adopted): end them.
+        end_launchers_of(&self.data_dir);
         unmount_below(&self.data_dir);
         remove_cgroups_of(pid);
+        reap_orphans();
+    }
+}
+
+/// The servers this test process started (its own children, waited for by their handles).
+fn servers() -> &'static Mutex<std::collections::HashSet<u32>> {
+    static SERVERS: std::sync::OnceLock<Mutex<std::collections::HashSet<u32>>> =
+        std::sync::OnceLock::new();
+    SERVERS.get_or_init(|| Mutex::new(std::collections::HashSet::new()))
+}
+
+/// Makes this test process the reaper of the workers its servers leave behind when they die
+/// (a worker's launcher outlives its server, and this host's init does not reap orphans).
+fn adopt_orphaned_launchers() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
+    });
+}
+
+/// Reaps this process's children that have exited and are not servers (orphaned launchers
+/// whose sessions ended).
+pub fn reap_orphans() {
+    let own = std::process::id();
+    let servers = servers().lock().expect("servers").clone();
+    for (pid, parent, state) in processes() {
+        if parent == own && state == "Z" && !servers.contains(&pid) {
+            let _ = nix::sys::wait::waitpid(
+                Pid::from_raw(pid as i32),
+                Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+            );
+        }
+    }
+}
+
+/// (pid, parent pid, state) of every process, read from `/proc`.
+fn processes() -> Vec<(u32, u32, String)> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if let (Some(state), Some(parent)) = (
+            fields.first(),
+            fields.get(1).and_then(|ppid| ppid.parse::<u32>().ok()),
+        ) {
+            found.push((pid, parent, (*state).to_owned()));
+        }
+    }
+    found
+}
+
+/// The launch policies (`corral sandbox-init <policy>`) of live launchers whose keeper
+/// socket is under `data_dir`, by launcher pid.
+pub fn launchers_of(data_dir: &Path) -> Vec<(u32, Value)> {
+    let workers = data_dir.join("workers");
+    let workers = workers.to_string_lossy().into_owned();
+    let mut found = Vec::new();
+    let mut parents = std::collections::HashMap::new();
+    for (pid, parent, state) in processes() {
+        if state == "Z" {
+            continue;
+        }
+        parents.insert(pid, parent);
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let arguments: Vec<String> = cmdline
+            .split(|byte| *byte == 0)
+            .map(|argument| String::from_utf8_lossy(argument).into_owned())
+            .collect();
+        if arguments.get(1).map(String::as_str) != Some("sandbox-init") {
+            continue;
+        }
+        let Some(policy) = arguments
+            .get(2)
+            .and_then(|text| serde_json::from_str::<Value>(text).ok())
+        else {
+            continue;
+        };
+        let in_data_dir = policy["keeper_socket"]
+            .as_str()
+            .is_some_and(|socket| socket.starts_with(&workers));
+        if in_data_dir {
+            found.push((pid, policy));
+        }
+    }
+    // A session's init is a clone of its launcher (same command line): keep the launchers.
+    let pids: std::collections::HashSet<u32> = found.iter().map(|(pid, _)| *pid).collect();
+    found.retain(|(pid, _)| parents.get(pid).is_none_or(|parent| !pids.contains(parent)));
+    found
+}
+
+/// Kills the launchers of `data_dir`'s workers and removes what they would have released
+/// (their cgroups and root directories).
+pub fn end_launchers_of(data_dir: &Path) {
+    let launchers = launchers_of(data_dir);
+    for (pid, _) in &launchers {
+        let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+    }
+    for (pid, policy) in &launchers {
+        // Orphans are this process's children (it is their subreaper); others the server's.
+        let _ = nix::sys::wait::waitpid(Pid::from_raw(*pid as i32), None);
+        let deadline = Instant::now() + DEADLINE;
+        for procs in policy["cgroup_procs"].as_array().into_iter().flatten() {
+            let Some(directory) = procs.as_str().and_then(|procs| Path::new(procs).parent()) else {
+                continue;
+            };
+            while std::fs::remove_dir(directory)
+                .is_err_and(|error| error.kind() != std::io::ErrorKind::NotFound)
+                && Instant::now() < deadline
+            {
+                let procs =
+                    std::fs::read_to_string(directory.join("cgroup.procs")).unwrap_or_default();
+                for pid in procs
+                    .lines()
+                    .filter_map(|line| line.trim().parse::<i32>().ok())
+                {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        if let Some(root) = policy["root_dir"].as_str() {
+            let _ = std::fs::remove_dir(root);
+        }
+        if let Some(mount) = policy["workspace_mount"].as_str() {
+            let _ = Command::new("umount")
+                .args(["-l", mount])
+                .stderr(Stdio::null())
+                .status();
+            let _ = std::fs::remove_dir_all(mount);
+        }
     }
 }
 
@@ -412,7 +588,11 @@ pub fn unmount_below(directory: &Path) {
     if let Ok(entries) = std::fs::read_dir(directory.join("workspaces")) {
         for entry in entries.flatten() {
             if let Ok(target) = std::fs::read_link(entry.path()) {
-                let _ = Command::new("umount").arg("-l").arg(&target).status();
+                let _ = Command::new("umount")
+                    .arg("-l")
+                    .arg(&target)
+                    .stderr(Stdio::null())
+                    .status();
                 let _ = std::fs::remove_dir(&target);
             }
         }
@@ -422,7 +602,10 @@ pub fn unmount_below(directory: &Path) {
     for line in mountinfo.lines() {
         if let Some(mount_point) = line.split(' ').nth(4) {
             if mount_point.starts_with(&prefix) {
-                let _ = Command::new("umount").args(["-l", mount_point]).status();
+                let _ = Command::new("umount")
+                    .args(["-l", mount_point])
+                    .stderr(Stdio::null())
+                    .status();
             }
         }
     }
