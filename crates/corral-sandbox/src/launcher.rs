@@ -332,10 +332,15 @@ fn reap(init: Pid) -> Result<Option<i32>, LaunchError> {
     }
 }
 
-/// Releases what the session leaves on the host once its namespace is gone: anything left in
-/// its cgroups and the cgroups themselves, its root directory, and — when no server owns the
-/// session any more (orphaned, or ended at its owner's request) — its workspace mount.
+/// When no server owns the session any more (orphaned, or ended at its owner's request),
+/// releases what it leaves on the host once its namespace is gone: anything left in its
+/// cgroups and the cgroups themselves, its root directory and its workspace mount. An owner
+/// releases them itself.
 fn release(policy: &LaunchPolicy, orphan: bool) {
+    // An owner reads the cgroups (did the OOM killer strike?) and releases them itself.
+    if !orphan {
+        return;
+    }
     if let Some(cgroup) =
         SessionCgroup::from_procs_files(&policy.cgroup_procs, policy.cgroup_version)
     {
@@ -349,11 +354,9 @@ fn release(policy: &LaunchPolicy, orphan: bool) {
         }
     }
     let _ = std::fs::remove_dir(&policy.root_dir);
-    if orphan {
-        if let Some(mount_point) = &policy.workspace_mount {
-            let _ = umount2(mount_point, MntFlags::MNT_DETACH);
-            let _ = std::fs::remove_dir_all(mount_point);
-        }
+    if let Some(mount_point) = &policy.workspace_mount {
+        let _ = umount2(mount_point, MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_dir_all(mount_point);
     }
 }
 

@@ -159,17 +159,22 @@ impl InterruptHandle {
             .map(|kib| kib * 1024)
     }
 
-    /// PSS, USS and RSS of the worker's processes now (every process in its cgroup when
-    /// sandboxed, else the worker's process tree). `None` once the worker is gone.
+    /// PSS, USS and RSS of the worker's processes now (its launcher and every process in its
+    /// cgroup when sandboxed, else the worker's process tree). `None` once the worker is gone.
     pub fn memory_usage(&self) -> Option<corral_core::MemoryUsage> {
         if !self.alive.load(Ordering::SeqCst) {
             return None;
         }
         let pids: Vec<u32> = match &self.cgroup {
-            Some(cgroup) => cgroup
-                .pids()
-                .into_iter()
-                .filter_map(|pid| u32::try_from(pid).ok())
+            // The session's processes, and its launcher (outside the cgroup, but there for
+            // this session alone).
+            Some(cgroup) => std::iter::once(self.pid)
+                .chain(
+                    cgroup
+                        .pids()
+                        .into_iter()
+                        .filter_map(|pid| u32::try_from(pid).ok()),
+                )
                 .collect(),
             None => corral_sandbox::process_tree(self.pid),
         };
