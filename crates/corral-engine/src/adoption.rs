@@ -15,12 +15,12 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use corral_core::{
-    ErrorInfo, ExecutionRecord, ExecutionStatus, SessionId, SessionRecord, SessionState,
+    ErrorInfo, ExecutionRecord, ExecutionStatus, OutputItem, SessionId, SessionRecord,
+    SessionState, StreamName,
 };
 use corral_worker::{left_workers, LeftWorker, Worker, WorkerInfo};
 
-use crate::engine::{EngineInner, Launch, SessionSlot, RESTART_REASON};
-use crate::quotas::QuotaKind;
+use crate::engine::{EngineInner, Launch, RESTART_REASON};
 use crate::{fleet, Engine, EngineError};
 
 /// A worker taken over, waiting for its session to be launched.
@@ -78,20 +78,8 @@ async fn wanted_session(inner: &EngineInner, left: &LeftWorker) -> Option<Sessio
 /// Ends a worker no session wants (a warm pool's, or a closed session's).
 async fn end_unwanted(inner: &EngineInner, left: &LeftWorker) {
     let workspace = inner.workspaces_dir.join(&left.label);
-    match left.connect(&inner.worker_config, workspace, placeholder_info()) {
-        Ok(worker) => {
-            tracing::info!(worker = %left.label, "a worker no session owns was ended");
-            worker.terminate().await;
-        }
-        Err(_) => left.forget(),
-    }
-}
-
-fn placeholder_info() -> WorkerInfo {
-    WorkerInfo {
-        pid: 0,
-        language: String::new(),
-        language_version: String::new(),
+    if left.end(&inner.worker_config, workspace).await.is_ok() {
+        tracing::info!(worker = %left.label, "a worker no session owns was ended");
     }
 }
 
@@ -114,7 +102,7 @@ async fn resume(
             language: runtime.language.clone(),
             language_version: runtime.language_version.clone(),
         })
-        .unwrap_or_else(placeholder_info);
+        .unwrap_or_default();
     let workspace = inner.workspaces_dir.join(record.id.to_string());
     let mut worker = match left.connect(config, workspace, info) {
         Ok(worker) => worker,
@@ -124,7 +112,7 @@ async fn resume(
         }
         Err(error) => return Err(error.to_string()),
     };
-    let resumed = match worker.resume(inner.limits.interrupt_grace).await {
+    let mut resumed = match worker.resume(inner.limits.interrupt_grace).await {
         Ok(resumed) => resumed,
         Err(error) => {
             worker.kill().await;
@@ -139,24 +127,40 @@ async fn resume(
             record.execution_count = count;
             let evalue = if resumed.interrupted {
                 "the server stopped while this execution ran; it was interrupted when the \
-                 next server took the session over, and its code and output were not kept"
+                 next server took the session over. Its code, and what it printed before the \
+                 server stopped, were not kept; what it printed afterwards is below"
             } else {
-                "the server stopped before this execution finished; it finished unobserved, \
-                 and its code and output were not kept"
+                "the server stopped before this execution finished; it finished unobserved. \
+                 Its code, and what it printed before the server stopped, were not kept"
             };
+            let stdout = std::mem::take(&mut resumed.unread_stdout);
+            let stderr = std::mem::take(&mut resumed.unread_stderr);
+            let outputs = [(StreamName::Stdout, &stdout), (StreamName::Stderr, &stderr)]
+                .into_iter()
+                .filter(|(_, text)| !text.is_empty())
+                .map(|(name, text)| OutputItem::Stream {
+                    name,
+                    text: text.clone(),
+                })
+                .collect();
+            let traceback = resumed
+                .error
+                .take()
+                .map(|error| error.traceback)
+                .unwrap_or_default();
             ExecutionRecord {
                 session_id: record.id,
                 execution_count: count,
                 code: String::new(),
                 status: ExecutionStatus::Interrupted,
                 result: None,
-                stdout: String::new(),
-                stderr: String::new(),
-                outputs: Vec::new(),
+                stdout,
+                stderr,
+                outputs,
                 error: Some(ErrorInfo {
                     ename: "ServerRestarted".to_owned(),
                     evalue: evalue.to_owned(),
-                    traceback: Vec::new(),
+                    traceback,
                 }),
                 duration_ms: 0,
                 truncated: false,
@@ -190,15 +194,7 @@ impl Engine {
         } in adopted
         {
             let id = record.id;
-            let claims = inner
-                .quotas
-                .claim(&record.tenant, QuotaKind::Sessions)
-                .ok()
-                .zip(SessionSlot::claim(
-                    &inner.occupied_slots,
-                    inner.limits.max_sessions,
-                ));
-            let Some((tenant_claim, slot)) = claims else {
+            let Ok((tenant_claim, slot)) = inner.claim_place(&record.tenant) else {
                 tracing::warn!(session_id = %id, "no session slot left for an adopted session; it stays dead");
                 worker.terminate().await;
                 continue;

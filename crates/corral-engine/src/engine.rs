@@ -209,6 +209,23 @@ impl SessionSlot {
     }
 }
 
+impl EngineInner {
+    /// What a session holds while it is live: a place in its tenant's session quota and one
+    /// of the server's `max_sessions` places (creates, restarts and adoptions alike).
+    pub(crate) fn claim_place(
+        &self,
+        tenant: &str,
+    ) -> Result<(crate::quotas::QuotaClaim, SessionSlot), EngineError> {
+        let tenant_claim = self.quotas.claim(tenant, QuotaKind::Sessions)?;
+        let limit = self.limits.max_sessions;
+        let slot = SessionSlot::claim(&self.occupied_slots, limit).ok_or_else(|| {
+            measurements::refused("max_sessions");
+            EngineError::TooManySessions { limit }
+        })?;
+        Ok((tenant_claim, slot))
+    }
+}
+
 impl Drop for SessionSlot {
     fn drop(&mut self) {
         self.occupied.fetch_sub(1, Ordering::SeqCst);
@@ -418,15 +435,7 @@ impl Engine {
                 });
             }
         }
-        let tenant_claim = self.inner.quotas.claim(&tenant, QuotaKind::Sessions)?;
-        let slot = SessionSlot::claim(&self.inner.occupied_slots, limits.max_sessions).ok_or_else(
-            || {
-                measurements::refused("max_sessions");
-                EngineError::TooManySessions {
-                    limit: limits.max_sessions,
-                }
-            },
-        )?;
+        let (tenant_claim, slot) = self.inner.claim_place(&tenant)?;
         let id = SessionId::new();
         let workspace = self.inner.workspaces_dir.join(id.to_string());
         let start_clock = std::time::Instant::now();

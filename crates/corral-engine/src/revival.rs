@@ -10,8 +10,7 @@ use chrono::Utc;
 use corral_core::{Principal, SessionId, SessionRecord, SessionState};
 use corral_worker::Worker;
 
-use crate::engine::{Launch, SessionSlot};
-use crate::quotas::QuotaKind;
+use crate::engine::Launch;
 use crate::{measurements, Engine, EngineError};
 
 /// Longest wait for a dying session's task to finish recording its end.
@@ -45,19 +44,7 @@ impl Engine {
         let Some(_work) = self.inner.drain.begin() else {
             return Err(EngineError::ShuttingDown);
         };
-        let limits = &self.inner.limits;
-        let tenant_claim = self
-            .inner
-            .quotas
-            .claim(&record.tenant, QuotaKind::Sessions)?;
-        let slot = SessionSlot::claim(&self.inner.occupied_slots, limits.max_sessions).ok_or_else(
-            || {
-                measurements::refused("max_sessions");
-                EngineError::TooManySessions {
-                    limit: limits.max_sessions,
-                }
-            },
-        )?;
+        let (tenant_claim, slot) = self.inner.claim_place(&record.tenant)?;
         // The session's own runtime (a JavaScript session comes back as JavaScript).
         let mut worker_config = self.inner.runtimes.config(&record.runtime)?.clone();
         worker_config.session_limits = record.resources;

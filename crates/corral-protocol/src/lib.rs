@@ -10,4 +10,4 @@ mod sync_marker;
 
 pub use framing::{read_frame, write_frame, FrameError, MAX_FRAME_BYTES};
 pub use messages::{DoneStatus, WorkerEvent, WorkerRequest, PROTOCOL_VERSION};
-pub use sync_marker::{Scanned, SyncMarker, SyncScan};
+pub use sync_marker::{without_markers, Scanned, SyncMarker, SyncScan};

@@ -176,6 +176,38 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
         .position(|window| window == needle)
 }
 
+/// The bytes every marker and fence begins with.
+const MARKER_PREFIX: &[u8] = b"\0CORRAL-SYNC:";
+/// Longest token (with a fence number) a marker carries.
+const MAX_TOKEN_BYTES: usize = 128;
+
+/// `bytes` without any marker or fence, whatever its token: for output read without knowing
+/// which execution wrote it (a worker taken over from a server that stopped). A prefix with no
+/// terminating NUL within a token's length is kept as it is.
+pub fn without_markers(bytes: &[u8]) -> Vec<u8> {
+    let mut kept = Vec::with_capacity(bytes.len());
+    let mut rest = bytes;
+    while let Some(start) = find(rest, MARKER_PREFIX) {
+        let after = &rest[start + MARKER_PREFIX.len()..];
+        match after
+            .iter()
+            .take(MAX_TOKEN_BYTES)
+            .position(|byte| *byte == 0)
+        {
+            Some(end) => {
+                kept.extend_from_slice(&rest[..start]);
+                rest = &after[end + 1..];
+            }
+            None => {
+                kept.extend_from_slice(&rest[..start + MARKER_PREFIX.len()]);
+                rest = after;
+            }
+        }
+    }
+    kept.extend_from_slice(rest);
+    kept
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,5 +311,19 @@ mod tests {
         let (output, found) = scan_in_chunks(&input, 4);
         assert!(!found);
         assert_eq!(output, input);
+    }
+
+    #[test]
+    fn markers_of_any_token_are_removed_and_the_rest_kept() {
+        let mut stream = b"before ".to_vec();
+        stream.extend_from_slice(SyncMarker::new("abc.1").as_bytes());
+        stream.extend_from_slice(b"middle ");
+        stream.extend_from_slice(SyncMarker::new("abc").as_bytes());
+        stream.extend_from_slice(b"after\0CORRAL-SYNC:unterminated");
+        assert_eq!(
+            super::without_markers(&stream),
+            b"before middle after\0CORRAL-SYNC:unterminated".to_vec()
+        );
+        assert_eq!(super::without_markers(b"plain"), b"plain".to_vec());
     }
 }

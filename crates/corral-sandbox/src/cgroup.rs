@@ -107,19 +107,7 @@ impl CgroupHost {
             }
         }
         for name in stale {
-            let cgroup = match self {
-                CgroupHost::V1 { root } => SessionCgroup {
-                    directories: V1_CONTROLLERS
-                        .iter()
-                        .map(|controller| root.join(controller).join("corral").join(&name))
-                        .collect(),
-                    version: 1,
-                },
-                CgroupHost::V2 { root } => SessionCgroup {
-                    directories: vec![root.join(&name)],
-                    version: 2,
-                },
-            };
+            let cgroup = self.named(&name);
             if cgroup.pids().is_empty() {
                 cgroup.remove();
             }
@@ -161,19 +149,7 @@ impl CgroupHost {
 
     /// Creates the cgroup `name` with `limits`.
     pub fn create(&self, name: &str, limits: CgroupLimits) -> Result<SessionCgroup, CgroupError> {
-        let cgroup = match self {
-            CgroupHost::V1 { root } => SessionCgroup {
-                directories: V1_CONTROLLERS
-                    .iter()
-                    .map(|controller| root.join(controller).join("corral").join(name))
-                    .collect(),
-                version: 1,
-            },
-            CgroupHost::V2 { root } => SessionCgroup {
-                directories: vec![root.join(name)],
-                version: 2,
-            },
-        };
+        let cgroup = self.named(name);
         for directory in &cgroup.directories {
             std::fs::create_dir_all(directory).map_err(io_error(directory))?;
         }

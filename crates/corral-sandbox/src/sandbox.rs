@@ -245,15 +245,6 @@ impl Sandbox {
         }
     }
 
-    /// Unmounts every workspace left under `directory` (after a crash) and removes it.
-    pub fn release_all_workspaces(&self, directory: &Path) {
-        if let Ok(entries) = std::fs::read_dir(directory) {
-            for entry in entries.flatten() {
-                self.release_workspace(&entry.path());
-            }
-        }
-    }
-
     /// Wraps `command` (as it would run on the host) into a launcher command that runs it in
     /// a fresh sandbox with `workspace` at `/workspace`. `readonly_files` are host files made
     /// visible at the given sandbox paths.

@@ -46,7 +46,45 @@ pub struct Resumed {
     pub unfinished_execution: Option<u64>,
     /// Whether the worker was interrupted to bring it back (it was busy).
     pub interrupted: bool,
+    /// What the unfinished execution printed that the stopped server never read (what it had
+    /// read is gone with it), markers removed, each at most `UNREAD_OUTPUT_CAP` bytes.
+    pub unread_stdout: String,
+    pub unread_stderr: String,
+    /// The error the unfinished execution ended with, if it ended before the takeover's
+    /// fence (e.g. the `KeyboardInterrupt` of the takeover's interrupt).
+    pub error: Option<UnfinishedError>,
 }
+
+/// The error an unfinished execution reported while it was taken over.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnfinishedError {
+    pub ename: String,
+    pub evalue: String,
+    pub traceback: Vec<String>,
+}
+
+/// The most unread output kept per stream from an unfinished execution.
+pub const UNREAD_OUTPUT_CAP: usize = 64 * 1024;
+
+/// Bytes kept from one stream, up to [`UNREAD_OUTPUT_CAP`].
+#[derive(Default)]
+struct Unread(Vec<u8>);
+
+impl Unread {
+    fn keep(&mut self, chunk: &[u8]) {
+        let room = (UNREAD_OUTPUT_CAP + MARKER_SLACK).saturating_sub(self.0.len());
+        self.0.extend_from_slice(&chunk[..chunk.len().min(room)]);
+    }
+
+    fn text(&self) -> String {
+        let mut text = corral_protocol::without_markers(&self.0);
+        text.truncate(UNREAD_OUTPUT_CAP);
+        String::from_utf8_lossy(&text).into_owned()
+    }
+}
+
+/// Room for the markers kept with the output (removed before the cap applies).
+const MARKER_SLACK: usize = 1024;
 
 /// Why a worker could not be taken over.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +125,27 @@ impl LeftWorker {
         ))
     }
 
+    /// Ends a worker no session wants (a previous server's warm-pool worker): its launcher
+    /// ends it and releases what it held, and `workspace` is removed. A launcher that is
+    /// already gone only leaves its socket, which is removed.
+    pub async fn end(
+        &self,
+        config: &WorkerConfig,
+        workspace: PathBuf,
+    ) -> Result<(), AdoptionError> {
+        // Nobody reads what an unowned worker would say about itself.
+        match self.connect(config, workspace, WorkerInfo::default()) {
+            Ok(worker) => {
+                worker.terminate().await;
+                Ok(())
+            }
+            Err(error) => {
+                self.forget();
+                Err(error)
+            }
+        }
+    }
+
     /// Removes the socket of a launcher that is gone.
     pub fn forget(&self) {
         let _ = std::fs::remove_file(&self.socket);
@@ -109,12 +168,21 @@ impl Worker {
             .map_err(|error| AdoptionError::OutOfStep(error.to_string()))?;
         let mut unfinished: Option<u64> = None;
         let mut interrupted = false;
+        let (mut unread_stdout, mut unread_stderr) = (Unread::default(), Unread::default());
+        let mut error = None;
         let mut deadline = Instant::now() + IDLE_ANSWER;
         loop {
             tokio::select! {
                 event = self.events.recv() => match event {
                     Some(Ok(WorkerEvent::IsCompleteReply { id, .. })) if id == RESYNC_ID => break,
                     Some(Ok(event)) => {
+                        if let WorkerEvent::Error { ename, evalue, traceback, .. } = &event {
+                            error = Some(UnfinishedError {
+                                ename: ename.clone(),
+                                evalue: evalue.clone(),
+                                traceback: traceback.clone(),
+                            });
+                        }
                         if let Some(count) = exec_frame_count(&event) {
                             unfinished = unfinished.max(Some(count));
                             if !interrupted && !matches!(event, WorkerEvent::Done { .. }) {
@@ -127,8 +195,14 @@ impl Worker {
                     Some(Err(error)) => return Err(AdoptionError::OutOfStep(error)),
                     None => return Err(AdoptionError::Gone),
                 },
-                chunk = self.stdout.recv(), if self.stdout_open => if chunk.is_none() { self.stdout_open = false },
-                chunk = self.stderr.recv(), if self.stderr_open => if chunk.is_none() { self.stderr_open = false },
+                chunk = self.stdout.recv(), if self.stdout_open => match chunk {
+                    Some(chunk) => unread_stdout.keep(&chunk),
+                    None => self.stdout_open = false,
+                },
+                chunk = self.stderr.recv(), if self.stderr_open => match chunk {
+                    Some(chunk) => unread_stderr.keep(&chunk),
+                    None => self.stderr_open = false,
+                },
                 _ = tokio::time::sleep_until(deadline) => {
                     if interrupted {
                         return Err(AdoptionError::OutOfStep(
@@ -147,7 +221,8 @@ impl Worker {
             execution_count: unfinished.unwrap_or(0),
             timeout: grace.max(Duration::from_secs(1)),
             interrupt_grace: grace,
-            output_cap_bytes: 1024,
+            // What the fence reads before its own marker is the unfinished execution's tail.
+            output_cap_bytes: UNREAD_OUTPUT_CAP,
             stdin: corral_core::StdinMode::Empty,
             store_history: false,
         };
@@ -155,9 +230,14 @@ impl Worker {
         if let Some(exit) = outcome.worker_exit {
             return Err(AdoptionError::OutOfStep(exit.description));
         }
+        unread_stdout.keep(outcome.stdout.as_bytes());
+        unread_stderr.keep(outcome.stderr.as_bytes());
         Ok(Resumed {
             unfinished_execution: unfinished,
             interrupted,
+            unread_stdout: unread_stdout.text(),
+            unread_stderr: unread_stderr.text(),
+            error,
         })
     }
 

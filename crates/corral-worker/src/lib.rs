@@ -20,7 +20,7 @@ mod stream_text;
 mod venv;
 mod worker;
 
-pub use adoption::{left_workers, AdoptionError, LeftWorker, Resumed};
+pub use adoption::{left_workers, AdoptionError, LeftWorker, Resumed, UnfinishedError};
 pub use corral_sandbox::{
     available_memory_bytes, launcher_main, HostIsolation, IsolationFeature, Sandbox,
     SandboxSettings, SessionLimits,

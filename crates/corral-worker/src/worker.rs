@@ -61,7 +61,7 @@ fn next_sandbox_name() -> String {
 }
 
 /// What the worker said about itself when it became ready.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WorkerInfo {
     pub pid: u32,
     pub language: String,
@@ -234,6 +234,13 @@ impl WorkerProcess {
     }
 }
 
+/// A worker's three channels, as a spawn or an adoption yields them.
+struct WorkerChannels {
+    control: tokio::net::UnixStream,
+    stdout: tokio::net::unix::pipe::Receiver,
+    stderr: tokio::net::unix::pipe::Receiver,
+}
+
 /// A running worker process and the host ends of its channels.
 #[derive(Debug)]
 pub struct Worker {
@@ -342,36 +349,25 @@ impl Worker {
                 return Err(error.into());
             }
         };
-        let (control_reader, control_writer) = spawned.control.into_split();
-        let events = spawn_frame_reader(control_reader);
-        let stdout = spawn_pipe_reader(spawned.stdout);
-        let stderr = spawn_pipe_reader(spawned.stderr);
-        let mut worker = Worker {
-            process: WorkerProcess {
+        let mut worker = Worker::from_channels(
+            WorkerProcess {
                 child: Some(spawned.child),
                 keeper: spawned.keeper,
             },
-            info: WorkerInfo {
+            WorkerInfo {
                 pid: spawned.pid,
                 language: String::new(),
                 language_version: String::new(),
             },
-            control_writer,
-            events,
-            stdout,
-            stderr,
-            stdout_open: true,
-            stderr_open: true,
-            events_open: true,
-            exited: None,
-            alive: Arc::new(AtomicBool::new(true)),
-            interrupt_requested: Arc::new(AtomicBool::new(false)),
-            executing: Arc::new(AtomicBool::new(false)),
+            WorkerChannels {
+                control: spawned.control,
+                stdout: spawned.stdout,
+                stderr: spawned.stderr,
+            },
             workspace,
             sandbox,
-            sandbox_handle: config.sandbox.clone(),
-            keeper_socket: None,
-        };
+            config,
+        );
         match tokio::time::timeout(config.start_timeout, worker.wait_ready()).await {
             Ok(Ok(())) => {
                 // The launcher listens before it lets the worker start: the socket exists.
@@ -407,26 +403,52 @@ impl Worker {
             stderr,
             keeper,
         } = channels;
-        let (control_reader, control_writer) = control.into_split();
         let sandbox = config.sandbox.as_ref().map(|sandbox| SandboxResources {
             sandbox: sandbox.clone(),
             cgroup: sandbox.adopted_cgroup(&name),
             name,
             keeper_socket: keeper_socket.clone(),
         });
-        Worker {
-            process: WorkerProcess {
+        let mut worker = Worker::from_channels(
+            WorkerProcess {
                 child: None,
                 keeper: Some(keeper),
             },
-            info: WorkerInfo {
+            WorkerInfo {
                 pid: launcher_pid,
                 ..info
             },
+            WorkerChannels {
+                control,
+                stdout,
+                stderr,
+            },
+            workspace,
+            sandbox,
+            config,
+        );
+        worker.keeper_socket = socket_inode(&keeper_socket).map(|inode| (keeper_socket, inode));
+        worker
+    }
+
+    /// The one place a `Worker` is assembled, for a fresh spawn and an adoption alike: the
+    /// channels' readers start here.
+    fn from_channels(
+        process: WorkerProcess,
+        info: WorkerInfo,
+        channels: WorkerChannels,
+        workspace: PathBuf,
+        sandbox: Option<SandboxResources>,
+        config: &WorkerConfig,
+    ) -> Worker {
+        let (control_reader, control_writer) = channels.control.into_split();
+        Worker {
+            process,
+            info,
             control_writer,
             events: spawn_frame_reader(control_reader),
-            stdout: spawn_pipe_reader(stdout),
-            stderr: spawn_pipe_reader(stderr),
+            stdout: spawn_pipe_reader(channels.stdout),
+            stderr: spawn_pipe_reader(channels.stderr),
             stdout_open: true,
             stderr_open: true,
             events_open: true,
@@ -437,7 +459,7 @@ impl Worker {
             workspace,
             sandbox,
             sandbox_handle: config.sandbox.clone(),
-            keeper_socket: socket_inode(&keeper_socket).map(|inode| (keeper_socket, inode)),
+            keeper_socket: None,
         }
     }
 

@@ -180,7 +180,7 @@ async fn an_execution_running_at_the_crash_is_recorded_as_interrupted() {
     server.execute(&id, "total = 0").await;
     let running = server.execute_in_background(
         &id,
-        "import time\nfor _ in range(100000):\n    total += 1\n    time.sleep(0.01)",
+        "import time\nfor _ in range(100000):\n    total += 1\n    print('tick', total, flush=True)\n    time.sleep(0.01)",
     );
     server.wait_for_state(&id, "busy").await;
     let server = server.restart_with(Signal::SIGKILL);
@@ -195,6 +195,13 @@ async fn an_execution_running_at_the_crash_is_recorded_as_interrupted() {
     assert_eq!(interrupted["error"]["ename"], "ServerRestarted");
     let evalue = interrupted["error"]["evalue"].as_str().unwrap_or_default();
     assert!(evalue.contains("interrupted"), "{evalue}");
+    // What the cell printed after the crash, which no server had read, is kept (markers
+    // removed), and so is the interrupt's traceback.
+    let stdout = interrupted["stdout"].as_str().unwrap_or_default();
+    assert!(stdout.contains("tick"), "{interrupted}");
+    assert!(!stdout.contains("CORRAL-SYNC"), "{interrupted}");
+    let traceback = interrupted["error"]["traceback"].to_string();
+    assert!(traceback.contains("KeyboardInterrupt"), "{interrupted}");
     // The interrupted loop's work so far is still in the interpreter.
     let next = server.execute(&id, "total > 0").await;
     assert_eq!(next["execution_count"], 3);

@@ -625,30 +625,11 @@ pub async fn response(result: reqwest::Result<reqwest::Response>) -> (u16, Value
 
 /// Live children of `parent` (zombies excluded), read from `/proc`.
 pub fn child_pids(parent: u32) -> Vec<u32> {
-    let mut children = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return children;
-    };
-    for entry in entries.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // Fields after the command name (which may contain spaces) start after the last ')'.
-        let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        if fields.first() == Some(&"Z") {
-            continue;
-        }
-        if fields.get(1).and_then(|ppid| ppid.parse::<u32>().ok()) == Some(parent) {
-            children.push(pid);
-        }
-    }
-    children
+    processes()
+        .into_iter()
+        .filter(|(_, ppid, state)| *ppid == parent && state != "Z")
+        .map(|(pid, _, _)| pid)
+        .collect()
 }
 
 /// Reads a server-sent-event stream to its end: `(event, data)` pairs.
