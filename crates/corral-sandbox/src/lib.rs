@@ -24,7 +24,7 @@ mod sandbox;
 mod seccomp;
 mod sys_view;
 
-pub use cgroup::SessionCgroup;
+pub use cgroup::{CpuPriority, SessionCgroup};
 pub use files::{
     files_main, relative_workspace_path, FileEntry, FileFailure, FileOperation, FILES_COMMAND,
 };

@@ -370,6 +370,9 @@ impl Worker {
         );
         match tokio::time::timeout(config.start_timeout, worker.wait_ready()).await {
             Ok(Ok(())) => {
+                if let Some(cgroup) = worker.cgroup() {
+                    cgroup.set_cpu_priority(corral_sandbox::CpuPriority::Normal);
+                }
                 // The launcher listens before it lets the worker start: the socket exists.
                 worker.keeper_socket =
                     keeper_socket.and_then(|path| socket_inode(&path).map(|inode| (path, inode)));
@@ -560,6 +563,13 @@ impl Worker {
         let end = self.process.ended().await;
         let exit = self.describe_exit(end);
         self.mark_exited(exit)
+    }
+
+    /// The worker's cgroup, when sandboxed with one.
+    pub fn cgroup(&self) -> Option<&SessionCgroup> {
+        self.sandbox
+            .as_ref()
+            .and_then(|resources| resources.cgroup.as_ref())
     }
 
     /// Why the worker ended: the memory limit when the OOM killer struck, else its status.

@@ -131,3 +131,87 @@ async fn an_interpreter_under_tmp_is_visible_to_sessions() {
         format!("'{}'", venv.path().display())
     );
 }
+
+/// The CPU share file of the cgroup a launcher's policy names, with the values a starting and
+/// a ready worker should have (`cpu.shares` on cgroup v1, `cpu.weight` on v2).
+fn cpu_share_of(policy: &serde_json::Value) -> (std::path::PathBuf, (u64, u64)) {
+    let procs: Vec<std::path::PathBuf> = policy["cgroup_procs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|path| path.as_str().map(std::path::PathBuf::from))
+        .collect();
+    if policy["cgroup_version"] == 2 {
+        let directory = procs[0].parent().expect("a cgroup directory").to_owned();
+        (directory.join("cpu.weight"), (800, 100))
+    } else {
+        let directory = procs
+            .iter()
+            .find(|path| path.to_string_lossy().contains("/cpu/"))
+            .and_then(|path| path.parent())
+            .expect("a cpu cgroup")
+            .to_owned();
+        (directory.join("cpu.shares"), (8192, 1024))
+    }
+}
+
+fn read_share(file: &std::path::Path) -> Option<u64> {
+    std::fs::read_to_string(file).ok()?.trim().parse().ok()
+}
+
+#[tokio::test]
+async fn a_starting_worker_outweighs_its_neighbours_until_it_is_ready() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    // An interpreter that takes its time to start, so the start can be watched.
+    let directory = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("slow-python-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).expect("directory");
+    let slow = directory.join("python");
+    std::fs::write(
+        &slow,
+        format!("#!/bin/sh\nsleep 1\nexec {} \"$@\"\n", support::python()),
+    )
+    .expect("script");
+    std::fs::set_permissions(&slow, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let server = TestServer::start_with_config(&format!(
+        "[pool]\nsize = 0\n\n[runtimes.slow]\ninterpreter = {:?}\n",
+        slow.display().to_string()
+    ));
+    let before: Vec<u32> = support::launchers_of(&server.data_dir)
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .collect();
+    let creating = {
+        let http = server.http.clone();
+        let url = server.url("/v1/sessions");
+        tokio::spawn(async move {
+            http.post(&url)
+                .json(&serde_json::json!({"runtime": "slow"}))
+                .send()
+                .await
+                .expect("create")
+                .json::<serde_json::Value>()
+                .await
+                .expect("json")
+        })
+    };
+    // While the interpreter starts, its cgroup has the starting share.
+    let deadline = std::time::Instant::now() + support::DEADLINE;
+    let (file, (starting, normal)) = loop {
+        let fresh = support::launchers_of(&server.data_dir)
+            .into_iter()
+            .find(|(pid, _)| !before.contains(pid));
+        if let Some((_, policy)) = fresh {
+            break cpu_share_of(&policy);
+        }
+        assert!(std::time::Instant::now() < deadline, "no launcher appeared");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    assert_eq!(read_share(&file), Some(starting), "{}", file.display());
+    let session = creating.await.expect("create task");
+    assert_eq!(session["state"], "idle", "{session}");
+    // Ready: an ordinary share, like every running session's.
+    assert_eq!(read_share(&file), Some(normal), "{}", file.display());
+    std::fs::remove_dir_all(&directory).expect("cleanup");
+}
