@@ -769,10 +769,16 @@ def _error_frame(exc, clean=True):
         evalue = str(exc)
     except BaseException:
         evalue = "<exception str() failed>"
-    try:
-        lines = traceback.format_exception(etype, exc, exc.__traceback__)
-    except BaseException:
-        lines = ["%s: %s\n" % (ename, evalue)]
+    foreign = getattr(exc, "_corral_traceback", None)
+    if isinstance(foreign, list) and all(isinstance(line, str) for line in foreign):
+        # An error raised on behalf of code in another language (an E2B context run by
+        # another corral driver): its own traceback, not the Python frames that relayed it.
+        lines = foreign
+    else:
+        try:
+            lines = traceback.format_exception(etype, exc, exc.__traceback__)
+        except BaseException:
+            lines = ["%s: %s\n" % (ename, evalue)]
     if clean:
         sys.last_type, sys.last_value, sys.last_traceback = etype, exc, exc.__traceback__
     return {"type": "error", "id": S.current_id, "ename": ename, "evalue": evalue,

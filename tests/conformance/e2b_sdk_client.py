@@ -178,6 +178,46 @@ async def async_scenario():
     return seen
 
 
+def languages_scenario():
+    seen = {}
+    sbx = Sandbox.create(timeout=120)
+    sbx.files.write("shared.txt", "written through envd")
+    first = sbx.run_code("let n = 40; console.log('js says', n); n + 2", language="js")
+    second = sbx.run_code("n += 1; await Promise.resolve(n)", language="javascript")
+    seen["js"] = [first.text, first.logs.stdout, second.text]
+    failed = sbx.run_code("undefinedThing.x", language="js")
+    seen["js_error"] = [
+        failed.error.name, failed.error.value, "undefinedThing" in failed.error.traceback,
+    ]
+    # The SDK's timeout drops the stream: the JavaScript loop is interrupted, its state kept.
+    try:
+        sbx.run_code("while (true) {}", language="js", timeout=1)
+        seen["js_timeout"] = "finished"
+    except TimeoutException:
+        seen["js_timeout"] = "timeout"
+    start = time.monotonic()
+    seen["js_after_timeout"] = [
+        sbx.run_code("n", language="js").text, time.monotonic() - start < 10,
+    ]
+    seen["js_reads_file"] = sbx.run_code(
+        "require('fs').readFileSync('shared.txt', 'utf8')", language="js").text
+    sbx.run_code('cd /tmp && GREETING=hello; greet() { echo "$GREETING $1"; }', language="bash")
+    shell = sbx.run_code("greet world; pwd; echo oops >&2; cat ~/shared.txt", language="bash")
+    seen["bash"] = ["".join(shell.logs.stdout), "".join(shell.logs.stderr)]
+    context = sbx.create_code_context(language="bash")
+    fresh = sbx.run_code("echo ${GREETING:-unset}", context=context)
+    seen["bash_context"] = [context.language, "".join(fresh.logs.stdout)]
+    seen["contexts"] = sorted(item.language for item in sbx.list_code_contexts())
+    seen["python_unchanged"] = [sbx.run_code("1 + 1").text, sbx.run_code("'n' in globals()").text]
+    try:
+        sbx.run_code("1", language="r")
+        seen["r"] = "ran"
+    except Exception as error:
+        seen["r"] = str(error)
+    sbx.kill()
+    return seen
+
+
 def tenants_scenario(other_key):
     seen = {}
     mine = Sandbox.create()
@@ -208,6 +248,8 @@ def main():
         seen = sync_scenario()
     elif scenario == "async":
         seen = asyncio.run(async_scenario())
+    elif scenario == "languages":
+        seen = languages_scenario()
     elif scenario == "tenants":
         seen = tenants_scenario(sys.argv[2])
     else:

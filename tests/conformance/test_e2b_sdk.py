@@ -168,3 +168,22 @@ def test_another_tenant_sees_none_of_it(server, keys):
     assert seen["other_listed_own"] is True
     assert seen["mine_listed"] == [seen["sandbox_id"]]
     assert seen["mine_still_runs"] == "42"
+
+
+def test_javascript_and_bash_run_in_the_sandbox_beside_python(server, keys):
+    seen = run(server, keys["alice"], "languages")
+    # JavaScript: state kept, console.log as stdout, the last expression as the result,
+    # top-level await, errors with name, message and stack, the sandbox's own files.
+    assert seen["js"] == ["42", ["js says 40\n"], "41"], seen
+    assert seen["js_error"] == ["ReferenceError", "undefinedThing is not defined", True], seen
+    assert seen["js_timeout"] == "timeout", seen
+    assert seen["js_after_timeout"] == ["41", True], seen
+    assert seen["js_reads_file"] == "'written through envd'", seen
+    # Bash: a persistent shell (directory, variables, functions), stdout and stderr apart.
+    assert seen["bash"] == ["hello world\n/tmp\nwritten through envd", "oops\n"], seen
+    # A new bash context is a shell of its own.
+    assert seen["bash_context"] == ["bash", "unset\n"], seen
+    assert seen["contexts"] == ["bash", "python"], seen
+    # Python's namespace saw none of it.
+    assert seen["python_unchanged"] == ["2", "False"], seen
+    assert "not supported" in seen["r"], seen

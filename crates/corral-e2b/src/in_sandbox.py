@@ -9,17 +9,26 @@ import ast
 import base64
 import builtins
 import grp
+import json
 import os
 import pwd
+import re
+import selectors
 import shutil
+import signal
+import socket
 import stat
+import struct
 import subprocess
+import sys
 import tempfile
 import time
 
 procs = globals().setdefault("procs", {})
 contexts = globals().setdefault("contexts", {})
 saved_env = globals().setdefault("saved_env", [])
+# Contexts of other languages: context id -> _Foreign (a corral driver run in the sandbox).
+foreign = globals().setdefault("foreign", {})
 E2B_HOME = "/home/user"
 READ_CHUNK = 65536
 IDLE_SLEEP = 0.02
@@ -287,6 +296,9 @@ def op_restore_env(args):
 
 def op_reset_context(args):
     contexts.pop(args["id"], None)
+    driver = foreign.pop(args["id"], None)
+    if driver is not None:
+        driver.stop()
     _reply({})
 
 
@@ -318,3 +330,228 @@ def run_in_context(context, code, cwd):
     finally:
         if previous is not None:
             os.chdir(previous)
+
+
+# ------------------------------------------------------------------ contexts of other languages
+
+SYNC_PREFIX = b"\0CORRAL-SYNC:"
+# A marker or a fence (`<token>.<n>`) of any token.
+MARKER = re.compile(rb"\0CORRAL-SYNC:[0-9a-f]*(?:\.[0-9]+)?\0")
+FOREIGN_START_SECONDS = 30
+FOREIGN_INTERRUPT_SECONDS = 5
+
+
+class _Bundle:
+    """A foreign result: its MIME bundle is shown as this execution's result."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return self.data
+
+    def __repr__(self):
+        return str(self.data.get("text/plain", ""))
+
+
+def _foreign_error(frame):
+    """An exception named like the foreign error, whose traceback is the foreign one."""
+    name = str(frame.get("ename") or "Error")
+    kind = type(name if name.isidentifier() else "Error", (Exception,), {})
+    error = kind(str(frame.get("evalue") or ""))
+    error._corral_traceback = [str(line) for line in frame.get("traceback") or []]
+    return error
+
+
+class _Stream:
+    """One of the foreign driver's output pipes, passed on to this execution's own stream
+    with the driver's sync markers and fences removed."""
+
+    def __init__(self, pipe, target):
+        self.pipe = pipe
+        self.target = target
+        self.held = b""
+        self.open = True
+
+    def feed(self, chunk, marker):
+        data = self.held + chunk
+        found = marker in data
+        data = MARKER.sub(b"", data)
+        # Keep back what may be the start of a marker split across reads.
+        cut = data.rfind(b"\0")
+        if cut >= 0 and SYNC_PREFIX.startswith(data[cut:cut + len(SYNC_PREFIX)]) and not found:
+            self.held, data = data[cut:], data[:cut]
+        else:
+            self.held = b""
+        if data:
+            self.target.write(data.decode("utf-8", "replace"))
+            self.target.flush()
+        return found
+
+
+class _Foreign:
+    """A corral driver (JavaScript or Bash) running in this sandbox as a child of the session's
+    interpreter: frames on a socket at its fd 3, its output on two pipes."""
+
+    def __init__(self, argv, cwd):
+        ours, theirs = socket.socketpair()
+        # The driver's end goes to its fd 3 through bash's redirection (dash takes only
+        # one-digit fds); an end that is fd 3 already is moved first (it would be closed).
+        fd = theirs.fileno() if theirs.fileno() != 3 else os.dup(theirs.fileno())
+        command = ["/bin/bash", "-c", 'exec "$@" 3<&%d %d<&-' % (fd, fd), "bash"] + argv
+        try:
+            self.process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, pass_fds=(fd,), cwd=cwd, start_new_session=True)
+        finally:
+            if fd != theirs.fileno():
+                os.close(fd)
+            theirs.close()
+        self.socket = ours
+        self.buffer = b""
+        self.count = 0
+        deadline = time.monotonic() + FOREIGN_START_SECONDS
+        while True:
+            frame = self._frame(deadline)
+            if frame is None:
+                self.stop()
+                said = self.process.stderr.read().decode("utf-8", "replace").strip()
+                raise RuntimeError("the %s driver did not start%s" % (
+                    os.path.basename(argv[-1]), ": " + said[-2000:] if said else ""))
+            if frame.get("type") == "ready":
+                return
+
+    def _frame(self, deadline):
+        """The next frame, or None when the driver is gone or the deadline passed."""
+        while True:
+            if len(self.buffer) >= 4:
+                (length,) = struct.unpack(">I", self.buffer[:4])
+                if len(self.buffer) >= 4 + length:
+                    payload, self.buffer = self.buffer[4:4 + length], self.buffer[4 + length:]
+                    return json.loads(payload)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            self.socket.settimeout(left)
+            try:
+                chunk = self.socket.recv(65536)
+            except socket.timeout:
+                return None
+            if not chunk:
+                return None
+            self.buffer += chunk
+
+    def _send(self, message):
+        payload = json.dumps(message).encode()
+        self.socket.sendall(struct.pack(">I", len(payload)) + payload)
+
+    def run(self, code):
+        self.count += 1
+        token = os.urandom(8).hex()
+        marker = SYNC_PREFIX + token.encode() + b"\0"
+        self._send({"type": "exec", "id": str(self.count), "code": code,
+                    "execution_count": self.count, "sync_token": token})
+        streams = {self.process.stdout.fileno(): _Stream(self.process.stdout, sys.stdout),
+                   self.process.stderr.fileno(): _Stream(self.process.stderr, sys.stderr)}
+        marked = set()
+        done = False
+        result = error = None
+        interrupted = False
+        selector = selectors.DefaultSelector()
+        selector.register(self.socket, selectors.EVENT_READ, None)
+        for fd in streams:
+            selector.register(fd, selectors.EVENT_READ, fd)
+        deadline = None
+        try:
+            while not (done and len(marked) == len(streams)):
+                if deadline is not None and time.monotonic() > deadline:
+                    self.stop()
+                    break
+                try:
+                    ready = selector.select(0.1 if deadline else None)
+                    for key, _ in ready:
+                        if key.data is None:
+                            chunk = self.socket.recv(65536)
+                            if not chunk:
+                                raise RuntimeError("the driver exited")
+                            self.buffer += chunk
+                            while len(self.buffer) >= 4:
+                                (length,) = struct.unpack(">I", self.buffer[:4])
+                                if len(self.buffer) < 4 + length:
+                                    break
+                                frame = json.loads(self.buffer[4:4 + length])
+                                self.buffer = self.buffer[4 + length:]
+                                kind = frame.get("type")
+                                if kind == "result":
+                                    result = frame.get("data") or {}
+                                elif kind == "error":
+                                    error = frame
+                                elif kind == "display":
+                                    builtins.display(_Bundle(frame.get("data") or {}))
+                                elif kind == "done":
+                                    done = True
+                        else:
+                            stream = streams[key.data]
+                            chunk = os.read(key.data, 65536)
+                            if not chunk:
+                                selector.unregister(key.data)
+                                marked.add(key.data)
+                            elif stream.feed(chunk, marker):
+                                marked.add(key.data)
+                except KeyboardInterrupt:
+                    # Stop the foreign cell too, wait for it to say so, then stop this one.
+                    interrupted = True
+                    deadline = time.monotonic() + FOREIGN_INTERRUPT_SECONDS
+                    try:
+                        os.kill(self.process.pid, signal.SIGINT)
+                    except ProcessLookupError:
+                        pass
+        except RuntimeError:
+            self.stop()
+            raise
+        finally:
+            selector.close()
+        if interrupted:
+            raise KeyboardInterrupt
+        if error is not None:
+            raise _foreign_error(error)
+        if result:
+            return _Bundle(result)
+        return None
+
+    def alive(self):
+        return self.process.poll() is None
+
+    def stop(self):
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.process.wait()
+        self.socket.close()
+
+
+def _driver_file(name, source):
+    """The driver's source as a file in this sandbox's private temporary directory."""
+    directory = globals().get("driver_directory")
+    if directory is None or not os.path.isdir(directory):
+        directory = tempfile.mkdtemp(prefix="corral-drivers-")
+        globals()["driver_directory"] = directory
+    path = os.path.join(directory, name)
+    if not os.path.exists(path):
+        with open(path, "w") as file:
+            file.write(source)
+    return path
+
+
+def run_foreign(context, argv, file, source, code, cwd):
+    """Runs `code` in the foreign-language context `context` (its driver started on first
+    use, again after it exited) and returns its result for the driver to show."""
+    driver = foreign.get(context)
+    if driver is not None and not driver.alive():
+        driver.stop()
+        driver = None
+    if driver is None:
+        driver = _Foreign(list(argv) + [_driver_file(file, source)], _path(cwd) if cwd else _home())
+        foreign[context] = driver
+    return driver.run(code)

@@ -1,6 +1,10 @@
 //! Operations carried out inside a session, as code for its interpreter: the envd
 //! filesystem calls, commands (started as background processes; their output is tailed by
-//! `poll` executions), signals, environment variables and code contexts. The Python is
+//! `poll` executions), signals, environment variables and code contexts, including contexts
+//! of JavaScript and Bash: for those the helper starts corral's own driver of that language
+//! inside the sandbox and is its server side of the worker protocol (`docs/protocol.md`; the
+//! one place besides `corral-protocol` that frames it, because it runs inside the sandbox,
+//! where no Rust runs). The Python is
 //! `in_sandbox.py`, executed into the module `_corral_e2b` on every call (so a restarted
 //! interpreter gets it again); replies come back as a display of `application/json`.
 //!
@@ -16,9 +20,14 @@ use serde_json::{Map, Value};
 
 use crate::connect::Code;
 use crate::envd::ProcessConfig;
+use crate::interpreter::Language;
 
 /// The helper module's source.
 const HELPER: &str = include_str!("in_sandbox.py");
+/// corral's JavaScript and Bash drivers, run inside the sandbox for contexts of those
+/// languages (the same drivers a `javascript` or `bash` session runs).
+const JAVASCRIPT_DRIVER: &str = include_str!("../../../drivers/node/driver.js");
+const BASH_DRIVER: &str = include_str!("../../../drivers/bash/driver.py");
 
 /// One operation; serialised as the `args` of the helper's `op`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -116,6 +125,40 @@ pub fn context_code(context: &str, code: &str, cwd: Option<&str>) -> String {
     ))
 }
 
+/// The code that runs `code` in context `context` of a language other than Python: the
+/// helper starts that language's corral driver inside the sandbox on the context's first use
+/// (working directory `cwd`), speaks the worker protocol to it, and passes its output on as
+/// the execution's own; its result becomes the execution's result and its error the
+/// execution's error. `None` for Python (see [`context_code`]).
+pub fn foreign_code(
+    language: Language,
+    context: &str,
+    code: &str,
+    cwd: Option<&str>,
+) -> Option<String> {
+    let (argv, file, source) = match language {
+        Language::Python => return None,
+        Language::Javascript => (
+            r#"["node", "--expose-internals"]"#,
+            "driver.js",
+            JAVASCRIPT_DRIVER,
+        ),
+        Language::Bash => (
+            "[__import__(\"sys\").executable]",
+            "driver-bash.py",
+            BASH_DRIVER,
+        ),
+    };
+    let cwd = cwd.map_or_else(|| "None".to_owned(), literal);
+    Some(with_helper(&format!(
+        "{MODULE}.run_foreign({}, {argv}, {}, {}, {}, {cwd})",
+        literal(context),
+        literal(file),
+        literal(source),
+        literal(code),
+    )))
+}
+
 /// The reply of an operation, from a display's MIME bundle.
 pub fn reply(data: &Map<String, Value>) -> Option<&Value> {
     data.get("application/json")
@@ -168,5 +211,19 @@ mod tests {
         assert_eq!(failure_code("FileNotFoundError"), Code::NotFound);
         assert_eq!(failure_code("FileExistsError"), Code::AlreadyExists);
         assert_eq!(failure_code("OSError"), Code::FailedPrecondition);
+    }
+
+    #[test]
+    fn foreign_contexts_carry_their_driver() {
+        assert_eq!(foreign_code(Language::Python, "c", "1", None), None);
+        let js = foreign_code(Language::Javascript, "c1", "1 + 1", Some("/tmp")).expect("js");
+        assert!(
+            js.contains("run_foreign(\"c1\", [\"node\", \"--expose-internals\"], \"driver.js\"")
+        );
+        assert!(js.contains("corral's JavaScript worker driver"));
+        assert!(js.ends_with("\"1 + 1\", \"/tmp\")\n"), "{js}");
+        let bash = foreign_code(Language::Bash, "c2", "echo hi", None).expect("bash");
+        assert!(bash.contains("\"driver-bash.py\""));
+        assert!(bash.ends_with("\"echo hi\", None)\n"), "{bash}");
     }
 }

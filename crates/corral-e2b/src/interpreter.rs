@@ -10,8 +10,53 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// The languages corral's sessions run.
-pub const LANGUAGES: &[&str] = &["python", "python3"];
+/// A language a context runs: the sandbox's own Python, or JavaScript (Node.js) or Bash run
+/// by their corral drivers inside the same sandbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    Python,
+    Javascript,
+    Bash,
+}
+
+impl Language {
+    /// The language named `name` as E2B's SDKs and templates spell it (any case).
+    pub fn parse(name: &str) -> Result<Language, String> {
+        match name.to_ascii_lowercase().as_str() {
+            "python" | "python3" => Ok(Language::Python),
+            "javascript" | "js" | "node" | "nodejs" => Ok(Language::Javascript),
+            "bash" | "sh" | "shell" => Ok(Language::Bash),
+            _ => Err(format!(
+                "language {name:?} is not supported: corral sandboxes run python, javascript and bash"
+            )),
+        }
+    }
+
+    /// `language` when given, else Python.
+    pub fn parse_optional(language: Option<&str>) -> Result<Language, String> {
+        language.map_or(Ok(Language::Python), Language::parse)
+    }
+
+    /// The name a context reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Language::Python => "python",
+            Language::Javascript => "javascript",
+            Language::Bash => "bash",
+        }
+    }
+
+    /// The context a request in this language without `context_id` runs in.
+    pub fn default_context(self) -> &'static str {
+        match self {
+            Language::Python => DEFAULT_CONTEXT,
+            Language::Javascript => "default-javascript",
+            Language::Bash => "default-bash",
+        }
+    }
+}
+
 /// The id of the context a request without `context_id` runs in: the session's own
 /// namespace.
 pub const DEFAULT_CONTEXT: &str = "default";
@@ -38,17 +83,6 @@ pub struct Context {
     pub id: String,
     pub language: String,
     pub cwd: String,
-}
-
-/// `None` when corral runs `language` (or none was named); otherwise the sentence to answer.
-pub fn unsupported_language(language: Option<&str>) -> Option<String> {
-    match language {
-        None => None,
-        Some(language) if LANGUAGES.contains(&language.to_ascii_lowercase().as_str()) => None,
-        Some(language) => Some(format!(
-            "language {language:?} is not supported: corral sessions run Python"
-        )),
-    }
 }
 
 /// One line of the `/execute` reply.
@@ -183,8 +217,13 @@ mod tests {
 
     #[test]
     fn only_python_runs() {
-        assert_eq!(unsupported_language(None), None);
-        assert_eq!(unsupported_language(Some("Python")), None);
-        assert!(unsupported_language(Some("r")).is_some());
+        assert_eq!(Language::parse_optional(None), Ok(Language::Python));
+        assert_eq!(Language::parse("Python"), Ok(Language::Python));
+        assert_eq!(Language::parse("js"), Ok(Language::Javascript));
+        assert_eq!(Language::parse("JavaScript"), Ok(Language::Javascript));
+        assert_eq!(Language::parse("bash"), Ok(Language::Bash));
+        let refused = Language::parse("r").expect_err("r is not run");
+        assert!(refused.contains("\"r\""), "{refused}");
+        assert_eq!(Language::Bash.default_context(), "default-bash");
     }
 }

@@ -16,8 +16,7 @@ use axum::Json;
 use corral_core::{ExecEvent, ExecRequest, ExecutionStatus, SessionRecord, StdinMode, StreamName};
 use corral_e2b::in_sandbox::{self, Operation};
 use corral_e2b::interpreter::{
-    unsupported_language, Context, CreateContext, ExecuteRequest, OutputLine, ResultFormats,
-    DEFAULT_CONTEXT,
+    Context, CreateContext, ExecuteRequest, Language, OutputLine, ResultFormats, DEFAULT_CONTEXT,
 };
 use corral_engine::SessionUpdate;
 use tokio::sync::mpsc;
@@ -34,8 +33,6 @@ const LINE_BUFFER: usize = 256;
 /// The working directory reported for contexts created without one (E2B's home, which is
 /// the workspace in corral).
 const DEFAULT_CWD: &str = "/home/user";
-/// The language every context runs.
-const LANGUAGE: &str = "python";
 
 pub fn router() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
@@ -92,13 +89,20 @@ struct StoredContext {
     id: String,
     /// The working directory its code runs in, when one was asked for.
     cwd: Option<String>,
+    /// Python when absent (contexts stored before other languages were run).
+    #[serde(default = "python")]
+    language: Language,
+}
+
+fn python() -> Language {
+    Language::Python
 }
 
 impl StoredContext {
     fn view(&self) -> Context {
         Context {
             id: self.id.clone(),
-            language: LANGUAGE.to_owned(),
+            language: self.language.name().to_owned(),
             cwd: self.cwd.clone().unwrap_or_else(|| DEFAULT_CWD.to_owned()),
         }
     }
@@ -107,7 +111,7 @@ impl StoredContext {
 fn default_context() -> Context {
     Context {
         id: DEFAULT_CONTEXT.to_owned(),
-        language: LANGUAGE.to_owned(),
+        language: Language::Python.name().to_owned(),
         cwd: DEFAULT_CWD.to_owned(),
     }
 }
@@ -167,7 +171,7 @@ async fn restore_env(state: &ApiState, caller: &SandboxCaller) {
     request_body(content = serde_json::Value, description = "{code, context_id?, language?, env_vars?}"),
     responses(
         (status = 200, description = "Lines of stdout, stderr, result, error, number_of_executions, end_of_execution", content_type = "application/x-ndjson"),
-        (status = 400, description = "Bad body, missing E2b-Sandbox-Id or unsupported language", body = serde_json::Value),
+        (status = 400, description = "Bad body, missing E2b-Sandbox-Id, unsupported language or one the context does not run", body = serde_json::Value),
         (status = 401, description = "No access token", body = serde_json::Value),
         (status = 404, description = "Unknown context, or a port without this path", body = serde_json::Value),
         (status = 502, description = "The sandbox was not found", body = serde_json::Value),
@@ -179,17 +183,41 @@ async fn execute(
 ) -> Result<Response, Failure> {
     let caller = sandbox_caller(&state, &headers, Service::CodeInterpreter).await?;
     let request: ExecuteRequest = parse_json(&body)?;
-    if let Some(message) = unsupported_language(request.language.as_deref()) {
-        return Err(Failure::bad_request(message));
-    }
+    let asked = request
+        .language
+        .as_deref()
+        .map(Language::parse)
+        .transpose()
+        .map_err(Failure::bad_request)?;
     let code = match request.context_id.as_deref() {
-        None | Some(DEFAULT_CONTEXT) => request.code,
+        None | Some(DEFAULT_CONTEXT) => {
+            let language = asked.unwrap_or(Language::Python);
+            match in_sandbox::foreign_code(
+                language,
+                language.default_context(),
+                &request.code,
+                None,
+            ) {
+                Some(code) => code,
+                None => request.code,
+            }
+        }
         Some(id) => {
             let context = stored_contexts(&caller.record)
                 .into_iter()
                 .find(|context| context.id == id)
                 .ok_or_else(|| context_not_found(id))?;
-            in_sandbox::context_code(id, &request.code, context.cwd.as_deref())
+            if asked.is_some_and(|language| language != context.language) {
+                return Err(Failure::bad_request(format!(
+                    "context {id} runs {}, not {}",
+                    context.language.name(),
+                    asked.map_or("", Language::name)
+                )));
+            }
+            in_sandbox::foreign_code(context.language, id, &request.code, context.cwd.as_deref())
+                .unwrap_or_else(|| {
+                    in_sandbox::context_code(id, &request.code, context.cwd.as_deref())
+                })
         }
     };
     let envs = request.env_vars.unwrap_or_default();
@@ -313,7 +341,8 @@ async fn list_contexts(
     Ok(Json(contexts))
 }
 
-/// Creates a context: a fresh namespace in the sandbox's interpreter.
+/// Creates a context: a fresh namespace in the sandbox's interpreter, or for JavaScript and
+/// Bash a driver of that language started in the sandbox on the context's first use.
 #[utoipa::path(post, path = "/contexts", tag = "e2b_sandbox",
     request_body(content = serde_json::Value, description = "{language?, cwd?}"),
     responses(
@@ -329,12 +358,12 @@ async fn create_context(
 ) -> Result<Json<Context>, Failure> {
     let caller = sandbox_caller(&state, &headers, Service::CodeInterpreter).await?;
     let request: CreateContext = parse_json(&body)?;
-    if let Some(message) = unsupported_language(request.language.as_deref()) {
-        return Err(Failure::bad_request(message));
-    }
+    let language =
+        Language::parse_optional(request.language.as_deref()).map_err(Failure::bad_request)?;
     let context = StoredContext {
         id: uuid::Uuid::new_v4().simple().to_string(),
         cwd: request.cwd.filter(|cwd| !cwd.is_empty()),
+        language,
     };
     let mut contexts = stored_contexts(&caller.record);
     contexts.push(context.clone());
