@@ -100,7 +100,7 @@ impl FilePool {
 const MAX_POOL_SIZE: usize = 1024;
 
 /// `a`, `a.b_c`: what `import` accepts.
-fn is_module_name(name: &str) -> bool {
+pub(crate) fn is_module_name(name: &str) -> bool {
     !name.is_empty()
         && name.split('.').all(|part| {
             let mut chars = part.chars();

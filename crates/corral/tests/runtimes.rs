@@ -392,3 +392,31 @@ async fn a_runtime_that_cannot_start_is_reported_and_refused_at_once() {
         .expect("detail")
         .contains("python3, javascript, bash"));
 }
+
+#[tokio::test]
+async fn a_runtimes_preload_list_is_imported_before_its_sessions_start() {
+    let server = TestServer::start_with_config(&format!(
+        "[runtimes.warm]\ninterpreter = {:?}\npreload = [\"xml.dom.minidom\", \"no_such_module_here\"]\n",
+        support::python()
+    ));
+    let (_, list) = server.get("/v1/runtimes").await;
+    let warm = list["runtimes"]
+        .as_array()
+        .expect("runtimes")
+        .iter()
+        .find(|runtime| runtime["name"] == "warm")
+        .cloned()
+        .expect("warm is listed");
+    assert_eq!(
+        warm["preload"],
+        json!(["xml.dom.minidom", "no_such_module_here"])
+    );
+    let check = "import sys\n'xml.dom.minidom' in sys.modules";
+    let warm = session_of(&server, "warm").await;
+    assert_eq!(text(&run(&server, &warm, check).await), "True");
+    // A module that cannot be imported is skipped; the session works.
+    assert_eq!(text(&run(&server, &warm, "6 * 7").await), "42");
+    // The default runtime does not import it.
+    let plain = session_of(&server, "python3").await;
+    assert_eq!(text(&run(&server, &plain, check).await), "False");
+}

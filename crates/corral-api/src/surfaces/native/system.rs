@@ -30,6 +30,7 @@ fn runtime_views(info: &corral_engine::EngineInfo) -> Vec<RuntimeView> {
             interpreter: runtime.interpreter.clone(),
             language_version: runtime.language_version.clone(),
             packages: runtime.packages.clone(),
+            preload: runtime.preload.clone(),
         })
         .collect()
 }

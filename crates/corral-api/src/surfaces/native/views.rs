@@ -452,6 +452,9 @@ pub struct RuntimeView {
     pub language_version: String,
     /// `name==version` of each package of a venv corral built (empty for other runtimes).
     pub packages: Vec<String>,
+    /// Modules the runtime's workers import before a session gets them (`[runtimes.NAME]
+    /// preload`; for the default runtime, `[pool] preload` applies to pool workers).
+    pub preload: Vec<String>,
 }
 
 /// A configured runtime that could not start (sessions asking for it are refused with the
