@@ -898,6 +898,7 @@ impl Engine {
         };
         let tenant = live.record().tenant.clone();
         let in_flight = self.inner.quotas.claim(&tenant, QuotaKind::Executions)?;
+        let in_fleet = fleet::claim_execution(&self.inner, &tenant).await?;
         let (reply, job_answer) = oneshot::channel();
         let job = Job::Execute(ExecJob {
             code: request.code,
@@ -918,6 +919,10 @@ impl Engine {
                 tokio::spawn(async move {
                     let outcome = job_answer.await.ok();
                     drop(in_flight);
+                    // Given back before the caller hears, so its next execution finds room.
+                    if let Some(in_fleet) = in_fleet {
+                        in_fleet.release().await;
+                    }
                     drop(work);
                     let _ = forward.send(outcome);
                 });

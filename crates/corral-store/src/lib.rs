@@ -178,5 +178,22 @@ pub trait Store: Send + Sync + 'static {
         reason: &str,
     ) -> Result<Vec<(String, u64)>, StoreError>;
     /// Closes the connections (SQLite checkpoints its WAL).
+    /// Takes one of `tenant`'s `limit` executions in flight across the fleet, for `node`:
+    /// false when the tenant's live nodes already have `limit`. A store of one node (SQLite)
+    /// counts nothing here and always agrees: the engine's own count is exact there.
+    async fn claim_fleet_execution(
+        &self,
+        _node: &str,
+        _tenant: &str,
+        _limit: u64,
+    ) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    /// Gives back what [`Store::claim_fleet_execution`] took.
+    async fn release_fleet_execution(&self, _node: &str, _tenant: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     async fn close(&self);
 }

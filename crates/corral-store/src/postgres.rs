@@ -436,6 +436,11 @@ impl Store for PostgresStore {
     }
 
     async fn register_node(&self, node: &NodeRecord) -> Result<(), StoreError> {
+        // A node that (re)registers has no execution in flight yet.
+        sqlx::query("DELETE FROM fleet_executions WHERE node_id = $1")
+            .bind(&node.id)
+            .execute(&self.pool)
+            .await?;
         sqlx::query(
             "INSERT INTO nodes (id, advertise_url, started_at, renewed_at, lease_expires_at, \
              lost_at, live_sessions, max_sessions, available_memory_bytes, worker_memory_bytes) \
@@ -453,6 +458,55 @@ impl Store for PostgresStore {
         .bind(count_to_i64(node.load.max_sessions))
         .bind(node.load.available_memory_bytes.map(count_to_i64))
         .bind(count_to_i64(node.load.worker_memory_bytes))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn claim_fleet_execution(
+        &self,
+        node: &str,
+        tenant: &str,
+        limit: u64,
+    ) -> Result<bool, StoreError> {
+        // Claims of one tenant take turns (a lock held until the transaction ends), so each
+        // counts what the previous one committed.
+        let mut transaction = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('executions:' || $1))")
+            .bind(tenant)
+            .execute(&mut *transaction)
+            .await?;
+        let running: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(e.running), 0)::BIGINT FROM fleet_executions e \
+             JOIN nodes n ON n.id = e.node_id \
+             WHERE e.tenant = $1 AND n.lost_at IS NULL AND n.lease_expires_at > now()",
+        )
+        .bind(tenant)
+        .fetch_one(&mut *transaction)
+        .await?;
+        if running >= count_to_i64(limit) {
+            transaction.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO fleet_executions (node_id, tenant, running) VALUES ($1, $2, 1) \
+             ON CONFLICT (node_id, tenant) DO UPDATE SET running = fleet_executions.running + 1",
+        )
+        .bind(node)
+        .bind(tenant)
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        Ok(true)
+    }
+
+    async fn release_fleet_execution(&self, node: &str, tenant: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE fleet_executions SET running = GREATEST(running - 1, 0) \
+             WHERE node_id = $1 AND tenant = $2",
+        )
+        .bind(node)
+        .bind(tenant)
         .execute(&self.pool)
         .await?;
         Ok(())
