@@ -222,6 +222,9 @@ pub struct SessionRecord {
     /// The sandbox limits the session runs with.
     #[serde(default)]
     pub resources: ResourceLimits,
+    /// Where the session may connect (`none`: its own loopback only).
+    #[serde(default)]
+    pub network: crate::NetworkPolicy,
     pub ttl: SessionTtl,
     /// The tenant the session belongs to; only its keys (and admin keys) can reach it.
     pub tenant: String,
@@ -249,6 +252,7 @@ impl SessionRecord {
             metadata,
             accepting_executions: true,
             resources: ResourceLimits::default(),
+            network: crate::NetworkPolicy::None,
             ttl,
             tenant: crate::DEFAULT_TENANT.to_owned(),
         }

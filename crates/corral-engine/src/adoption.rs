@@ -227,6 +227,13 @@ impl Engine {
                 }
             };
             worker_config.session_limits = record.resources;
+            // For a later restart; the adopted worker's own stack lives in its launcher.
+            worker_config.network = inner
+                .info
+                .network
+                .resolve(&record.network)
+                .await
+                .unwrap_or(None);
             let workspace = inner.workspaces_dir.join(id.to_string());
             tracing::info!(session_id = %id, execution_count = record.execution_count, "session adopted from the previous server");
             self.launch(

@@ -61,6 +61,7 @@ impl Engine {
         // The session's own runtime (a JavaScript session comes back as JavaScript).
         let mut worker_config = self.inner.runtimes.config(&record.runtime)?.clone();
         worker_config.session_limits = record.resources;
+        worker_config.network = self.inner.info.network.resolve(&record.network).await?;
         let workspace = self.inner.workspaces_dir.join(id.to_string());
         let clock = std::time::Instant::now();
         let worker = Worker::start(&worker_config, workspace.clone())

@@ -38,6 +38,8 @@ pub struct WorkerConfig {
     pub preload: Vec<String>,
     /// Which driver `driver_path` is and what runs it (`runtime.rs`).
     pub driver: DriverKind,
+    /// The session's network stack (sandboxed workers only); `None`: loopback only.
+    pub network: Option<corral_sandbox::NetworkSetup>,
 }
 
 /// Distinguishes the sandbox resources (cgroup, root directory, keeper socket) of workers:
@@ -314,6 +316,7 @@ impl Worker {
                         )],
                         exposed_paths: config.interpreter_paths.clone(),
                         limits: config.session_limits,
+                        network: config.network.clone(),
                     },
                 )?;
                 let resources = SandboxResources {

@@ -1,0 +1,204 @@
+//! The nftables ruleset and `/etc/hosts` of a session with network access, rendered from the
+//! destinations it may reach: pure text, no IO.
+//!
+//! Inside a session's network namespace slirp4netns puts the session at 10.0.2.100 behind a
+//! gateway at 10.0.2.2, which (when allowed) forwards to the host's own loopback; 10.0.2.3 is
+//! slirp's DNS forwarder, which sessions never reach (names come from `/etc/hosts`, written by
+//! the server from the allow-list). The output chain accepts loopback, replies, then the
+//! allowed destinations; the cloud metadata address and the host's loopback only when an
+//! entry names them; every other packet is refused (TCP with a reset, the rest with ICMP).
+//! Deliberately does not decide what is allowed (the engine does, within the operator's
+//! maximum) and does not run `nft`.
+
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+
+use corral_core::{Ipv4Cidr, HOST_LOOPBACK_NAME, METADATA_ADDRESS};
+
+use crate::policy::NetworkSetup;
+
+/// slirp4netns's gateway, which forwards to the host's loopback.
+pub const SLIRP_GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
+/// slirp4netns's DNS forwarder.
+pub const SLIRP_DNS: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 3);
+/// The nftables table corral installs in each session's namespace.
+pub const TABLE: &str = "corral";
+
+/// One destination a session may reach, as the engine resolved it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Destination {
+    /// Addresses on the network (`port: None`: every port, any protocol).
+    Remote { cidr: Ipv4Cidr, port: Option<u16> },
+    /// A port (`None`: every port) of the host's own loopback.
+    HostLoopback { port: Option<u16> },
+}
+
+/// What one session may reach and the names it sees.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NetworkRules {
+    pub destinations: Vec<Destination>,
+    /// Names resolved by the server (`/etc/hosts` lines); loopback addresses become the
+    /// gateway.
+    pub names: Vec<(String, Ipv4Addr)>,
+    /// Most connections the session may have open at once (0: no cap).
+    pub max_connections: u32,
+}
+
+fn port_match(port: Option<u16>) -> String {
+    match port {
+        Some(port) => format!(" meta l4proto {{ tcp, udp }} th dport {port}"),
+        None => String::new(),
+    }
+}
+
+impl NetworkRules {
+    /// Whether any destination is on the host's loopback (slirp4netns must then forward
+    /// there; the rules keep to the allowed ports).
+    pub fn reaches_host_loopback(&self) -> bool {
+        self.destinations
+            .iter()
+            .any(|destination| matches!(destination, Destination::HostLoopback { .. }))
+    }
+
+    /// The ruleset, in `nft -f` syntax.
+    pub fn ruleset(&self) -> String {
+        let mut text = String::new();
+        let _ = writeln!(text, "table inet {TABLE} {{");
+        let _ = writeln!(text, "  chain output {{");
+        let _ = writeln!(text, "    type filter hook output priority 0; policy drop;");
+        let _ = writeln!(text, "    oifname \"lo\" accept");
+        let _ = writeln!(text, "    ct state established,related accept");
+        let _ = writeln!(
+            text,
+            "    meta nfproto ipv6 reject with icmpx type admin-prohibited"
+        );
+        if self.max_connections > 0 {
+            let _ = writeln!(
+                text,
+                "    ct state new ct count over {} reject with icmpx type admin-prohibited",
+                self.max_connections
+            );
+        }
+        // Explicitly named special addresses first, then the refusal of the rest of them,
+        // then the general destinations (a wide CIDR never opens the host or the metadata).
+        let mut general = Vec::new();
+        for destination in &self.destinations {
+            match destination {
+                Destination::HostLoopback { port } => {
+                    let _ = writeln!(
+                        text,
+                        "    ip daddr {SLIRP_GATEWAY}{} accept",
+                        port_match(*port)
+                    );
+                }
+                Destination::Remote { cidr, port }
+                    if cidr.prefix() == 32 && cidr.network() == METADATA_ADDRESS =>
+                {
+                    let _ = writeln!(text, "    ip daddr {cidr}{} accept", port_match(*port));
+                }
+                Destination::Remote { cidr, port } => general.push((cidr, port)),
+            }
+        }
+        let _ = writeln!(
+            text,
+            "    ip daddr {{ {SLIRP_GATEWAY}, {SLIRP_DNS}, {METADATA_ADDRESS} }} meta l4proto tcp reject with tcp reset"
+        );
+        let _ = writeln!(
+            text,
+            "    ip daddr {{ {SLIRP_GATEWAY}, {SLIRP_DNS}, {METADATA_ADDRESS} }} reject with icmpx type admin-prohibited"
+        );
+        for (cidr, port) in general {
+            let _ = writeln!(text, "    ip daddr {cidr}{} accept", port_match(*port));
+        }
+        let _ = writeln!(text, "    meta l4proto tcp reject with tcp reset");
+        let _ = writeln!(text, "    reject with icmpx type admin-prohibited");
+        let _ = writeln!(text, "  }}");
+        let _ = writeln!(text, "}}");
+        text
+    }
+
+    /// The session's `/etc/hosts`.
+    pub fn hosts(&self) -> String {
+        let mut text = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost\n");
+        if self.reaches_host_loopback() {
+            let _ = writeln!(text, "{SLIRP_GATEWAY}\t{HOST_LOOPBACK_NAME}");
+        }
+        for (name, address) in &self.names {
+            let address = if address.is_loopback() {
+                SLIRP_GATEWAY
+            } else {
+                *address
+            };
+            let _ = writeln!(text, "{address}\t{name}");
+        }
+        text
+    }
+
+    /// The launcher's part of the setup, with the binaries it runs.
+    pub fn setup(&self, slirp4netns: &std::path::Path, nft: &std::path::Path) -> NetworkSetup {
+        NetworkSetup {
+            slirp4netns: slirp4netns.to_owned(),
+            nft: nft.to_owned(),
+            ruleset: self.ruleset(),
+            hosts: self.hosts(),
+            host_loopback: self.reaches_host_loopback(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cidr(text: &str) -> Ipv4Cidr {
+        match text.parse::<corral_core::AllowEntry>().unwrap() {
+            corral_core::AllowEntry::Network { cidr, .. } => cidr,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn special_addresses_are_refused_before_wide_networks() {
+        let rules = NetworkRules {
+            destinations: vec![
+                Destination::Remote {
+                    cidr: cidr("0.0.0.0/0"),
+                    port: None,
+                },
+                Destination::HostLoopback { port: Some(8080) },
+            ],
+            names: vec![],
+            max_connections: 16,
+        };
+        let text = rules.ruleset();
+        let loopback = text
+            .find("ip daddr 10.0.2.2 meta l4proto { tcp, udp } th dport 8080 accept")
+            .unwrap();
+        let refusal = text
+            .find("169.254.169.254 } meta l4proto tcp reject")
+            .unwrap();
+        let wide = text.find("ip daddr 0.0.0.0/0 accept").unwrap();
+        assert!(loopback < refusal && refusal < wide, "{text}");
+        assert!(text.contains("ct count over 16"));
+        assert!(rules.hosts().contains("10.0.2.2\thost.corral.internal"));
+    }
+
+    #[test]
+    fn metadata_only_when_named() {
+        let rules = NetworkRules {
+            destinations: vec![Destination::Remote {
+                cidr: Ipv4Cidr::host(METADATA_ADDRESS),
+                port: Some(80),
+            }],
+            names: vec![("svc.test".into(), Ipv4Addr::LOCALHOST)],
+            max_connections: 0,
+        };
+        let text = rules.ruleset();
+        let allowed = text.find("ip daddr 169.254.169.254 meta l4proto").unwrap();
+        let refusal = text.find("reject with tcp reset").unwrap();
+        assert!(allowed < refusal);
+        assert!(!text.contains("ct count"));
+        assert!(rules.hosts().contains("10.0.2.2\tsvc.test"));
+        assert!(!rules.hosts().contains(HOST_LOOPBACK_NAME));
+    }
+}
