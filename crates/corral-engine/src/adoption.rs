@@ -227,13 +227,21 @@ impl Engine {
                 }
             };
             worker_config.session_limits = record.resources;
-            // For a later restart; the adopted worker's own stack lives in its launcher.
-            worker_config.network = inner
+            // The adopted worker's stack lives in its launcher; its rules point at the
+            // proxy ports in the record, listened on again here.
+            let prepared = match inner
                 .info
                 .network
-                .resolve(&record.network)
+                .prepare(&record.network, &record.egress_ports)
                 .await
-                .unwrap_or(None);
+            {
+                Ok(prepared) => prepared,
+                Err(error) => {
+                    tracing::error!(session_id = %id, %error, "could not listen for an adopted session's names again");
+                    crate::network::PreparedNetwork::default()
+                }
+            };
+            worker_config.network = prepared.setup.clone();
             let workspace = inner.workspaces_dir.join(id.to_string());
             tracing::info!(session_id = %id, execution_count = record.execution_count, "session adopted from the previous server");
             self.launch(
@@ -244,6 +252,7 @@ impl Engine {
                     workspace,
                     slot,
                     tenant_claim,
+                    egress: prepared.proxy,
                 },
             );
             count += 1;

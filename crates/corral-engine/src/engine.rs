@@ -195,6 +195,8 @@ pub(crate) struct Launch {
     pub workspace: PathBuf,
     pub slot: SessionSlot,
     pub tenant_claim: crate::quotas::QuotaClaim,
+    /// The session's name proxy (`network`), ended with the session.
+    pub egress: Option<corral_egress::SessionProxy>,
 }
 
 /// One of the server's `max_sessions` places, held from the start of a create until the
@@ -406,7 +408,8 @@ impl Engine {
         self.inner.info.network.check(&network)?;
         let mut worker_config = runtime_config.clone();
         worker_config.session_limits = resources;
-        worker_config.network = self.inner.info.network.resolve(&network).await?;
+        let prepared = self.inner.info.network.prepare(&network, &[]).await?;
+        worker_config.network = prepared.setup.clone();
         let ttl = SessionTtl {
             idle: ttl_within(
                 "idle_ttl",
@@ -454,6 +457,7 @@ impl Engine {
         record.state = SessionState::Idle;
         record.resources = resources;
         record.network = network;
+        record.egress_ports = prepared.egress_ports();
         record.tenant = tenant;
         if let Err(error) = fleet::record_new_session(&self.inner, &record).await {
             let mut worker = worker;
@@ -470,6 +474,7 @@ impl Engine {
                 workspace,
                 slot,
                 tenant_claim,
+                egress: prepared.proxy,
             },
         );
         self.inner.reaper_wake.notify_one();
@@ -498,6 +503,7 @@ impl Engine {
             workspace,
             slot,
             tenant_claim,
+            egress,
         } = launch;
         let registry = Arc::downgrade(&self.inner);
         let this_session = Arc::downgrade(&live);
@@ -530,6 +536,7 @@ impl Engine {
                 }
                 drop(slot);
                 drop(tenant_claim);
+                drop(egress);
             }),
         };
         tokio::spawn(run_session(

@@ -1,7 +1,8 @@
 //! Sessions' network policies against the operator's maximum (`[network]` in the config):
 //! whether sessions may connect at all, the widest allow-list, the per-session connection
-//! cap, names the operator maps to addresses; and the resolution of an allowed policy into
-//! the sandbox's rules (names looked up here, by the server, never by the session).
+//! cap, names the operator maps to addresses; and the turning of an allowed policy into the
+//! sandbox's rules and, for domain names, the session's proxy listeners (`corral-egress`:
+//! names are looked up and dialled by the server, never by the session).
 //!
 //! Deliberately does not enforce anything itself (the sandbox's nftables rules do) and
 //! knows nothing of HTTP.
@@ -10,10 +11,30 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
-use corral_core::{AllowEntry, Ipv4Cidr, NetworkPolicy};
+use corral_core::{AllowEntry, NetworkPolicy};
+use corral_egress::{NameResolver, ProxyPolicy, SessionProxy};
 use corral_worker::{Destination, NetworkRules, NetworkSetup};
 
 use crate::EngineError;
+
+/// What one session's network needs while it lives.
+#[derive(Debug, Default)]
+pub(crate) struct PreparedNetwork {
+    /// For the sandbox (`None`: loopback only).
+    pub setup: Option<NetworkSetup>,
+    /// The session's name proxy; dropped when the session ends.
+    pub proxy: Option<SessionProxy>,
+}
+
+impl PreparedNetwork {
+    /// The proxy's `(session port, listener port)` pairs, for the session's record.
+    pub fn egress_ports(&self) -> Vec<(u16, u16)> {
+        self.proxy
+            .as_ref()
+            .map(|proxy| proxy.ports().to_vec())
+            .unwrap_or_default()
+    }
+}
 
 /// The operator's maximum, and the binaries that enforce it.
 #[derive(Clone, Debug, Default)]
@@ -53,14 +74,17 @@ impl NetworkSettings {
         Ok(())
     }
 
-    /// The sandbox's setup for `policy` (`None` for loopback only): names resolved from
-    /// `hosts`, else by the server's resolver (IPv4 only).
-    pub async fn resolve(
+    /// Everything a session with `policy` needs: the sandbox's setup and, for domain
+    /// names, its proxy listeners — on `egress_ports` when the session already has them (a
+    /// restart or an adoption: its rules point there), else on free ports. `(None, None)`
+    /// for loopback only.
+    pub(crate) async fn prepare(
         &self,
         policy: &NetworkPolicy,
-    ) -> Result<Option<NetworkSetup>, EngineError> {
+        egress_ports: &[(u16, u16)],
+    ) -> Result<PreparedNetwork, EngineError> {
         if policy.is_none() {
-            return Ok(None);
+            return Ok(PreparedNetwork::default());
         }
         let mut rules = NetworkRules {
             max_connections: self.max_connections,
@@ -79,44 +103,42 @@ impl NetworkSettings {
                         .destinations
                         .push(Destination::HostLoopback { port: Some(*port) });
                 }
-                AllowEntry::Name { name, port } => {
-                    for address in self.addresses_of(name).await? {
-                        rules.names.push((name.clone(), address));
-                        rules.destinations.push(if address.is_loopback() {
-                            Destination::HostLoopback { port: *port }
-                        } else {
-                            Destination::Remote {
-                                cidr: Ipv4Cidr::host(address),
-                                port: *port,
-                            }
-                        });
-                    }
-                }
+                AllowEntry::Name { name, .. } => rules.names.push(name.clone()),
             }
         }
-        Ok(Some(rules.setup(&self.slirp4netns, &self.nft)))
-    }
-
-    async fn addresses_of(&self, name: &str) -> Result<Vec<Ipv4Addr>, EngineError> {
-        if let Some(address) = self.hosts.get(name) {
-            return Ok(vec![*address]);
-        }
-        let found = tokio::net::lookup_host((name, 0)).await.map_err(|error| {
-            EngineError::InvalidInput(format!("network: cannot resolve {name:?}: {error}"))
-        })?;
-        let mut addresses: Vec<Ipv4Addr> = found
-            .filter_map(|address| match address.ip() {
-                std::net::IpAddr::V4(address) => Some(address),
-                std::net::IpAddr::V6(_) => None,
-            })
-            .collect();
-        addresses.sort();
-        addresses.dedup();
-        if addresses.is_empty() {
-            return Err(EngineError::InvalidInput(format!(
-                "network: {name:?} has no IPv4 address"
-            )));
-        }
-        Ok(addresses)
+        rules.names.sort();
+        rules.names.dedup();
+        let proxy_policy = ProxyPolicy::from_entries(policy.entries());
+        let proxy = if rules.names.is_empty() {
+            None
+        } else {
+            let wanted: Vec<(u16, u16)> = proxy_policy
+                .ports()
+                .into_iter()
+                .map(|port| {
+                    let listener = egress_ports
+                        .iter()
+                        .find(|(session_port, _)| *session_port == port)
+                        .map_or(0, |(_, listener)| *listener);
+                    (port, listener)
+                })
+                .collect();
+            let proxy = SessionProxy::bind(
+                proxy_policy,
+                NameResolver {
+                    hosts: self.hosts.clone(),
+                },
+                &wanted,
+                std::sync::Arc::new(crate::measurements::network_connection),
+            )
+            .await
+            .map_err(|error| EngineError::WorkerStart(error.to_string()))?;
+            rules.proxied = proxy.ports().to_vec();
+            Some(proxy)
+        };
+        Ok(PreparedNetwork {
+            setup: Some(rules.setup(&self.slirp4netns, &self.nft)),
+            proxy,
+        })
     }
 }

@@ -61,7 +61,13 @@ impl Engine {
         // The session's own runtime (a JavaScript session comes back as JavaScript).
         let mut worker_config = self.inner.runtimes.config(&record.runtime)?.clone();
         worker_config.session_limits = record.resources;
-        worker_config.network = self.inner.info.network.resolve(&record.network).await?;
+        let prepared = self
+            .inner
+            .info
+            .network
+            .prepare(&record.network, &record.egress_ports)
+            .await?;
+        worker_config.network = prepared.setup.clone();
         let workspace = self.inner.workspaces_dir.join(id.to_string());
         let clock = std::time::Instant::now();
         let worker = Worker::start(&worker_config, workspace.clone())
@@ -98,6 +104,7 @@ impl Engine {
                 workspace,
                 slot,
                 tenant_claim,
+                egress: prepared.proxy,
             },
         );
         self.inner.reaper_wake.notify_one();

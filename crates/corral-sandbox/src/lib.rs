@@ -34,7 +34,7 @@ pub use files::{
 pub use host::{available_memory_bytes, HostIsolation, IsolationFeature};
 pub use keeper::{adopt, keeper_sockets, AdoptedChannels, KeeperError, KeeperLink};
 pub use launcher::launcher_main;
-pub use network_rules::{Destination, NetworkRules, SLIRP_GATEWAY};
+pub use network_rules::{Destination, NetworkRules, NAMES_ADDRESS, SLIRP_GATEWAY};
 pub use policy::NetworkSetup;
 pub use process::{
     interrupt, kill_process_group, spawn_worker, Lifetime, SpawnedWorker, WorkerCommand,

@@ -3,10 +3,13 @@
 //!
 //! Inside a session's network namespace slirp4netns puts the session at 10.0.2.100 behind a
 //! gateway at 10.0.2.2, which (when allowed) forwards to the host's own loopback; 10.0.2.3 is
-//! slirp's DNS forwarder, which sessions never reach (names come from `/etc/hosts`, written by
-//! the server from the allow-list). The output chain accepts loopback, replies, then the
-//! allowed destinations; the cloud metadata address and the host's loopback only when an
-//! entry names them; every other packet is refused (TCP with a reset, the rest with ICMP).
+//! slirp's DNS forwarder, which sessions never reach. Allowed domain names resolve (through
+//! the session's `/etc/hosts`) to one synthetic address, [`NAMES_ADDRESS`]; TCP to it is
+//! redirected (DNAT) to the session's own proxy listeners on the host's loopback, one per
+//! allowed port, which check the name and dial it (`corral-egress`). The output chain
+//! accepts loopback, replies, then the allowed destinations; the cloud metadata address and
+//! the host's loopback only when an entry names them; every other packet is refused (TCP
+//! with a reset, the rest with ICMP).
 //! Deliberately does not decide what is allowed (the engine does, within the operator's
 //! maximum) and does not run `nft`.
 
@@ -21,6 +24,9 @@ use crate::policy::NetworkSetup;
 pub const SLIRP_GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
 /// slirp4netns's DNS forwarder.
 pub const SLIRP_DNS: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 3);
+/// The address every allowed domain name resolves to inside a session (TCP to it goes to the
+/// session's proxy listeners; nothing else reaches it).
+pub const NAMES_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 50);
 /// The nftables table corral installs in each session's namespace.
 pub const TABLE: &str = "corral";
 
@@ -37,9 +43,10 @@ pub enum Destination {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NetworkRules {
     pub destinations: Vec<Destination>,
-    /// Names resolved by the server (`/etc/hosts` lines); loopback addresses become the
-    /// gateway.
-    pub names: Vec<(String, Ipv4Addr)>,
+    /// Allowed domain names (each resolves to [`NAMES_ADDRESS`]).
+    pub names: Vec<String>,
+    /// `(session-side port, proxy listener port on the host's loopback)` for names.
+    pub proxied: Vec<(u16, u16)>,
     /// Most connections the session may have open at once (0: no cap).
     pub max_connections: u32,
 }
@@ -55,14 +62,32 @@ impl NetworkRules {
     /// Whether any destination is on the host's loopback (slirp4netns must then forward
     /// there; the rules keep to the allowed ports).
     pub fn reaches_host_loopback(&self) -> bool {
-        self.destinations
-            .iter()
-            .any(|destination| matches!(destination, Destination::HostLoopback { .. }))
+        !self.proxied.is_empty()
+            || self
+                .destinations
+                .iter()
+                .any(|destination| matches!(destination, Destination::HostLoopback { .. }))
     }
 
     /// The ruleset, in `nft -f` syntax.
     pub fn ruleset(&self) -> String {
         let mut text = String::new();
+        if !self.proxied.is_empty() {
+            let _ = writeln!(text, "table ip {TABLE}_names {{");
+            let _ = writeln!(text, "  chain output {{");
+            let _ = writeln!(
+                text,
+                "    type nat hook output priority -100; policy accept;"
+            );
+            for (port, listener) in &self.proxied {
+                let _ = writeln!(
+                    text,
+                    "    ip daddr {NAMES_ADDRESS} tcp dport {port} dnat to {SLIRP_GATEWAY}:{listener}"
+                );
+            }
+            let _ = writeln!(text, "  }}");
+            let _ = writeln!(text, "}}");
+        }
         let _ = writeln!(text, "table inet {TABLE} {{");
         let _ = writeln!(text, "  chain output {{");
         let _ = writeln!(text, "    type filter hook output priority 0; policy drop;");
@@ -82,6 +107,12 @@ impl NetworkRules {
         // Explicitly named special addresses first, then the refusal of the rest of them,
         // then the general destinations (a wide CIDR never opens the host or the metadata).
         let mut general = Vec::new();
+        for (_, listener) in &self.proxied {
+            let _ = writeln!(
+                text,
+                "    ip daddr {SLIRP_GATEWAY} tcp dport {listener} accept"
+            );
+        }
         for destination in &self.destinations {
             match destination {
                 Destination::HostLoopback { port } => {
@@ -101,11 +132,11 @@ impl NetworkRules {
         }
         let _ = writeln!(
             text,
-            "    ip daddr {{ {SLIRP_GATEWAY}, {SLIRP_DNS}, {METADATA_ADDRESS} }} meta l4proto tcp reject with tcp reset"
+            "    ip daddr {{ {SLIRP_GATEWAY}, {SLIRP_DNS}, {NAMES_ADDRESS}, {METADATA_ADDRESS} }} meta l4proto tcp reject with tcp reset"
         );
         let _ = writeln!(
             text,
-            "    ip daddr {{ {SLIRP_GATEWAY}, {SLIRP_DNS}, {METADATA_ADDRESS} }} reject with icmpx type admin-prohibited"
+            "    ip daddr {{ {SLIRP_GATEWAY}, {SLIRP_DNS}, {NAMES_ADDRESS}, {METADATA_ADDRESS} }} reject with icmpx type admin-prohibited"
         );
         for (cidr, port) in general {
             let _ = writeln!(text, "    ip daddr {cidr}{} accept", port_match(*port));
@@ -120,16 +151,15 @@ impl NetworkRules {
     /// The session's `/etc/hosts`.
     pub fn hosts(&self) -> String {
         let mut text = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost\n");
-        if self.reaches_host_loopback() {
+        let names_host_loopback = self
+            .destinations
+            .iter()
+            .any(|destination| matches!(destination, Destination::HostLoopback { .. }));
+        if names_host_loopback {
             let _ = writeln!(text, "{SLIRP_GATEWAY}\t{HOST_LOOPBACK_NAME}");
         }
-        for (name, address) in &self.names {
-            let address = if address.is_loopback() {
-                SLIRP_GATEWAY
-            } else {
-                *address
-            };
-            let _ = writeln!(text, "{address}\t{name}");
+        for name in &self.names {
+            let _ = writeln!(text, "{NAMES_ADDRESS}\t{name}");
         }
         text
     }
@@ -168,6 +198,7 @@ mod tests {
                 Destination::HostLoopback { port: Some(8080) },
             ],
             names: vec![],
+            proxied: vec![],
             max_connections: 16,
         };
         let text = rules.ruleset();
@@ -190,7 +221,8 @@ mod tests {
                 cidr: Ipv4Cidr::host(METADATA_ADDRESS),
                 port: Some(80),
             }],
-            names: vec![("svc.test".into(), Ipv4Addr::LOCALHOST)],
+            names: vec!["svc.test".into()],
+            proxied: vec![(8080, 40001)],
             max_connections: 0,
         };
         let text = rules.ruleset();
@@ -198,7 +230,10 @@ mod tests {
         let refusal = text.find("reject with tcp reset").unwrap();
         assert!(allowed < refusal);
         assert!(!text.contains("ct count"));
-        assert!(rules.hosts().contains("10.0.2.2\tsvc.test"));
+        assert!(text.contains("ip daddr 10.0.2.50 tcp dport 8080 dnat to 10.0.2.2:40001"));
+        assert!(text.contains("ip daddr 10.0.2.2 tcp dport 40001 accept"));
+        assert!(rules.hosts().contains("10.0.2.50\tsvc.test"));
         assert!(!rules.hosts().contains(HOST_LOOPBACK_NAME));
+        assert!(rules.reaches_host_loopback());
     }
 }

@@ -294,6 +294,13 @@ impl Worker {
             }
             Some(sandbox) => {
                 let uid = sandbox.prepare_workspace(&workspace, &config.session_limits)?;
+                if config.network.is_some() {
+                    // Present before the interpreter starts, so `sys.path` keeps it.
+                    let packages = workspace.join(crate::runtime::PACKAGES_DIR);
+                    if std::fs::create_dir_all(&packages).is_ok() {
+                        let _ = std::os::unix::fs::chown(&packages, Some(uid), Some(uid));
+                    }
+                }
                 let sandbox_driver = config.driver.sandbox_path();
                 let (program, args) =
                     driver_invocation(config, sandbox_driver.as_ref(), resolve_program);
