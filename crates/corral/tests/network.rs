@@ -449,3 +449,69 @@ async fn an_adopted_session_still_reaches_its_allowed_name() {
         server.log()
     );
 }
+
+#[tokio::test]
+async fn e2b_sandboxes_ask_in_e2b_s_words() {
+    let allowed = LoopbackService::start(b"allowed service".to_vec(), "text/plain").await;
+    let entry = format!("host.corral.internal:{}", allowed.port);
+    let server = TestServer::start_with_config(&network_config(&[entry.clone()], &[]));
+    let create = |body: Value| {
+        let request = server.http.post(server.url("/v2/sandboxes")).json(&body);
+        async move { support::response(request.send().await).await }
+    };
+    let (status, sandbox) = create(json!({
+        "templateID": "base",
+        "network": {"allowOut": [entry], "denyOut": ["0.0.0.0/0"]},
+    }))
+    .await;
+    assert_eq!(status, 201, "{sandbox}");
+    let id = sandbox["sandboxID"].as_str().expect("sandboxID").to_owned();
+    let (_, session) = server.get(&format!("/v1/sessions/{id}")).await;
+    assert_eq!(session["network"], json!({"allow": [entry]}), "{session}");
+    let report = probe(
+        &server,
+        &id,
+        &[("allowed", "host.corral.internal", allowed.port)],
+    )
+    .await;
+    assert_eq!(report["allowed"], "connected", "{report}");
+
+    // allow_internet_access: the operator's maximum; false, or denying everything: none.
+    let (status, open) = create(json!({"templateID": "base", "allow_internet_access": true})).await;
+    assert_eq!(status, 201, "{open}");
+    let (_, session) = server
+        .get(&format!(
+            "/v1/sessions/{}",
+            open["sandboxID"].as_str().expect("id")
+        ))
+        .await;
+    assert_eq!(session["network"], json!({"allow": [entry]}), "{session}");
+    for body in [
+        json!({"templateID": "base", "allow_internet_access": false}),
+        json!({"templateID": "base", "network": {"denyOut": ["0.0.0.0/0"]}}),
+    ] {
+        let (status, closed) = create(body).await;
+        assert_eq!(status, 201, "{closed}");
+        let (_, session) = server
+            .get(&format!(
+                "/v1/sessions/{}",
+                closed["sandboxID"].as_str().expect("id")
+            ))
+            .await;
+        assert_eq!(session["network"], "none", "{session}");
+    }
+    // Beyond the maximum: refused, naming the entry.
+    let (status, refused) = create(json!({
+        "templateID": "base",
+        "network": {"allowOut": ["192.0.2.0/24"]},
+    }))
+    .await;
+    assert_eq!(status, 403, "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("192.0.2.0/24"),
+        "{refused}"
+    );
+}
