@@ -71,14 +71,6 @@ impl Drop for LoopbackService {
     }
 }
 
-/// A free loopback port nothing listens on.
-fn unused_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("port")
-        .port()
-}
-
 fn server_port(server: &TestServer) -> u16 {
     server
         .url
@@ -383,7 +375,7 @@ async fn pip_install_works_only_when_the_index_is_allowed() {
     })
     .await;
     let entry = format!("host.corral.internal:{}", index.port);
-    let server = TestServer::start_with_config(&network_config(&[entry.clone()], &[]));
+    let server = TestServer::start_with_config(&network_config(std::slice::from_ref(&entry), &[]));
     let code = PIP_INSTALL.replace("URL", &format!("http://{entry}/"));
 
     let offline = server.create_session().await;
@@ -423,7 +415,7 @@ async fn an_adopted_session_still_reaches_its_allowed_name() {
     let named = LoopbackService::start(b"named service".to_vec(), "text/plain").await;
     let entry = format!("svc.test:{}", named.port);
     let server = TestServer::start_with_config(&network_config(
-        &[entry.clone()],
+        std::slice::from_ref(&entry),
         &[("svc.test", "127.0.0.1")],
     ));
     let (status, session) = create_with(&server, json!({"allow": [entry]})).await;
@@ -454,7 +446,7 @@ async fn an_adopted_session_still_reaches_its_allowed_name() {
 async fn e2b_sandboxes_ask_in_e2b_s_words() {
     let allowed = LoopbackService::start(b"allowed service".to_vec(), "text/plain").await;
     let entry = format!("host.corral.internal:{}", allowed.port);
-    let server = TestServer::start_with_config(&network_config(&[entry.clone()], &[]));
+    let server = TestServer::start_with_config(&network_config(std::slice::from_ref(&entry), &[]));
     let create = |body: Value| {
         let request = server.http.post(server.url("/v2/sandboxes")).json(&body);
         async move { support::response(request.send().await).await }
