@@ -507,3 +507,40 @@ async fn e2b_sandboxes_ask_in_e2b_s_words() {
         "{refused}"
     );
 }
+
+#[tokio::test]
+async fn the_connection_cap_refuses_one_more() {
+    let allowed = LoopbackService::start(b"allowed service".to_vec(), "text/plain").await;
+    let entry = format!("host.corral.internal:{}", allowed.port);
+    let config = format!(
+        "{}max_connections = 2\n",
+        network_config(std::slice::from_ref(&entry), &[])
+    );
+    let server = TestServer::start_with_config(&config);
+    let (status, session) = create_with(&server, json!({"allow": [entry]})).await;
+    assert_eq!(status, 201, "{session}");
+    let id = session["id"].as_str().expect("id");
+    let code = format!(
+        r#"
+import socket
+held, outcomes = [], []
+for _ in range(3):
+    try:
+        held.append(socket.create_connection(("host.corral.internal", {}), timeout=5))
+        outcomes.append("connected")
+    except OSError as error:
+        outcomes.append(type(error).__name__)
+print(" ".join(outcomes))
+for sock in held:
+    sock.close()
+"#,
+        allowed.port
+    );
+    let result = server.execute(id, &code).await;
+    let outcomes = result["stdout"].as_str().unwrap_or("").trim().to_owned();
+    assert!(
+        outcomes.starts_with("connected connected ")
+            && !outcomes.ends_with("connected connected connected"),
+        "{result}"
+    );
+}
