@@ -406,6 +406,13 @@ impl Engine {
         }
         let network = options.network.unwrap_or_default();
         self.inner.info.network.check(&network)?;
+        if !network.is_none() && runtime_config.sandbox.is_none() {
+            // Unsandboxed workers share the host's network: no policy could hold.
+            return Err(EngineError::Forbidden(
+                "network: allow-lists need the sandbox (this server runs with --insecure-no-sandbox)"
+                    .into(),
+            ));
+        }
         let mut worker_config = runtime_config.clone();
         worker_config.session_limits = resources;
         let prepared = self.inner.info.network.prepare(&network, &[]).await?;

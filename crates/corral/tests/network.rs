@@ -544,3 +544,56 @@ for sock in held:
         "{result}"
     );
 }
+
+#[tokio::test]
+async fn a_revived_session_keeps_its_network() {
+    let named = LoopbackService::start(b"named service".to_vec(), "text/plain").await;
+    let entry = format!("svc.test:{}", named.port);
+    let server = TestServer::start_with_config(&network_config(
+        std::slice::from_ref(&entry),
+        &[("svc.test", "127.0.0.1")],
+    ));
+    let (status, session) = create_with(&server, json!({"allow": [entry]})).await;
+    assert_eq!(status, 201, "{session}");
+    let id = session["id"].as_str().expect("id").to_owned();
+    // Killed by its timeout (the cell ignores interrupts), then restarted with a fresh worker.
+    let stubborn = "import time\nwhile True:\n    try:\n        time.sleep(60)\n    except KeyboardInterrupt:\n        pass";
+    let (status, killed) = server
+        .post(
+            &format!("/v1/sessions/{id}/executions"),
+            json!({"code": stubborn, "timeout": 0.5}),
+        )
+        .await;
+    assert_eq!(
+        (status, &killed["status"]),
+        (200, &json!("killed")),
+        "{killed}"
+    );
+    server.wait_for_state(&id, "dead").await;
+    let (status, restarted) = server
+        .post(&format!("/v1/sessions/{id}/restart"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{restarted}");
+    let code = fetch_code(&format!("http://svc.test:{}/", named.port), None);
+    let after = server.execute(&id, &code).await;
+    assert_eq!(
+        after["stdout"].as_str().unwrap_or("").trim(),
+        "200 named service",
+        "{after}\n{}",
+        server.log()
+    );
+}
+
+#[tokio::test]
+async fn an_unsandboxed_server_refuses_allow_lists() {
+    let server = TestServer::start_with_arguments(
+        &network_config(&["host.corral.internal:9".to_owned()], &[]),
+        &["--insecure-no-sandbox"],
+    );
+    let (status, body) = create_with(&server, json!({"allow": ["host.corral.internal:9"]})).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap_or("").contains("sandbox"),
+        "{body}"
+    );
+}
