@@ -597,3 +597,63 @@ async fn an_unsandboxed_server_refuses_allow_lists() {
         "{body}"
     );
 }
+
+/// The running `slirp4netns` children of `launcher`.
+fn slirp_children(launcher: u32) -> Vec<u32> {
+    support::child_pids(launcher)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim() == "slirp4netns")
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_stack_is_the_launchers_child_and_ends_with_the_session() {
+    let entry = "host.corral.internal:9".to_owned();
+    let server = TestServer::start_with_config(&network_config(std::slice::from_ref(&entry), &[]));
+    let plain = server.create_session().await;
+    let (status, session) = create_with(&server, json!({"allow": [entry]})).await;
+    assert_eq!(status, 201, "{session}");
+    let id = session["id"].as_str().expect("id").to_owned();
+    let launchers = support::launchers_of(&server.data_dir);
+    assert_eq!(launchers.len(), 2, "{launchers:?}");
+    let networked: Vec<u32> = launchers
+        .iter()
+        .filter(|(_, policy)| !policy["network"].is_null())
+        .map(|(pid, _)| *pid)
+        .collect();
+    assert_eq!(
+        networked.len(),
+        1,
+        "only the networked session has a stack: {launchers:?}"
+    );
+    let stacks = slirp_children(networked[0]);
+    assert_eq!(stacks.len(), 1, "one slirp4netns, the launcher's child");
+    for (pid, _) in &launchers {
+        if *pid != networked[0] {
+            assert!(slirp_children(*pid).is_empty());
+        }
+    }
+    // slirp4netns holds none of the worker's or keeper's descriptors: only its own.
+    let descriptors = std::fs::read_dir(format!("/proc/{}/fd", stacks[0]))
+        .expect("fds")
+        .count();
+    assert!(descriptors <= 16, "{descriptors} descriptors");
+
+    let (status, _) = server.delete(&format!("/v1/sessions/{id}")).await;
+    assert_eq!(status, 200);
+    let deadline = std::time::Instant::now() + support::DEADLINE;
+    while std::path::Path::new(&format!("/proc/{}", stacks[0])).exists()
+        && std::fs::read_to_string(format!("/proc/{}/stat", stacks[0]))
+            .is_ok_and(|stat| !stat.contains(") Z "))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "slirp4netns outlived its session"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    server.execute(&plain, "1").await;
+}
