@@ -275,14 +275,20 @@ result['metadata'] = connect('169.254.169.254', 80)
 result['server'] = connect('10.0.2.2', %d)
 result['slirp_dns'] = connect('10.0.2.3', 53)
 result['names_other_port'] = connect('10.0.2.50', 22)
-udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-udp.settimeout(3)
-try:
-    udp.sendto(b'\\x12\\x34\\x01\\x00\\x00\\x01\\x00\\x00\\x00\\x00\\x00\\x00\\x07example\\x03com\\x00\\x00\\x01\\x00\\x01', ('10.0.2.3', 53))
-    udp.recvfrom(512)
-    result['dns_answer'] = 'answered'
-except OSError as error:
-    result['dns_answer'] = _errno.errorcode.get(error.errno, type(error).__name__) if error.errno else type(error).__name__
+def dns(name):
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.settimeout(3)
+    query = b'\\x12\\x34\\x01\\x00\\x00\\x01\\x00\\x00\\x00\\x00\\x00\\x00' + b''.join(bytes([len(part)]) + part.encode() for part in name.split('.')) + b'\\x00\\x00\\x01\\x00\\x01'
+    try:
+        udp.sendto(query, ('10.0.2.3', 53))
+        reply = udp.recvfrom(512)[0]
+        return {'rcode': reply[3] & 15, 'answers': reply[7], 'tail': list(reply[-4:])}
+    except OSError as error:
+        return _errno.errorcode.get(error.errno, type(error).__name__) if error.errno else type(error).__name__
+    finally:
+        udp.close()
+result['dns_outside'] = dns('example.com')
+result['dns_allowed'] = dns('svc.test')
 result['resolve_outside'] = attempt(socket.getaddrinfo, 'example.com', 80)
 """ % server.port)
     for key in ("route_del", "route_add", "addr_add", "nft_flush", "nft_list"):
@@ -297,7 +303,9 @@ result['resolve_outside'] = attempt(socket.getaddrinfo, 'example.com', 80)
     assert result["packet"] == "EPERM", result
     for key in ("metadata", "server", "slirp_dns", "names_other_port"):
         assert result[key] != "connected", result
-    assert result["dns_answer"] != "answered", result
+    # The session's DNS answers only its own names: others are NXDOMAIN, never forwarded.
+    assert result["dns_outside"] == {"rcode": 3, "answers": 0, "tail": result["dns_outside"]["tail"]}, result
+    assert result["dns_allowed"]["rcode"] == 0 and result["dns_allowed"]["tail"] == [10, 0, 2, 50], result
     assert result["resolve_outside"] != "ok", result
 
 

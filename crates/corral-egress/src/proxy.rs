@@ -116,9 +116,14 @@ impl NameResolver {
 
 type DecisionHook = Arc<dyn Fn(Decision) + Send + Sync>;
 
+/// The session-side port that marks the DNS answerer's listener in [`SessionProxy::ports`]
+/// (a UDP listener; TCP ports are never 0).
+pub const DNS_PORT_MARK: u16 = 0;
+
 /// A session's listeners; dropping it ends them (connections already forwarded end too).
 pub struct SessionProxy {
-    /// `(session-side port, listener port on 127.0.0.1)`.
+    /// `(session-side port, listener port on 127.0.0.1)`; `(DNS_PORT_MARK, port)` is the DNS
+    /// answerer's UDP listener.
     ports: Vec<(u16, u16)>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -142,10 +147,12 @@ impl Drop for SessionProxy {
 impl SessionProxy {
     /// Listens for each of `ports` (`(session-side port, listener port)`, 0 for any free
     /// one; a restarted server passes the ports the session's rules already point at).
+    /// `names_address` is what allowed names resolve to inside the session.
     pub async fn bind(
         policy: ProxyPolicy,
         resolver: NameResolver,
         ports: &[(u16, u16)],
+        names_address: Ipv4Addr,
         on_decision: DecisionHook,
     ) -> Result<SessionProxy, EgressError> {
         let policy = Arc::new(policy);
@@ -155,6 +162,38 @@ impl SessionProxy {
             tasks: Vec::new(),
         };
         for &(session_port, listener_port) in ports {
+            if session_port == DNS_PORT_MARK {
+                let socket = tokio::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, listener_port))
+                    .await
+                    .map_err(|source| EgressError::Bind {
+                        port: listener_port,
+                        source,
+                    })?;
+                let bound = socket
+                    .local_addr()
+                    .map_err(|source| EgressError::Bind {
+                        port: listener_port,
+                        source,
+                    })?
+                    .port();
+                proxy.ports.push((session_port, bound));
+                let policy = policy.clone();
+                proxy.tasks.push(tokio::spawn(async move {
+                    let mut buffer = [0u8; 512];
+                    loop {
+                        let Ok((count, from)) = socket.recv_from(&mut buffer).await else {
+                            continue;
+                        };
+                        let allowed = |name: &str| policy.names.iter().any(|(n, _)| n == name);
+                        if let Some(reply) =
+                            crate::dns_answer(&buffer[..count], allowed, names_address)
+                        {
+                            let _ = socket.send_to(&reply, from).await;
+                        }
+                    }
+                }));
+                continue;
+            }
             let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, listener_port))
                 .await
                 .map_err(|source| EgressError::Bind {
@@ -324,6 +363,7 @@ mod tests {
                 hosts: [("svc.test".to_owned(), Ipv4Addr::LOCALHOST)].into(),
             },
             &[(upstream_port, 0)],
+            Ipv4Addr::new(10, 0, 2, 50),
             Arc::new(move |decision| seen.lock().expect("lock").push(decision)),
         )
         .await

@@ -12,8 +12,8 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use corral_core::{AllowEntry, NetworkPolicy};
-use corral_egress::{NameResolver, ProxyPolicy, SessionProxy};
-use corral_worker::{Destination, NetworkRules, NetworkSetup};
+use corral_egress::{NameResolver, ProxyPolicy, SessionProxy, DNS_PORT_MARK};
+use corral_worker::{Destination, NetworkRules, NetworkSetup, NAMES_ADDRESS};
 
 use crate::EngineError;
 
@@ -112,9 +112,8 @@ impl NetworkSettings {
         let proxy = if rules.names.is_empty() {
             None
         } else {
-            let wanted: Vec<(u16, u16)> = proxy_policy
-                .ports()
-                .into_iter()
+            let wanted: Vec<(u16, u16)> = std::iter::once(DNS_PORT_MARK)
+                .chain(proxy_policy.ports())
                 .map(|port| {
                     let listener = egress_ports
                         .iter()
@@ -129,11 +128,18 @@ impl NetworkSettings {
                     hosts: self.hosts.clone(),
                 },
                 &wanted,
+                NAMES_ADDRESS,
                 std::sync::Arc::new(crate::measurements::network_connection),
             )
             .await
             .map_err(|error| EngineError::WorkerStart(error.to_string()))?;
-            rules.proxied = proxy.ports().to_vec();
+            for &(port, listener) in proxy.ports() {
+                if port == DNS_PORT_MARK {
+                    rules.dns_listener = Some(listener);
+                } else {
+                    rules.proxied.push((port, listener));
+                }
+            }
             Some(proxy)
         };
         Ok(PreparedNetwork {

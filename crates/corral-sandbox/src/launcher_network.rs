@@ -1,7 +1,7 @@
 //! A session's network stack, for sessions whose policy allows any destination: the
 //! launcher attaches slirp4netns to the session's network namespace (a child of the launcher
 //! that ends with it: it exits when the launcher's end of its exit pipe closes), and init
-//! installs the session's `/etc/hosts`, a `/etc/resolv.conf` that points at nothing, and the
+//! installs the session's `/etc/hosts`, a `/etc/resolv.conf` (its DNS answerer, or nothing), and the
 //! nftables rules (`network_rules`) before the worker starts. The worker has no capabilities,
 //! so it can change none of them.
 //!
@@ -113,14 +113,11 @@ fn install_name_files(setup: &NetworkSetup) -> Result<(), NetworkError> {
         Some("size=64k,mode=0755"),
     )
     .map_err(|e| fail("mounting the name files", e))?;
-    // Names resolve from /etc/hosts only: the resolver points at the session's own loopback,
-    // where nothing answers.
+    // The resolver points at the session's DNS answerer (allowed names only), or at its
+    // own loopback where nothing answers.
     let files = [
         ("hosts", setup.hosts.as_str()),
-        (
-            "resolv.conf",
-            "nameserver 127.0.0.1\noptions attempts:1 timeout:1\n",
-        ),
+        ("resolv.conf", setup.resolv_conf.as_str()),
     ];
     for (name, contents) in files {
         let source = directory.join(name);

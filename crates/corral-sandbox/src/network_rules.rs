@@ -47,6 +47,9 @@ pub struct NetworkRules {
     pub names: Vec<String>,
     /// `(session-side port, proxy listener port on the host's loopback)` for names.
     pub proxied: Vec<(u16, u16)>,
+    /// The session's DNS answerer's UDP port on the host's loopback (slirp's 10.0.2.3:53
+    /// is redirected there); `None`: names come from `/etc/hosts` alone.
+    pub dns_listener: Option<u16>,
     /// Most connections the session may have open at once (0: no cap).
     pub max_connections: u32,
 }
@@ -63,6 +66,7 @@ impl NetworkRules {
     /// there; the rules keep to the allowed ports).
     pub fn reaches_host_loopback(&self) -> bool {
         !self.proxied.is_empty()
+            || self.dns_listener.is_some()
             || self
                 .destinations
                 .iter()
@@ -72,13 +76,19 @@ impl NetworkRules {
     /// The ruleset, in `nft -f` syntax.
     pub fn ruleset(&self) -> String {
         let mut text = String::new();
-        if !self.proxied.is_empty() {
+        if !self.proxied.is_empty() || self.dns_listener.is_some() {
             let _ = writeln!(text, "table ip {TABLE}_names {{");
             let _ = writeln!(text, "  chain output {{");
             let _ = writeln!(
                 text,
                 "    type nat hook output priority -100; policy accept;"
             );
+            if let Some(listener) = self.dns_listener {
+                let _ = writeln!(
+                    text,
+                    "    ip daddr {SLIRP_DNS} udp dport 53 dnat to {SLIRP_GATEWAY}:{listener}"
+                );
+            }
             for (port, listener) in &self.proxied {
                 let _ = writeln!(
                     text,
@@ -107,6 +117,12 @@ impl NetworkRules {
         // Explicitly named special addresses first, then the refusal of the rest of them,
         // then the general destinations (a wide CIDR never opens the host or the metadata).
         let mut general = Vec::new();
+        if let Some(listener) = self.dns_listener {
+            let _ = writeln!(
+                text,
+                "    ip daddr {SLIRP_GATEWAY} udp dport {listener} accept"
+            );
+        }
         for (_, listener) in &self.proxied {
             let _ = writeln!(
                 text,
@@ -171,6 +187,10 @@ impl NetworkRules {
             nft: nft.to_owned(),
             ruleset: self.ruleset(),
             hosts: self.hosts(),
+            resolv_conf: match self.dns_listener {
+                Some(_) => format!("nameserver {SLIRP_DNS}\noptions attempts:2 timeout:2\n"),
+                None => "nameserver 127.0.0.1\noptions attempts:1 timeout:1\n".to_owned(),
+            },
             host_loopback: self.reaches_host_loopback(),
         }
     }
@@ -199,6 +219,7 @@ mod tests {
             ],
             names: vec![],
             proxied: vec![],
+            dns_listener: None,
             max_connections: 16,
         };
         let text = rules.ruleset();
@@ -223,6 +244,7 @@ mod tests {
             }],
             names: vec!["svc.test".into()],
             proxied: vec![(8080, 40001)],
+            dns_listener: Some(40002),
             max_connections: 0,
         };
         let text = rules.ruleset();
@@ -232,6 +254,8 @@ mod tests {
         assert!(!text.contains("ct count"));
         assert!(text.contains("ip daddr 10.0.2.50 tcp dport 8080 dnat to 10.0.2.2:40001"));
         assert!(text.contains("ip daddr 10.0.2.2 tcp dport 40001 accept"));
+        assert!(text.contains("ip daddr 10.0.2.3 udp dport 53 dnat to 10.0.2.2:40002"));
+        assert!(text.contains("ip daddr 10.0.2.2 udp dport 40002 accept"));
         assert!(rules.hosts().contains("10.0.2.50\tsvc.test"));
         assert!(!rules.hosts().contains(HOST_LOOPBACK_NAME));
         assert!(rules.reaches_host_loopback());

@@ -69,6 +69,9 @@ pub struct NetworkSetup {
     pub ruleset: String,
     /// The session's `/etc/hosts`.
     pub hosts: String,
+    /// The session's `/etc/resolv.conf`.
+    #[serde(default)]
+    pub resolv_conf: String,
     /// Whether slirp4netns may forward to the host's loopback (the rules then say which ports).
     pub host_loopback: bool,
 }

@@ -279,6 +279,24 @@ async fn an_allow_list_reaches_its_destinations_and_nothing_else() {
     let refused_text = refused["stdout"].as_str().unwrap_or("");
     assert!(refused_text.starts_with("403"), "{refused}");
     assert!(refused_text.contains("other.test"), "{refused}");
+    // The session's DNS answers its own names (with the names address) and no others.
+    let dns = server
+        .execute(
+            &id,
+            "import socket
+print(socket.getaddrinfo('svc.test', 80, socket.AF_INET)[0][4][0])
+try:
+    socket.getaddrinfo('other.test', 80)
+    print('resolved')
+except socket.gaierror as error:
+    print('unknown')",
+        )
+        .await;
+    assert_eq!(
+        dns["stdout"].as_str().unwrap_or("").trim(),
+        "10.0.2.50\nunknown",
+        "{dns}"
+    );
     // Names the session was not given do not resolve.
     let unknown = server
         .execute(&id, &fetch_code("http://other.test/", None))
