@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use corral_core::{
-    ExecEvent, ExecRequest, ExecutionRecord, ExecutionTiming, Limits, MemoryUsage, Principal,
-    SessionId, SessionRecord, SessionState, SessionTtl, DEFAULT_TENANT,
+    ExecEvent, ExecRequest, ExecutionRecord, ExecutionTiming, Limits, MemoryUsage, NetworkPolicy,
+    Principal, SessionId, SessionRecord, SessionState, SessionTtl, DEFAULT_TENANT,
 };
 use corral_store::{SessionQuery, Store};
 use corral_worker::{
@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use crate::drain::Drain;
 use crate::fleet::{self, FleetConfig};
 use crate::measurements::{self, LiveGauges};
+use crate::network::NetworkSettings;
 use crate::quotas::{QuotaKind, TenantQuotas};
 use crate::reaper::run_reaper;
 use crate::runtimes::{start_runtimes, RuntimeInfo, RuntimeSpec, RuntimeTable, PYTHON_RUNTIME};
@@ -68,6 +69,8 @@ pub struct EngineConfig {
     pub pool: PoolSettings,
     /// This node's place in a fleet sharing the store; `None` for a single node.
     pub fleet: Option<FleetConfig>,
+    /// The operator's network maximum (`[network]`).
+    pub network: NetworkSettings,
 }
 
 /// What `/v1/info` reports.
@@ -81,6 +84,8 @@ pub struct EngineInfo {
     pub session_limits: SessionLimits,
     pub max_session_limits: SessionLimits,
     pub data_dir: PathBuf,
+    /// The operator's network maximum.
+    pub network: NetworkSettings,
 }
 
 /// Options for a new session.
@@ -96,6 +101,8 @@ pub struct CreateSession {
     pub idle_ttl: Option<Duration>,
     /// `None` is the operator's default; at most the operator's ceiling.
     pub max_ttl: Option<Duration>,
+    /// Where the session may connect; `None` (or `none`) is loopback only.
+    pub network: Option<NetworkPolicy>,
 }
 
 /// A name a live session holds within its tenant, so that creating "the session called X"
@@ -188,6 +195,8 @@ pub(crate) struct Launch {
     pub workspace: PathBuf,
     pub slot: SessionSlot,
     pub tenant_claim: crate::quotas::QuotaClaim,
+    /// The session's name proxy (`network`), ended with the session.
+    pub egress: Option<corral_egress::SessionProxy>,
 }
 
 /// One of the server's `max_sessions` places, held from the start of a create until the
@@ -251,6 +260,7 @@ impl Engine {
             session_limits: config.session_limits,
             preload: Vec::new(),
             driver: DriverKind::Python,
+            network: None,
         };
         let workspaces_dir = config.data_dir.join("workspaces");
         let keeper_dir = config
@@ -279,6 +289,7 @@ impl Engine {
             session_limits: config.session_limits,
             max_session_limits: config.max_session_limits,
             data_dir: config.data_dir.clone(),
+            network: config.network.clone(),
         };
         let reaper_wake = Arc::new(Notify::new());
         let quotas = TenantQuotas::new(
@@ -410,8 +421,19 @@ impl Engine {
                 violations.join(", ")
             )));
         }
+        let network = options.network.unwrap_or_default();
+        self.inner.info.network.check(&network)?;
+        if !network.is_none() && runtime_config.sandbox.is_none() {
+            // Unsandboxed workers share the host's network: no policy could hold.
+            return Err(EngineError::Forbidden(
+                "network: allow-lists need the sandbox (this server runs with --insecure-no-sandbox)"
+                    .into(),
+            ));
+        }
         let mut worker_config = runtime_config.clone();
         worker_config.session_limits = resources;
+        let prepared = self.inner.info.network.prepare(&network, &[]).await?;
+        worker_config.network = prepared.setup.clone();
         let ttl = SessionTtl {
             idle: ttl_within(
                 "idle_ttl",
@@ -450,6 +472,8 @@ impl Engine {
             SessionRecord::new(id, runtime, options.name, options.metadata, ttl, Utc::now());
         record.state = SessionState::Idle;
         record.resources = resources;
+        record.network = network;
+        record.egress_ports = prepared.egress_ports();
         record.tenant = tenant;
         if let Err(error) = fleet::record_new_session(&self.inner, &record).await {
             let mut worker = worker;
@@ -466,6 +490,7 @@ impl Engine {
                 workspace,
                 slot,
                 tenant_claim,
+                egress: prepared.proxy,
             },
         );
         self.inner.reaper_wake.notify_one();
@@ -494,6 +519,7 @@ impl Engine {
             workspace,
             slot,
             tenant_claim,
+            egress,
         } = launch;
         let registry = Arc::downgrade(&self.inner);
         let this_session = Arc::downgrade(&live);
@@ -526,6 +552,7 @@ impl Engine {
                 }
                 drop(slot);
                 drop(tenant_claim);
+                drop(egress);
             }),
         };
         tokio::spawn(run_session(

@@ -97,7 +97,7 @@ impl Store for PostgresStore {
         sqlx::query(
             "INSERT INTO sessions (id, name, runtime, state, state_reason, created_at, \
              last_activity_at, execution_count, metadata, accepting_executions, resources, \
-             idle_ttl_ms, max_ttl_ms, tenant) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+             idle_ttl_ms, max_ttl_ms, tenant, network, egress_ports) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
         )
         .bind(session.id.to_string())
         .bind(&session.name)
@@ -113,6 +113,8 @@ impl Store for PostgresStore {
         .bind(duration_to_ms(session.ttl.idle))
         .bind(duration_to_ms(session.ttl.max))
         .bind(&session.tenant)
+        .bind(to_json(&session.network)?)
+        .bind(to_json(&session.egress_ports)?)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -378,8 +380,8 @@ impl Store for PostgresStore {
         let result = sqlx::query(
             "INSERT INTO sessions (id, name, runtime, state, state_reason, created_at, \
              last_activity_at, execution_count, metadata, accepting_executions, resources, \
-             idle_ttl_ms, max_ttl_ms, tenant, owner_node) \
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 \
+             idle_ttl_ms, max_ttl_ms, tenant, owner_node, network, egress_ports) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $17, $18 \
              WHERE $16 IS NULL OR (SELECT COUNT(*) FROM sessions WHERE tenant = $14 \
              AND state NOT IN ('closed', 'dead')) < $16",
         )
@@ -399,6 +401,8 @@ impl Store for PostgresStore {
         .bind(&session.tenant)
         .bind(owner)
         .bind(limit)
+        .bind(to_json(&session.network)?)
+        .bind(to_json(&session.egress_ports)?)
         .execute(&mut *transaction)
         .await?;
         transaction.commit().await?;

@@ -43,6 +43,8 @@ macro_rules! row_decoders {
             let metadata: String = row.try_get("metadata")?;
             let execution_count: i64 = row.try_get("execution_count")?;
             let resources: String = row.try_get("resources")?;
+            let network: String = row.try_get("network")?;
+            let egress_ports: String = row.try_get("egress_ports")?;
             let idle_ttl_ms: i64 = row.try_get("idle_ttl_ms")?;
             let max_ttl_ms: i64 = row.try_get("max_ttl_ms")?;
             Ok(corral_core::SessionRecord {
@@ -62,6 +64,8 @@ macro_rules! row_decoders {
                 accepting_executions: row.try_get::<bool, _>("accepting_executions")?
                     && !matches!(state.as_str(), "closed" | "dead"),
                 resources: $crate::records::from_json(&resources, "session resources")?,
+                network: $crate::records::from_json(&network, "session network")?,
+                egress_ports: $crate::records::from_json(&egress_ports, "session egress ports")?,
                 ttl: corral_core::SessionTtl {
                     idle: std::time::Duration::from_millis($crate::records::count_from_i64(
                         idle_ttl_ms,

@@ -75,7 +75,7 @@ impl Store for SqliteStore {
         sqlx::query(
             "INSERT INTO sessions (id, name, runtime, state, state_reason, created_at, \
              last_activity_at, execution_count, metadata, accepting_executions, resources, \
-             idle_ttl_ms, max_ttl_ms, tenant) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             idle_ttl_ms, max_ttl_ms, tenant, network, egress_ports) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(session.id.to_string())
         .bind(&session.name)
@@ -91,6 +91,8 @@ impl Store for SqliteStore {
         .bind(duration_to_ms(session.ttl.idle))
         .bind(duration_to_ms(session.ttl.max))
         .bind(&session.tenant)
+        .bind(to_json(&session.network)?)
+        .bind(to_json(&session.egress_ports)?)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -348,8 +350,8 @@ impl Store for SqliteStore {
         let result = sqlx::query(
             "INSERT INTO sessions (id, name, runtime, state, state_reason, created_at, \
              last_activity_at, execution_count, metadata, accepting_executions, resources, \
-             idle_ttl_ms, max_ttl_ms, tenant, owner_node) \
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15 \
+             idle_ttl_ms, max_ttl_ms, tenant, owner_node, network, egress_ports) \
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?17, ?18 \
              WHERE ?16 IS NULL OR (SELECT COUNT(*) FROM sessions WHERE tenant = ?14 \
              AND state NOT IN ('closed', 'dead')) < ?16",
         )
@@ -369,6 +371,8 @@ impl Store for SqliteStore {
         .bind(&session.tenant)
         .bind(owner)
         .bind(limit)
+        .bind(to_json(&session.network)?)
+        .bind(to_json(&session.egress_ports)?)
         .execute(&self.pool)
         .await?;
         Ok(result.rows_affected() == 1)

@@ -84,7 +84,7 @@ fn now() -> DateTime<Utc> {
 fn session(now: DateTime<Utc>) -> SessionRecord {
     let mut metadata = serde_json::Map::new();
     metadata.insert("owner".into(), serde_json::json!("tests"));
-    SessionRecord::new(
+    let mut record = SessionRecord::new(
         SessionId::new(),
         "python3".into(),
         Some("one".into()),
@@ -94,7 +94,12 @@ fn session(now: DateTime<Utc>) -> SessionRecord {
             max: Duration::from_millis(3_600_500),
         },
         now,
-    )
+    );
+    record.network =
+        corral_core::NetworkPolicy::allow(&["10.0.0.0/8", "pypi.org", "host.corral.internal:8080"])
+            .expect("policy");
+    record.egress_ports = vec![(80, 40001), (443, 40002)];
+    record
 }
 
 fn execution(record: &SessionRecord, count: u64, now: DateTime<Utc>) -> ExecutionRecord {
@@ -185,6 +190,8 @@ async fn sessions_and_executions_survive_reopening(mut test: TestStore) {
     assert_eq!(back.metadata, record.metadata);
     assert_eq!(back.ttl, record.ttl);
     assert_eq!(back.created_at, record.created_at);
+    assert_eq!(back.network, record.network);
+    assert_eq!(back.egress_ports, record.egress_ports);
     let stored = store
         .get_execution(record.id, 1)
         .await

@@ -38,6 +38,8 @@ pub struct WorkerConfig {
     pub preload: Vec<String>,
     /// Which driver `driver_path` is and what runs it (`runtime.rs`).
     pub driver: DriverKind,
+    /// The session's network stack (sandboxed workers only); `None`: loopback only.
+    pub network: Option<corral_sandbox::NetworkSetup>,
 }
 
 /// Distinguishes the sandbox resources (cgroup, root directory, keeper socket) of workers:
@@ -299,6 +301,13 @@ impl Worker {
             }
             Some(sandbox) => {
                 let uid = sandbox.prepare_workspace(&workspace, &config.session_limits)?;
+                if config.network.is_some() {
+                    // Present before the interpreter starts, so `sys.path` keeps it.
+                    let packages = workspace.join(crate::runtime::PACKAGES_DIR);
+                    if std::fs::create_dir_all(&packages).is_ok() {
+                        let _ = std::os::unix::fs::chown(&packages, Some(uid), Some(uid));
+                    }
+                }
                 let sandbox_driver = config.driver.sandbox_path();
                 let (program, args) =
                     driver_invocation(config, sandbox_driver.as_ref(), resolve_program);
@@ -321,6 +330,7 @@ impl Worker {
                         )],
                         exposed_paths: config.interpreter_paths.clone(),
                         limits: config.session_limits,
+                        network: config.network.clone(),
                     },
                 )?;
                 let resources = SandboxResources {

@@ -458,7 +458,7 @@ async fn what_corral_cannot_do_is_refused_clearly() {
             "network",
         ),
         (
-            json!({"templateID": "base", "network": {"allowOut": ["1.1.1.1"]}}),
+            json!({"templateID": "base", "network": {"denyOut": ["1.1.1.1"]}}),
             "network",
         ),
         (json!({"templateID": "base", "autoPause": true}), "pause"),
