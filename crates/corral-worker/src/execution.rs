@@ -313,7 +313,10 @@ impl Worker {
             stdin,
             store_history: spec.store_history,
         };
-        // From here until `done`, client interrupts are for this execution.
+        // From here until `done`, client interrupts are for this execution; one that comes
+        // before the frame is written is sent right after it.
+        self.exec_sent.store(false, Ordering::SeqCst);
+        self.interrupt_deferred.store(false, Ordering::SeqCst);
         self.executing.store(true, Ordering::SeqCst);
         if worker_exit.is_none() {
             if let Err(send_error) = self.send(&request).await {
@@ -322,6 +325,12 @@ impl Worker {
                 worker_exit = Some(self.mark_exited(WorkerExit {
                     description: "worker stopped answering on its control channel".to_owned(),
                 }));
+            }
+        }
+        self.exec_sent.store(true, Ordering::SeqCst);
+        if worker_exit.is_none() && self.interrupt_deferred.swap(false, Ordering::SeqCst) {
+            if let Err(error) = corral_sandbox::interrupt(self.info.pid) {
+                tracing::warn!(pid = self.info.pid, %error, "could not interrupt worker");
             }
         }
 

@@ -108,8 +108,15 @@ pub struct InterruptHandle {
     pid: u32,
     alive: Arc<AtomicBool>,
     requested: Arc<AtomicBool>,
-    /// Whether an exec is outstanding (sent, `done` not yet received).
+    /// Whether an exec is outstanding (being sent, or sent and `done` not yet received).
     executing: Arc<AtomicBool>,
+    /// Whether the outstanding exec's frame has been written to the worker.
+    exec_sent: Arc<AtomicBool>,
+    /// An interrupt asked for before the exec's frame was written: whoever takes it (this
+    /// handle once the frame is out, or the executor right after writing it) sends the
+    /// signal, exactly once. A driver that has no exec yet ignores a signal as "between
+    /// cells", so sending it earlier would lose it.
+    interrupt_deferred: Arc<AtomicBool>,
     cgroup: Option<SessionCgroup>,
 }
 
@@ -191,8 +198,13 @@ impl InterruptHandle {
             return;
         }
         self.requested.store(true, Ordering::SeqCst);
-        if let Err(error) = corral_sandbox::interrupt(self.pid) {
-            tracing::warn!(pid = self.pid, %error, "could not interrupt worker");
+        self.interrupt_deferred.store(true, Ordering::SeqCst);
+        if self.exec_sent.load(Ordering::SeqCst)
+            && self.interrupt_deferred.swap(false, Ordering::SeqCst)
+        {
+            if let Err(error) = corral_sandbox::interrupt(self.pid) {
+                tracing::warn!(pid = self.pid, %error, "could not interrupt worker");
+            }
         }
     }
 }
@@ -260,6 +272,8 @@ pub struct Worker {
     pub(crate) interrupt_requested: Arc<AtomicBool>,
     /// Set while an exec is outstanding; interrupts are only sent then.
     pub(crate) executing: Arc<AtomicBool>,
+    pub(crate) exec_sent: Arc<AtomicBool>,
+    pub(crate) interrupt_deferred: Arc<AtomicBool>,
     workspace: PathBuf,
     sandbox: Option<SandboxResources>,
     /// Kept after the worker is gone, to release the workspace.
@@ -469,6 +483,8 @@ impl Worker {
             alive: Arc::new(AtomicBool::new(true)),
             interrupt_requested: Arc::new(AtomicBool::new(false)),
             executing: Arc::new(AtomicBool::new(false)),
+            exec_sent: Arc::new(AtomicBool::new(false)),
+            interrupt_deferred: Arc::new(AtomicBool::new(false)),
             workspace,
             sandbox,
             sandbox_handle: config.sandbox.clone(),
@@ -531,6 +547,8 @@ impl Worker {
             alive: self.alive.clone(),
             requested: self.interrupt_requested.clone(),
             executing: self.executing.clone(),
+            exec_sent: self.exec_sent.clone(),
+            interrupt_deferred: self.interrupt_deferred.clone(),
             cgroup: self
                 .sandbox
                 .as_ref()

@@ -201,16 +201,21 @@ async fn javascript_timeouts_and_interrupts_stop_the_cell_and_keep_the_session()
     assert_eq!(spinning["error"]["ename"], "TimeoutError");
     assert_eq!(text(&run(&server, &id, "kept").await), "'yes'");
 
-    // An await that never ends is abandoned by an interrupt.
-    let waiting = server.execute_in_background(&id, "await new Promise(() => {})");
-    server.wait_for_state(&id, "busy").await;
-    let (status, _) = server
-        .post(&format!("/v1/sessions/{id}/interrupt"), json!({}))
-        .await;
-    assert_eq!(status, 200);
-    let (_, interrupted) = waiting.await.expect("request task");
-    assert_eq!(interrupted["status"], "interrupted", "{interrupted}");
-    assert_eq!(interrupted["error"]["ename"], "KeyboardInterrupt");
+    // An await that never ends is abandoned by an interrupt, also one sent as soon as the
+    // session is busy, which can come before the exec's frame reaches the driver (a loaded
+    // machine lost it once: the driver ignores a signal while it has no exec, so the server
+    // holds it back until the frame is written).
+    for _ in 0..10 {
+        let waiting = server.execute_in_background(&id, "await new Promise(() => {})");
+        server.wait_for_state(&id, "busy").await;
+        let (status, _) = server
+            .post(&format!("/v1/sessions/{id}/interrupt"), json!({}))
+            .await;
+        assert_eq!(status, 200);
+        let (_, interrupted) = waiting.await.expect("request task");
+        assert_eq!(interrupted["status"], "interrupted", "{interrupted}");
+        assert_eq!(interrupted["error"]["ename"], "KeyboardInterrupt");
+    }
     assert_eq!(text(&run(&server, &id, "kept").await), "'yes'");
 }
 
