@@ -18,7 +18,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Connection, PgPool, Row};
 
 use crate::records::{count_to_i64, duration_to_ms, row_decoders, to_json};
-use crate::{SessionQuery, Store, StoreError};
+use crate::{ExecutionWrite, SessionQuery, Store, StoreError};
 
 /// A store backed by a PostgreSQL database.
 #[derive(Clone, Debug)]
@@ -154,45 +154,13 @@ impl Store for PostgresStore {
         rows.iter().map(session_from_row).collect()
     }
 
-    async fn record_execution(
-        &self,
-        execution: &ExecutionRecord,
-        session: &SessionRecord,
-        keep_last: u64,
-    ) -> Result<(), StoreError> {
+    async fn record_executions(&self, batch: &[ExecutionWrite]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
         let mut transaction = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO executions (session_id, execution_count, code, status, result, stdout, \
-             stderr, outputs, error, duration_ms, truncated, started_at, finished_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        )
-        .bind(execution.session_id.to_string())
-        .bind(count_to_i64(execution.execution_count))
-        .bind(&execution.code)
-        .bind(execution.status.as_str())
-        .bind(execution.result.as_ref().map(to_json).transpose()?)
-        .bind(&execution.stdout)
-        .bind(&execution.stderr)
-        .bind(to_json(&execution.outputs)?)
-        .bind(execution.error.as_ref().map(to_json).transpose()?)
-        .bind(count_to_i64(execution.duration_ms))
-        .bind(execution.truncated)
-        .bind(execution.started_at)
-        .bind(execution.finished_at)
-        .execute(&mut *transaction)
-        .await?;
-        bind_session_update(sqlx::query(UPDATE_SESSION), session)?
-            .execute(&mut *transaction)
-            .await?;
-        let oldest_kept = execution
-            .execution_count
-            .saturating_sub(keep_last.saturating_sub(1));
-        if oldest_kept > 1 {
-            sqlx::query("DELETE FROM executions WHERE session_id = $1 AND execution_count < $2")
-                .bind(execution.session_id.to_string())
-                .bind(count_to_i64(oldest_kept))
-                .execute(&mut *transaction)
-                .await?;
+        for write in batch {
+            write_execution(&mut transaction, write).await?;
         }
         transaction.commit().await?;
         Ok(())
@@ -557,4 +525,52 @@ fn bind_session_update<'q>(
         .bind(duration_to_ms(session.ttl.max))
         .bind(&session.tenant)
         .bind(session.id.to_string()))
+}
+
+/// Writes one finished execution, its session's new state and the history trim on
+/// `connection` (inside the caller's transaction).
+async fn write_execution(
+    connection: &mut sqlx::PgConnection,
+    write: &ExecutionWrite,
+) -> Result<(), StoreError> {
+    let ExecutionWrite {
+        execution,
+        session,
+        keep_last,
+    } = write;
+    let keep_last = *keep_last;
+    sqlx::query(
+        "INSERT INTO executions (session_id, execution_count, code, status, result, stdout, \
+         stderr, outputs, error, duration_ms, truncated, started_at, finished_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind(execution.session_id.to_string())
+    .bind(count_to_i64(execution.execution_count))
+    .bind(&execution.code)
+    .bind(execution.status.as_str())
+    .bind(execution.result.as_ref().map(to_json).transpose()?)
+    .bind(&execution.stdout)
+    .bind(&execution.stderr)
+    .bind(to_json(&execution.outputs)?)
+    .bind(execution.error.as_ref().map(to_json).transpose()?)
+    .bind(count_to_i64(execution.duration_ms))
+    .bind(execution.truncated)
+    .bind(execution.started_at)
+    .bind(execution.finished_at)
+    .execute(&mut *connection)
+    .await?;
+    bind_session_update(sqlx::query(UPDATE_SESSION), session)?
+        .execute(&mut *connection)
+        .await?;
+    let oldest_kept = execution
+        .execution_count
+        .saturating_sub(keep_last.saturating_sub(1));
+    if oldest_kept > 1 {
+        sqlx::query("DELETE FROM executions WHERE session_id = $1 AND execution_count < $2")
+            .bind(execution.session_id.to_string())
+            .bind(count_to_i64(oldest_kept))
+            .execute(&mut *connection)
+            .await?;
+    }
+    Ok(())
 }
