@@ -17,7 +17,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, SqlitePool};
 
-use crate::records::{count_to_i64, duration_to_ms, row_decoders, to_json};
+use crate::records::{count_to_i64, duration_to_ms, row_decoders, to_json, ExecutionJson};
 use crate::{ExecutionWrite, SessionQuery, Store, StoreError};
 
 /// Name of the database file inside the data directory.
@@ -137,8 +137,9 @@ impl Store for SqliteStore {
             return Ok(());
         }
         let mut transaction = self.pool.begin().await?;
+        insert_executions(&mut transaction, batch).await?;
         for write in batch {
-            write_execution(&mut transaction, write).await?;
+            update_session_and_trim(&mut transaction, write).await?;
         }
         transaction.commit().await?;
         Ok(())
@@ -496,9 +497,43 @@ fn bind_session_update<'q>(
         .bind(session.id.to_string()))
 }
 
-/// Writes one finished execution, its session's new state and the history trim on
+/// Inserts every execution of `batch` with one multi-row `INSERT` (one statement, so one
+/// hand-off to the database, however large the batch).
+async fn insert_executions(
+    connection: &mut sqlx::SqliteConnection,
+    batch: &[ExecutionWrite],
+) -> Result<(), StoreError> {
+    let json = batch
+        .iter()
+        .map(|write| ExecutionJson::of(&write.execution))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        "INSERT INTO executions (session_id, execution_count, code, status, result, stdout, \
+         stderr, outputs, error, duration_ms, truncated, started_at, finished_at) ",
+    );
+    insert.push_values(batch.iter().zip(&json), |mut row, (write, json)| {
+        let execution = &write.execution;
+        row.push_bind(execution.session_id.to_string())
+            .push_bind(count_to_i64(execution.execution_count))
+            .push_bind(execution.code.as_str())
+            .push_bind(execution.status.as_str())
+            .push_bind(json.result.as_deref())
+            .push_bind(execution.stdout.as_str())
+            .push_bind(execution.stderr.as_str())
+            .push_bind(json.outputs.as_str())
+            .push_bind(json.error.as_deref())
+            .push_bind(count_to_i64(execution.duration_ms))
+            .push_bind(execution.truncated)
+            .push_bind(execution.started_at)
+            .push_bind(execution.finished_at);
+    });
+    insert.build().execute(&mut *connection).await?;
+    Ok(())
+}
+
+/// After its execution is inserted: the session's new state and the history trim, on
 /// `connection` (inside the caller's transaction).
-async fn write_execution(
+async fn update_session_and_trim(
     connection: &mut sqlx::SqliteConnection,
     write: &ExecutionWrite,
 ) -> Result<(), StoreError> {
@@ -508,26 +543,6 @@ async fn write_execution(
         keep_last,
     } = write;
     let keep_last = *keep_last;
-    sqlx::query(
-        "INSERT INTO executions (session_id, execution_count, code, status, result, stdout, \
-         stderr, outputs, error, duration_ms, truncated, started_at, finished_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(execution.session_id.to_string())
-    .bind(count_to_i64(execution.execution_count))
-    .bind(&execution.code)
-    .bind(execution.status.as_str())
-    .bind(execution.result.as_ref().map(to_json).transpose()?)
-    .bind(&execution.stdout)
-    .bind(&execution.stderr)
-    .bind(to_json(&execution.outputs)?)
-    .bind(execution.error.as_ref().map(to_json).transpose()?)
-    .bind(count_to_i64(execution.duration_ms))
-    .bind(execution.truncated)
-    .bind(execution.started_at)
-    .bind(execution.finished_at)
-    .execute(&mut *connection)
-    .await?;
     bind_session_update(sqlx::query(UPDATE_SESSION), session)?
         .execute(&mut *connection)
         .await?;
