@@ -17,7 +17,7 @@ use corral_core::{
     ExecEvent, ExecRequest, ExecutionRecord, ExecutionTiming, Limits, MemoryUsage, NetworkPolicy,
     Principal, SessionId, SessionRecord, SessionState, SessionTtl, DEFAULT_TENANT,
 };
-use corral_store::{SessionQuery, Store};
+use corral_store::{GroupCommit, SessionQuery, Store};
 use corral_worker::{
     discover_interpreter, install_driver, DriverKind, HostIsolation, PoolSettings, PoolStatus,
     Sandbox, SessionLimits, Worker, WorkerConfig, WorkerSource, WorkspaceFiles,
@@ -163,6 +163,8 @@ pub struct Engine {
 
 pub(crate) struct EngineInner {
     pub(crate) store: Arc<dyn Store>,
+    /// Writes finished executions, batching concurrent ones into one transaction.
+    pub(crate) executions: GroupCommit,
     pub(crate) worker_config: WorkerConfig,
     /// Hands out workers: warm ones from the pool, else freshly started.
     pub(crate) workers: WorkerSource,
@@ -309,6 +311,7 @@ impl Engine {
         let workers = WorkerSource::new(pool_config, pool, workspaces_dir.clone());
         let inner = Arc::new(EngineInner {
             open_now: std::sync::atomic::AtomicBool::new(open_now),
+            executions: GroupCommit::start(store.clone()),
             store,
             worker_config,
             workers,
@@ -525,6 +528,7 @@ impl Engine {
         let this_session = Arc::downgrade(&live);
         let context = TaskContext {
             store: self.inner.store.clone(),
+            executions: self.inner.executions.clone(),
             worker_config,
             workspace,
             interrupt_grace: self.inner.limits.interrupt_grace,

@@ -12,6 +12,23 @@ pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreErr
     serde_json::to_string(value).map_err(|error| StoreError::Corrupt(error.to_string()))
 }
 
+/// The JSON columns of an execution row, encoded ahead of building a multi-row insert.
+pub(crate) struct ExecutionJson {
+    pub(crate) result: Option<String>,
+    pub(crate) outputs: String,
+    pub(crate) error: Option<String>,
+}
+
+impl ExecutionJson {
+    pub(crate) fn of(execution: &corral_core::ExecutionRecord) -> Result<Self, StoreError> {
+        Ok(ExecutionJson {
+            result: execution.result.as_ref().map(to_json).transpose()?,
+            outputs: to_json(&execution.outputs)?,
+            error: execution.error.as_ref().map(to_json).transpose()?,
+        })
+    }
+}
+
 pub(crate) fn from_json<T: serde::de::DeserializeOwned>(
     text: &str,
     what: &str,

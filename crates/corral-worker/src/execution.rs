@@ -335,7 +335,11 @@ impl Worker {
         }
 
         let interrupt_at = Instant::now() + spec.timeout;
-        let mut kill_at = interrupt_at + spec.interrupt_grace;
+        // One timer each for the whole execution (not one per turn of the loop).
+        let interrupt_timer = tokio::time::sleep_until(interrupt_at);
+        tokio::pin!(interrupt_timer);
+        let kill_timer = tokio::time::sleep_until(interrupt_at + spec.interrupt_grace);
+        tokio::pin!(kill_timer);
         let mut drain_until: Option<Instant> = worker_exit.as_ref().map(|_| Instant::now());
 
         loop {
@@ -441,14 +445,14 @@ impl Worker {
                     worker_exit = Some(self.mark_exited(exit));
                     drain_until = Some(Instant::now() + DRAIN_AFTER_EXIT);
                 }
-                _ = tokio::time::sleep_until(interrupt_at), if !timed_out && worker_exit.is_none() => {
+                _ = &mut interrupt_timer, if !timed_out && worker_exit.is_none() => {
                     timed_out = true;
-                    kill_at = Instant::now() + spec.interrupt_grace;
+                    kill_timer.as_mut().reset(Instant::now() + spec.interrupt_grace);
                     if let Err(signal_error) = corral_sandbox::interrupt(self.info.pid) {
                         tracing::debug!(%signal_error, "timeout interrupt failed");
                     }
                 }
-                _ = tokio::time::sleep_until(kill_at), if timed_out && !killed_for_timeout && worker_exit.is_none() => {
+                _ = &mut kill_timer, if timed_out && !killed_for_timeout && worker_exit.is_none() => {
                     killed_for_timeout = true;
                     if let Err(kill_error) = corral_sandbox::kill_process_group(self.info.pid) {
                         tracing::warn!(%kill_error, "could not kill a timed-out worker");

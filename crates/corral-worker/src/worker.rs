@@ -835,9 +835,15 @@ fn resolve_program(program: &std::path::Path) -> PathBuf {
         .unwrap_or_else(|| program.to_owned())
 }
 
-/// Reads control frames into a channel until the socket ends or a frame is malformed.
-fn spawn_frame_reader(mut reader: OwnedReadHalf) -> mpsc::Receiver<Result<WorkerEvent, String>> {
+/// Bytes the control socket is read ahead by.
+const FRAME_READ_BUFFER: usize = 64 * 1024;
+
+/// Reads control frames into a channel until the socket ends or a frame is malformed. The
+/// socket is read through a buffer, so frames written together (a result and `done`) take one
+/// read, not two per frame.
+fn spawn_frame_reader(reader: OwnedReadHalf) -> mpsc::Receiver<Result<WorkerEvent, String>> {
     let (sender, receiver) = mpsc::channel(64);
+    let mut reader = tokio::io::BufReader::with_capacity(FRAME_READ_BUFFER, reader);
     tokio::spawn(async move {
         loop {
             match read_frame::<_, WorkerEvent>(&mut reader).await {
