@@ -59,6 +59,19 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// The database could not be reached (no connection in time, connection refused or lost):
+    /// a passing condition a client may retry, unlike a failed statement or corrupt data.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Database(
+                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
+            )
+        )
+    }
+}
+
 /// Which sessions to list: optionally one state, after a cursor, at most `limit`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionQuery {
