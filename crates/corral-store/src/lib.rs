@@ -64,6 +64,19 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// The database could not be reached (no connection in time, connection refused or lost):
+    /// a passing condition a client may retry, unlike a failed statement or corrupt data.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Database(
+                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
+            )
+        )
+    }
+}
+
 /// One finished execution to record: the execution, its session's new state, and how many of
 /// the session's executions to keep.
 #[derive(Clone, Debug, PartialEq)]
