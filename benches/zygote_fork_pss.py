@@ -1,6 +1,6 @@
 # Measures what a zygote would save: a Python that imported corral's driver forks N idle
 # children; each child's smaps_rollup (PSS, private) is read while all are alive.
-import os, sys, runpy, importlib.util, signal, time
+import os, sys, importlib.util, time
 N = int(sys.argv[2])
 spec = importlib.util.spec_from_file_location("corral_driver", sys.argv[1])
 mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
