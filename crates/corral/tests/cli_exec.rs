@@ -205,8 +205,11 @@ async fn a_second_ctrl_c_detaches() {
     let id = server.create_session().await;
     let gate = gate_path(&server, &id, "stop");
     // A cell that swallows interrupts (its own SIGINT handler, so an interrupt landing
-    // anywhere in the loop is caught, not only inside a `try`) until the gate opens.
-    let code = "import os, signal, time\nsignal.signal(signal.SIGINT, lambda *_: print('caught', flush=True))\nprint('ready', flush=True)\nwhile not os.path.exists('stop'):\n    time.sleep(0.02)\n'done'";
+    // anywhere in the loop is caught, not only inside a `try`) until the gate opens. The
+    // handler writes with os.write: the interrupt can land while `print('ready')` is still
+    // inside stdout's buffer, and a print from the handler would then be a reentrant call
+    // (seen on a loaded run).
+    let code = "import os, signal, time\nsignal.signal(signal.SIGINT, lambda *_: os.write(1, b'caught\\n'))\nprint('ready', flush=True)\nwhile not os.path.exists('stop'):\n    time.sleep(0.02)\n'done'";
     let mut running = Running::start(&server, &["--session", &id, code]);
     assert_eq!(running.next_line(), "ready");
     running.interrupt();
