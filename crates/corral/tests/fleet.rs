@@ -436,3 +436,46 @@ async fn only_admins_list_nodes_and_a_single_node_lists_none() {
     let (status, body) = single.send("GET", "/v1/nodes", Some(&tenant), None).await;
     assert_eq!(status, 403, "{body}");
 }
+
+/// `corral bench --fleet N` with a tiny N: both fleet sizes measured, the simulated records
+/// all listed, the forwarded columns only with several nodes.
+#[test]
+fn bench_fleet_measures_one_and_three_nodes() {
+    let Ok(server) = std::env::var("CORRAL_TEST_DATABASE_URL") else {
+        eprintln!("skipping: CORRAL_TEST_DATABASE_URL is not set (scripts/test sets it)");
+        return;
+    };
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(["bench", "--fleet", "30", "--iterations", "3", "--json"])
+        .args(["--python", &support::python(), "--database-url", &server])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run bench --fleet");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let report: Value = serde_json::from_slice(&output.stdout).expect("json report");
+    let runs = report["runs"].as_array().expect("runs");
+    let nodes: Vec<u64> = runs
+        .iter()
+        .filter_map(|run| run["nodes"].as_u64())
+        .collect();
+    assert_eq!(nodes, [1, 3], "{report}");
+    for run in runs {
+        assert_eq!(run["records"], 30, "{run}");
+        // The simulated records and the real (closed) sessions of that run's database.
+        assert!(run["listed"].as_u64() >= Some(30), "{run}");
+        for rate in [
+            "creates_per_second",
+            "executes_per_second",
+            "records_per_second",
+        ] {
+            assert!(run[rate].as_f64().is_some_and(|rate| rate > 0.0), "{run}");
+        }
+        assert_eq!(run["execute_direct"]["samples"], 3, "{run}");
+        assert_eq!(run["get_direct"]["samples"], 3, "{run}");
+        let several = run["nodes"] != 1;
+        assert_eq!(run["execute_forwarded"].is_object(), several, "{run}");
+        assert_eq!(run["get_forwarded"].is_object(), several, "{run}");
+    }
+    assert!(stderr.contains("fleet.json"), "{stderr}");
+}

@@ -111,8 +111,7 @@ pub(super) async fn start_server_with(
     name: &str,
     extra: &[&str],
 ) -> anyhow::Result<(ChildServer, String)> {
-    let data_dir =
-        std::env::temp_dir().join(format!("corral-bench-{}{name}", std::process::id()));
+    let data_dir = std::env::temp_dir().join(format!("corral-bench-{}{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data_dir);
     let mut command = Command::new(std::env::current_exe().context("finding this binary")?);
     command
