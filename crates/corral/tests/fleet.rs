@@ -479,3 +479,48 @@ fn bench_fleet_measures_one_and_three_nodes() {
     }
     assert!(stderr.contains("fleet.json"), "{stderr}");
 }
+
+/// The Jupyter surface lists the fleet's kernels and sessions, not only this node's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn compatibility_lists_show_sessions_running_on_another_node() {
+    let Some(database) = fleet_database().await else {
+        return;
+    };
+    let a = node(&database, "node-a", "5", "");
+    let c = node(&database, "node-c", "5", "");
+    let (status, kernel) = a.post("/api/kernels", json!({"name": "python3"})).await;
+    assert_eq!(status, 201, "{kernel}");
+    let kernel_id = kernel["id"].as_str().expect("kernel id").to_owned();
+    let (status, session) = a
+        .post(
+            "/api/sessions",
+            json!({"path": "fleet.ipynb", "type": "notebook", "name": "fleet.ipynb",
+                   "kernel": {"name": "python3"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{session}");
+
+    let (status, kernels) = c.get("/api/kernels").await;
+    assert_eq!(status, 200, "{kernels}");
+    let listed: Vec<&str> = kernels
+        .as_array()
+        .expect("kernels")
+        .iter()
+        .filter_map(|kernel| kernel["id"].as_str())
+        .collect();
+    assert!(listed.contains(&kernel_id.as_str()), "{kernels}");
+    assert!(
+        listed.contains(&session["kernel"]["id"].as_str().expect("its kernel")),
+        "{kernels}"
+    );
+    let (status, sessions) = c.get("/api/sessions").await;
+    assert_eq!(status, 200, "{sessions}");
+    assert!(
+        sessions
+            .as_array()
+            .expect("sessions")
+            .iter()
+            .any(|listed| listed["id"] == session["id"] && listed["path"] == "fleet.ipynb"),
+        "{sessions}"
+    );
+}
