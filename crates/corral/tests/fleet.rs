@@ -480,7 +480,7 @@ fn bench_fleet_measures_one_and_three_nodes() {
     assert!(stderr.contains("fleet.json"), "{stderr}");
 }
 
-/// The Jupyter surface lists the fleet's kernels and sessions, not only this node's.
+/// The Jupyter and python_rce surfaces list the fleet's sessions, not only this node's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn compatibility_lists_show_sessions_running_on_another_node() {
     let Some(database) = fleet_database().await else {
@@ -522,5 +522,19 @@ async fn compatibility_lists_show_sessions_running_on_another_node() {
             .iter()
             .any(|listed| listed["id"] == session["id"] && listed["path"] == "fleet.ipynb"),
         "{sessions}"
+    );
+
+    // python_rce's list, through C, of a session created on A.
+    let (status, created) = a.post_raw("/sessions/create", "application/json", "").await;
+    assert_eq!(status, 200, "{created}");
+    let (status, listed) = c.get("/sessions/list").await;
+    assert_eq!(status, 200, "{listed}");
+    assert!(
+        listed["sessions"]
+            .as_array()
+            .expect("sessions")
+            .iter()
+            .any(|listed| listed["session_id"] == created["session_id"]),
+        "{listed}"
     );
 }
