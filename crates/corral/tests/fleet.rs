@@ -480,7 +480,7 @@ fn bench_fleet_measures_one_and_three_nodes() {
     assert!(stderr.contains("fleet.json"), "{stderr}");
 }
 
-/// The Jupyter and python_rce surfaces list the fleet's sessions, not only this node's.
+/// The Jupyter, python_rce and agents surfaces list the fleet's sessions, not only this node's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn compatibility_lists_show_sessions_running_on_another_node() {
     let Some(database) = fleet_database().await else {
@@ -536,5 +536,26 @@ async fn compatibility_lists_show_sessions_running_on_another_node() {
             .iter()
             .any(|listed| listed["session_id"] == created["session_id"]),
         "{listed}"
+    );
+
+    // The agents surface's list, through C, of an agent session put on A.
+    let (status, agent) = a
+        .send(
+            "PUT",
+            "/agents/sessions/fleet-agent",
+            None,
+            Some(&json!({"name": "fleet"}).to_string()),
+        )
+        .await;
+    assert_eq!(status, 200, "{agent}");
+    let (status, agents) = c.get("/agents/sessions").await;
+    assert_eq!(status, 200, "{agents}");
+    assert!(
+        agents
+            .as_array()
+            .expect("agent sessions")
+            .iter()
+            .any(|listed| listed["id"] == agent["session"]["id"]),
+        "{agents}"
     );
 }
