@@ -21,6 +21,8 @@ import _signal
 import _socket
 import _thread
 
+_CodeType = type(compile("", "<driver>", "exec"))
+
 PROTOCOL_VERSION = 1
 CONTROL_FD = 3
 MAX_FRAME = 64 * 1024 * 1024
@@ -49,7 +51,7 @@ class _State:
         "streams", "graveyard", "in_cell", "sending", "pending_interrupt", "current_id",
         "history", "future_flags", "loop", "pid", "frame_started", "early_interrupt",
         "sync_token", "fences", "stdin_mode", "original_input", "original_getpass",
-        "store_history",
+        "store_history", "deferred", "compiled",
     )
 
 
@@ -130,16 +132,33 @@ def _send(obj):
 
     Rich output of a cell is fenced: what the cell printed so far is flushed and a fence is
     written to stdout and stderr first, so the server shows the output in the order it
-    happened although it arrives on three channels.
+    happened although it arrives on three channels. A deferred result or error (see
+    _defer) goes out first, fenced as it would have been.
     """
+    if S.deferred is not None and _thread.get_ident() == S.main_ident:
+        deferred, S.deferred = S.deferred, None
+        _send(deferred)
     if obj.get("type") in FENCED_FRAMES and S.current_id is not None and S.sync_token:
         fence = _write_fence()
         if fence is not None:
             obj = dict(obj, fence=fence)
+    _send_bytes(_frame_bytes(obj))
+
+
+def _defer(obj):
+    """Holds back the cell's result or error frame: if nothing else is sent before the cell
+    ends, it follows the sync markers in the same write as `done` (see _serve_exec), which
+    saves writing a fence and a separate frame."""
+    if S.deferred is not None:
+        _send(S.deferred)  # sends it, then clears S.deferred
+    S.deferred = obj
+
+
+def _frame_bytes(obj):
     payload = _encode(obj)
     if len(payload) > MAX_FRAME:
         payload = _encode(_shrink(obj, len(payload)))
-    _send_bytes(len(payload).to_bytes(4, "big") + payload)
+    return len(payload).to_bytes(4, "big") + payload
 
 
 def _send_bytes(frame):
@@ -314,14 +333,18 @@ def _write_fence():
 
 
 def _write_markers(token):
+    """Writes the sync marker to fds 1 and 2 (or the saved originals); True if both got it."""
     marker = SYNC_PREFIX + token.encode("utf-8", "replace") + b"\x00"
+    written = 0
     for fd in (1, 2):
         for target in (fd, S.saved_fds[fd]):
             try:
                 _write_all(target, marker)
+                written += 1
                 break
             except OSError:
                 continue
+    return written == 2
 
 
 # --------------------------------------------------------------------------- MIME bundles
@@ -808,8 +831,35 @@ def _suppressed(code):
     return False
 
 
+# Compiled cells kept for re-running the same code (a loop of the same cell is common).
+COMPILED_CELLS_KEPT = 256
+
+
+def _renamed(co, filename):
+    """`co` and the code objects nested in it (functions, classes, comprehensions) with
+    `filename`, so a cached cell's tracebacks name the cell it runs as."""
+    if co.co_filename == filename:
+        return co
+    consts = tuple(_renamed(c, filename) if isinstance(c, _CodeType) else c
+                   for c in co.co_consts)
+    return co.replace(co_filename=filename, co_consts=consts)
+
+
 def _compile_cell(code, filename):
-    """[(code object, is_last_expression)] for the cell; raises SyntaxError & co."""
+    """[(code object, is_last_expression)] for the cell; raises SyntaxError & co. Cells seen
+    before (same code, same __future__ flags) come from a small cache."""
+    key = (code, S.future_flags)
+    cached = S.compiled.get(key)
+    if cached is not None:
+        return [(_renamed(co, filename), is_expr) for co, is_expr in cached]
+    parts = _compile_fresh(code, filename)
+    if len(S.compiled) >= COMPILED_CELLS_KEPT:
+        S.compiled.pop(next(iter(S.compiled)))
+    S.compiled[key] = parts
+    return parts
+
+
+def _compile_fresh(code, filename):
     flags = _ast.PyCF_ALLOW_TOP_LEVEL_AWAIT | S.future_flags
     tree = compile(code, filename, "exec", flags | _ast.PyCF_ONLY_AST, dont_inherit=True)
     body = tree.body
@@ -880,7 +930,7 @@ def _run_cell(code, count):
     try:
         parts = _compile_cell(code, filename)
     except Exception as exc:  # SyntaxError, ValueError (null bytes), RecursionError...
-        _send(_error_frame(exc))
+        _defer(_error_frame(exc))
         return False
 
     value = None
@@ -899,13 +949,13 @@ def _run_cell(code, count):
             if S.store_history:
                 _bind_result(value, count)
             data, md = _bundle(value)
-            _send({"type": "result", "id": S.current_id, "execution_count": count,
-                   "data": data, "metadata": md})
+            _defer({"type": "result", "id": S.current_id, "execution_count": count,
+                    "data": data, "metadata": md})
         S.in_cell = False
     except BaseException as exc:
         S.in_cell = False
         ok = False
-        _send(_error_frame(exc))
+        _defer(_error_frame(exc))
     finally:
         S.in_cell = False
     _flush_figures(value)
@@ -941,20 +991,30 @@ def _serve_exec(msg):
         except BaseException:
             pass
     _install_sigint()
+    marked = False
     try:
         _flush_streams()
         _restore_io()
-        _write_markers(token)
+        marked = _write_markers(token)
     except BaseException:
         pass
     exec_id = S.current_id
+    deferred, S.deferred = S.deferred, None
     S.current_id = None
     S.stdin_mode = "empty"
     # From `done` on, an interrupt with a frame waiting is for the next exec: forget this one's
     # before the server can send that frame.
     S.frame_started = False
     S.early_interrupt = False
-    _send({"type": "done", "id": exec_id, "status": "ok" if ok else "error"})
+    frames = b""
+    if deferred is not None:
+        if marked and token:
+            # A fence never written: the sync markers pass it, so the server emits this frame
+            # after everything the cell printed.
+            deferred = dict(deferred, fence=S.fences + 1)
+        frames = _frame_bytes(deferred)
+    _send_bytes(frames + _frame_bytes({"type": "done", "id": exec_id,
+                                       "status": "ok" if ok else "error"}))
 
 
 # --------------------------------------------------------------------------- completion
@@ -1204,6 +1264,8 @@ def _setup():
     S.current_id = None
     S.sync_token = None
     S.fences = 0
+    S.deferred = None
+    S.compiled = {}
     S.stdin_mode = "empty"
     S.store_history = True
     S.original_input = builtins.input

@@ -532,8 +532,30 @@ class OutputTests(DriverTestCase):
         display, result = execution.of_type("display")[0], execution.result
         self.assertEqual((display["fence"], result["fence"]), (1, 2))
         self.assertEqual(execution.stdout, b"before\nafter\n")
-        self.assertEqual(execution.stdout_fences, [(1, len(b"before\n")), (2, len(b"before\nafter\n"))])
-        self.assertEqual(execution.stderr_fences, [(1, len(b"err before\n")), (2, len(b"err before\n"))])
+        # The result is the cell's last frame: it follows the sync markers (which pass fence 2)
+        # instead of a fence of its own.
+        self.assertEqual(execution.stdout_fences, [(1, len(b"before\n"))])
+        self.assertEqual(execution.stderr_fences, [(1, len(b"err before\n"))])
+
+    def test_a_last_result_or_error_needs_no_fence_of_its_own(self):
+        execution = self.run_ok("print('before')\n6 * 7")
+        self.assertEqual((execution.text, execution.result["fence"]), ("42", 1))
+        self.assertEqual((execution.stdout, execution.stdout_fences), (b"before\n", []))
+        self.assertEqual([f["type"] for f in execution.frames], ["result", "done"])
+        failed = self.worker.execute("print('before')\n1 / 0")
+        self.assertEqual((failed.error["ename"], failed.error["fence"]), ("ZeroDivisionError", 1))
+        self.assertEqual((failed.stdout, failed.stdout_fences), (b"before\n", []))
+
+    def test_a_cell_run_again_comes_from_the_cache_with_its_own_name(self):
+        code = "def f():\n    raise ValueError('x')\nf()"
+        first = self.worker.execute(code, count=1)
+        second = self.worker.execute(code, count=2)
+        for execution in (first, second):
+            self.assertEqual(execution.error["ename"], "ValueError")
+        first_tb, second_tb = "".join(first.error["traceback"]), "".join(second.error["traceback"])
+        self.assertIn("<cell 1>", first_tb)
+        self.assertIn("<cell 2>", second_tb)
+        self.assertNotIn("<cell 1>", second_tb)
 
     def test_sync_marker_once_per_stream_after_all_output(self):
         code = """

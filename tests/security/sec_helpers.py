@@ -65,6 +65,14 @@ output_cap_bytes = {OUTPUT_CAP_BYTES}
 
 [pool]
 size = 2
+
+# Sessions may ask for a network within this (test_network.py); by default they have none.
+[network]
+sessions_may_connect = true
+allow = ["host.corral.internal:9", "svc.test:9"]
+
+[network.hosts]
+"svc.test" = "127.0.0.1"
 """
 
 RESULT_MARKER = "@@CORRAL-SECURITY-RESULT@@"

@@ -5,6 +5,8 @@ are unreachable inside the sandbox, which has no route at all."""
 import secrets
 import select
 
+import requests
+
 from sec_helpers import contained, probe, run_ok
 
 
@@ -218,3 +220,114 @@ result['visible'] = [line for line in read_text('/proc/sysvipc/shm').splitlines(
             assert result["visible"] == [], result
     finally:
         run_ok(server, victim, "_libc.shmctl(_shm, IPC_RMID, None); _libc.msgctl(_msg, IPC_RMID, None)")
+
+
+# A session with a network (slirp4netns + nftables, see docs/network.md) cannot widen it from
+# inside: it has no capabilities in its namespaces, so routes, rules, name files and raw
+# sockets stay as corral set them before its code ran.
+
+NETWORKED = {"allow": ["host.corral.internal:9", "svc.test:9"]}
+
+
+def create_networked_session(server):
+    response = requests.post(server.url("/v1/sessions"), json={"network": NETWORKED}, timeout=30)
+    assert response.status_code == 201, response.text
+    assert sorted(response.json()["network"]["allow"]) == sorted(NETWORKED["allow"]), response.text
+    return response.json()["id"]
+
+
+def test_a_networked_session_cannot_change_its_routes_rules_or_names(server, bystanders):
+    session = create_networked_session(server)
+    with contained(server, bystanders):
+        result = probe(server, session, """
+import subprocess, socket
+def run(*command):
+    try:
+        done = subprocess.run(list(command), capture_output=True, text=True, timeout=10)
+        return done.returncode
+    except FileNotFoundError:
+        return 'missing'
+result['route_del'] = run('/usr/sbin/ip', 'route', 'del', 'default')
+result['route_add'] = run('/usr/sbin/ip', 'route', 'add', '169.254.0.0/16', 'dev', 'tap0')
+result['addr_add'] = run('/usr/sbin/ip', 'addr', 'add', '10.0.2.200/24', 'dev', 'tap0')
+result['nft_flush'] = run('/usr/sbin/nft', 'flush', 'ruleset')
+result['nft_list'] = run('/usr/sbin/nft', 'list', 'ruleset')
+result['routes'] = subprocess.run(['/usr/sbin/ip', 'route'], capture_output=True, text=True).stdout
+result['resolv_write'] = attempt(open, '/etc/resolv.conf', 'w')
+result['hosts_write'] = attempt(open, '/etc/hosts', 'a')
+result['hosts'] = open('/etc/hosts').read()
+MS_BIND = 4096
+result['mount_over_hosts'] = 'ok' if _libc.mount(b'/tmp', b'/etc/hosts', None, MS_BIND, None) == 0 else _errno.errorcode.get(_ctypes.get_errno())
+result['umount_hosts'] = 'ok' if _libc.umount2(b'/etc/hosts', 2) == 0 else _errno.errorcode.get(_ctypes.get_errno())
+result['raw'] = attempt(socket.socket, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+result['packet'] = attempt(socket.socket, socket.AF_PACKET, socket.SOCK_RAW, 0)
+def connect(host, port):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(5)
+    try:
+        sock.connect((host, port))
+        return 'connected'
+    except OSError as error:
+        return _errno.errorcode.get(error.errno, type(error).__name__)
+    finally:
+        sock.close()
+result['metadata'] = connect('169.254.169.254', 80)
+result['server'] = connect('10.0.2.2', %d)
+result['slirp_dns'] = connect('10.0.2.3', 53)
+result['names_other_port'] = connect('10.0.2.50', 22)
+def dns(name):
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.settimeout(3)
+    query = b'\\x12\\x34\\x01\\x00\\x00\\x01\\x00\\x00\\x00\\x00\\x00\\x00' + b''.join(bytes([len(part)]) + part.encode() for part in name.split('.')) + b'\\x00\\x00\\x01\\x00\\x01'
+    try:
+        udp.sendto(query, ('10.0.2.3', 53))
+        reply = udp.recvfrom(512)[0]
+        return {'rcode': reply[3] & 15, 'answers': reply[7], 'tail': list(reply[-4:])}
+    except OSError as error:
+        return _errno.errorcode.get(error.errno, type(error).__name__) if error.errno else type(error).__name__
+    finally:
+        udp.close()
+result['dns_outside'] = dns('example.com')
+result['dns_allowed'] = dns('svc.test')
+result['resolve_outside'] = attempt(socket.getaddrinfo, 'example.com', 80)
+""" % server.port)
+    for key in ("route_del", "route_add", "addr_add", "nft_flush", "nft_list"):
+        assert result[key] not in (0, "missing"), result
+    assert "default via 10.0.2.2" in result["routes"], result
+    assert result["resolv_write"] in ("EROFS", "EACCES", "EPERM"), result
+    assert result["hosts_write"] in ("EROFS", "EACCES", "EPERM"), result
+    assert "10.0.2.50\tsvc.test" in result["hosts"], result
+    assert result["mount_over_hosts"] == "EPERM", result
+    assert result["umount_hosts"] == "EPERM", result
+    assert result["raw"] == "EPERM", result
+    assert result["packet"] == "EPERM", result
+    for key in ("metadata", "server", "slirp_dns", "names_other_port"):
+        assert result[key] != "connected", result
+    # The session's DNS answers only its own names: others are NXDOMAIN, never forwarded.
+    assert result["dns_outside"] == {"rcode": 3, "answers": 0, "tail": result["dns_outside"]["tail"]}, result
+    assert result["dns_allowed"]["rcode"] == 0 and result["dns_allowed"]["tail"] == [10, 0, 2, 50], result
+    assert result["resolve_outside"] != "ok", result
+
+
+def test_the_proxy_refuses_a_name_the_session_was_not_given(server, bystanders):
+    """Connecting to the proxy with another name in the HTTP Host or without any name is
+    refused, whatever address the session aims at."""
+    session = create_networked_session(server)
+    with contained(server, bystanders):
+        result = probe(server, session, """
+import socket
+def ask(host_header):
+    sock = socket.create_connection(('svc.test', 9), timeout=10)
+    try:
+        sock.sendall(('GET / HTTP/1.1\\r\\nHost: %s\\r\\n\\r\\n' % host_header).encode())
+        return sock.recv(200).decode(errors='replace').split('\\r\\n')[0]
+    except OSError as error:
+        return _errno.errorcode.get(error.errno, type(error).__name__)
+    finally:
+        sock.close()
+result['other'] = ask('metadata.google.internal')
+result['address'] = ask('169.254.169.254')
+result['host_loopback'] = ask('host.corral.internal')
+""")
+    for key in ("other", "address", "host_loopback"):
+        assert result[key].startswith("HTTP/1.1 403"), result

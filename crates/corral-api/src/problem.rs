@@ -212,6 +212,18 @@ impl From<EngineError> for Problem {
                     FileError::Failed(_) => Problem::internal("file transfer failed", &file_error),
                 }
             }
+            // The database is away for now (restart, failover): a retryable 503 whose body
+            // says so without the driver's text; the cause goes to the log.
+            EngineError::Store(ref cause) if cause.is_unavailable() => {
+                tracing::warn!(error = %cause, "the store is unavailable");
+                let mut problem = Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the database cannot be reached right now; retry shortly",
+                );
+                problem.retry_after = Some(1);
+                problem
+            }
             EngineError::Store(ref cause) => Problem::internal("store error", cause),
         }
     }

@@ -222,6 +222,13 @@ pub struct SessionRecord {
     /// The sandbox limits the session runs with.
     #[serde(default)]
     pub resources: ResourceLimits,
+    /// Where the session may connect (`none`: its own loopback only).
+    #[serde(default)]
+    pub network: crate::NetworkPolicy,
+    /// `(session-side port, server listener port)` of the session's name proxy, fixed at
+    /// creation (its rules point there; a restarted server listens on the same ports).
+    #[serde(default)]
+    pub egress_ports: Vec<(u16, u16)>,
     pub ttl: SessionTtl,
     /// The tenant the session belongs to; only its keys (and admin keys) can reach it.
     pub tenant: String,
@@ -249,6 +256,8 @@ impl SessionRecord {
             metadata,
             accepting_executions: true,
             resources: ResourceLimits::default(),
+            network: crate::NetworkPolicy::None,
+            egress_ports: Vec::new(),
             ttl,
             tenant: crate::DEFAULT_TENANT.to_owned(),
         }

@@ -41,6 +41,18 @@ pub struct NewSandbox {
     pub volume_mounts: Option<Value>,
 }
 
+/// What a new sandbox asks of the network, in E2B's words: `allow_internet_access` and
+/// `network.allowOut` / `network.denyOut` (allowOut wins over denyOut, as in E2B).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NetworkAsk {
+    /// Loopback only (`allow_internet_access: false`, or nothing asked).
+    None,
+    /// `allow_internet_access: true`: whatever the operator allows.
+    OperatorMaximum,
+    /// `allowOut`: these destinations (CIDRs, addresses, domain names) only.
+    Allow(Vec<String>),
+}
+
 /// Whether a JSON option is "not asked for": absent, null, false, `{}` or `[]`.
 fn is_unset(value: &Option<Value>) -> bool {
     match value {
@@ -52,13 +64,57 @@ fn is_unset(value: &Option<Value>) -> bool {
 }
 
 impl NewSandbox {
+    /// The network the sandbox asks for; `Err` names what corral's allow-list cannot say
+    /// (a `denyOut` other than everything, fields corral does not know).
+    pub fn network_ask(&self) -> Result<NetworkAsk, String> {
+        let mut allow_out: Option<Vec<String>> = None;
+        let mut deny_all = false;
+        if let Some(Value::Object(network)) = &self.network {
+            for (key, value) in network {
+                let list = || -> Result<Vec<String>, String> {
+                    match value {
+                        Value::Null => Ok(Vec::new()),
+                        Value::Array(items) => items
+                            .iter()
+                            .map(|item| {
+                                item.as_str().map(str::to_owned).ok_or_else(|| {
+                                    format!("network.{key} must be a list of strings")
+                                })
+                            })
+                            .collect(),
+                        _ => Err(format!("network.{key} must be a list of strings")),
+                    }
+                };
+                match key.as_str() {
+                    "allowOut" => allow_out = Some(list()?),
+                    "denyOut" => {
+                        for entry in list()? {
+                            if entry == "0.0.0.0/0" {
+                                deny_all = true;
+                            } else {
+                                return Err(format!(
+                                    "network.denyOut can only be [\"0.0.0.0/0\"] (corral's policy is an allow-list; list what to allow in allowOut), not {entry:?}"
+                                ));
+                            }
+                        }
+                    }
+                    _ if is_unset(&Some(value.clone())) => {}
+                    other => return Err(format!("network.{other} is not supported")),
+                }
+            }
+        } else if !is_unset(&self.network) {
+            return Err("network must be an object".to_owned());
+        }
+        Ok(match allow_out {
+            Some(entries) if !entries.is_empty() => NetworkAsk::Allow(entries),
+            _ if deny_all => NetworkAsk::None,
+            _ if self.allow_internet_access == Some(true) => NetworkAsk::OperatorMaximum,
+            _ => NetworkAsk::None,
+        })
+    }
+
     /// The first option asked for that corral cannot honour, as a sentence for the client.
     pub fn unsupported_option(&self) -> Option<&'static str> {
-        if self.allow_internet_access == Some(true) || !is_unset(&self.network) {
-            return Some(
-                "corral sandboxes have no network access beyond their own loopback and no network policy yet: allow_internet_access=true and network rules are not supported",
-            );
-        }
         if self.auto_pause == Some(true) || !is_unset(&self.auto_resume) {
             return Some("corral cannot pause or resume sandboxes: autoPause and autoResume are not supported");
         }
@@ -269,14 +325,29 @@ mod tests {
         let networked: NewSandbox =
             serde_json::from_str(r#"{"templateID":"base","allow_internet_access":true}"#)
                 .expect("parse");
-        assert!(networked
-            .unsupported_option()
-            .expect("refused")
-            .contains("network"));
+        assert_eq!(networked.network_ask(), Ok(NetworkAsk::OperatorMaximum));
         let no_network: NewSandbox =
             serde_json::from_str(r#"{"templateID":"base","allow_internet_access":false}"#)
                 .expect("parse");
         assert_eq!(no_network.unsupported_option(), None);
+        assert_eq!(no_network.network_ask(), Ok(NetworkAsk::None));
+        let ask = |network: &str| {
+            serde_json::from_str::<NewSandbox>(&format!(
+                r#"{{"templateID":"base","network":{network}}}"#
+            ))
+            .expect("parse")
+            .network_ask()
+        };
+        assert_eq!(
+            ask(r#"{"allowOut":["pypi.org"],"denyOut":["0.0.0.0/0"]}"#),
+            Ok(NetworkAsk::Allow(vec!["pypi.org".into()]))
+        );
+        assert_eq!(ask(r#"{"denyOut":["0.0.0.0/0"]}"#), Ok(NetworkAsk::None));
+        assert!(ask(r#"{"denyOut":["10.0.0.0/8"]}"#)
+            .unwrap_err()
+            .contains("allow-list"));
+        assert!(ask(r#"{"allowOut":[1]}"#).is_err());
+        assert!(ask(r#"{"maskRequestHost":"x"}"#).is_err());
         assert_eq!(runtime_for_template("python3"), Some("python3".to_owned()));
         assert_eq!(runtime_for_template("base:latest"), None);
     }

@@ -223,6 +223,21 @@ impl Engine {
                 }
             };
             worker_config.session_limits = record.resources;
+            // The adopted worker's stack lives in its launcher; its rules point at the
+            // proxy ports in the record, listened on again here.
+            let prepared = match inner
+                .info
+                .network
+                .prepare(&record.network, &record.egress_ports)
+                .await
+            {
+                Ok(prepared) => prepared,
+                Err(error) => {
+                    tracing::error!(session_id = %id, %error, "could not listen for an adopted session's names again");
+                    crate::network::PreparedNetwork::default()
+                }
+            };
+            worker_config.network = prepared.setup.clone();
             let workspace = inner.workspaces_dir.join(id.to_string());
             tracing::info!(session_id = %id, execution_count = record.execution_count, "session adopted from the previous server");
             self.launch(
@@ -233,6 +248,7 @@ impl Engine {
                     workspace,
                     slot,
                     tenant_claim,
+                    egress: prepared.proxy,
                 },
             );
             count += 1;

@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use chrono::Utc;
 use corral_core::{
-    ExecEvent, ExecRequest, ExecutionRecord, ExecutionTiming, Limits, MemoryUsage, Principal,
-    SessionId, SessionRecord, SessionState, SessionTtl, DEFAULT_TENANT,
+    ExecEvent, ExecRequest, ExecutionRecord, ExecutionTiming, Limits, MemoryUsage, NetworkPolicy,
+    Principal, SessionId, SessionRecord, SessionState, SessionTtl, DEFAULT_TENANT,
 };
-use corral_store::{SessionQuery, Store};
+use corral_store::{GroupCommit, SessionQuery, Store};
 use corral_worker::{
     discover_interpreter, install_driver, DriverKind, HostIsolation, PoolSettings, PoolStatus,
     Sandbox, SessionLimits, Worker, WorkerConfig, WorkerSource, WorkspaceFiles,
@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use crate::drain::Drain;
 use crate::fleet::{self, FleetConfig};
 use crate::measurements::{self, LiveGauges};
+use crate::network::NetworkSettings;
 use crate::quotas::{QuotaKind, TenantQuotas};
 use crate::reaper::run_reaper;
 use crate::runtimes::{start_runtimes, RuntimeInfo, RuntimeSpec, RuntimeTable, PYTHON_RUNTIME};
@@ -68,6 +69,8 @@ pub struct EngineConfig {
     pub pool: PoolSettings,
     /// This node's place in a fleet sharing the store; `None` for a single node.
     pub fleet: Option<FleetConfig>,
+    /// The operator's network maximum (`[network]`).
+    pub network: NetworkSettings,
 }
 
 /// What `/v1/info` reports.
@@ -81,6 +84,8 @@ pub struct EngineInfo {
     pub session_limits: SessionLimits,
     pub max_session_limits: SessionLimits,
     pub data_dir: PathBuf,
+    /// The operator's network maximum.
+    pub network: NetworkSettings,
 }
 
 /// Options for a new session.
@@ -96,6 +101,8 @@ pub struct CreateSession {
     pub idle_ttl: Option<Duration>,
     /// `None` is the operator's default; at most the operator's ceiling.
     pub max_ttl: Option<Duration>,
+    /// Where the session may connect; `None` (or `none`) is loopback only.
+    pub network: Option<NetworkPolicy>,
 }
 
 /// A name a live session holds within its tenant, so that creating "the session called X"
@@ -156,6 +163,8 @@ pub struct Engine {
 
 pub(crate) struct EngineInner {
     pub(crate) store: Arc<dyn Store>,
+    /// Writes finished executions, batching concurrent ones into one transaction.
+    pub(crate) executions: GroupCommit,
     pub(crate) worker_config: WorkerConfig,
     /// Hands out workers: warm ones from the pool, else freshly started.
     pub(crate) workers: WorkerSource,
@@ -188,6 +197,8 @@ pub(crate) struct Launch {
     pub workspace: PathBuf,
     pub slot: SessionSlot,
     pub tenant_claim: crate::quotas::QuotaClaim,
+    /// The session's name proxy (`network`), ended with the session.
+    pub egress: Option<corral_egress::SessionProxy>,
 }
 
 /// One of the server's `max_sessions` places, held from the start of a create until the
@@ -251,6 +262,7 @@ impl Engine {
             session_limits: config.session_limits,
             preload: Vec::new(),
             driver: DriverKind::Python,
+            network: None,
         };
         let workspaces_dir = config.data_dir.join("workspaces");
         let keeper_dir = config
@@ -279,6 +291,7 @@ impl Engine {
             session_limits: config.session_limits,
             max_session_limits: config.max_session_limits,
             data_dir: config.data_dir.clone(),
+            network: config.network.clone(),
         };
         let reaper_wake = Arc::new(Notify::new());
         let quotas = TenantQuotas::new(
@@ -298,6 +311,7 @@ impl Engine {
         let workers = WorkerSource::new(pool_config, pool, workspaces_dir.clone());
         let inner = Arc::new(EngineInner {
             open_now: std::sync::atomic::AtomicBool::new(open_now),
+            executions: GroupCommit::start(store.clone()),
             store,
             worker_config,
             workers,
@@ -410,8 +424,19 @@ impl Engine {
                 violations.join(", ")
             )));
         }
+        let network = options.network.unwrap_or_default();
+        self.inner.info.network.check(&network)?;
+        if !network.is_none() && runtime_config.sandbox.is_none() {
+            // Unsandboxed workers share the host's network: no policy could hold.
+            return Err(EngineError::Forbidden(
+                "network: allow-lists need the sandbox (this server runs with --insecure-no-sandbox)"
+                    .into(),
+            ));
+        }
         let mut worker_config = runtime_config.clone();
         worker_config.session_limits = resources;
+        let prepared = self.inner.info.network.prepare(&network, &[]).await?;
+        worker_config.network = prepared.setup.clone();
         let ttl = SessionTtl {
             idle: ttl_within(
                 "idle_ttl",
@@ -450,6 +475,8 @@ impl Engine {
             SessionRecord::new(id, runtime, options.name, options.metadata, ttl, Utc::now());
         record.state = SessionState::Idle;
         record.resources = resources;
+        record.network = network;
+        record.egress_ports = prepared.egress_ports();
         record.tenant = tenant;
         if let Err(error) = fleet::record_new_session(&self.inner, &record).await {
             let mut worker = worker;
@@ -466,6 +493,7 @@ impl Engine {
                 workspace,
                 slot,
                 tenant_claim,
+                egress: prepared.proxy,
             },
         );
         self.inner.reaper_wake.notify_one();
@@ -494,11 +522,13 @@ impl Engine {
             workspace,
             slot,
             tenant_claim,
+            egress,
         } = launch;
         let registry = Arc::downgrade(&self.inner);
         let this_session = Arc::downgrade(&live);
         let context = TaskContext {
             store: self.inner.store.clone(),
+            executions: self.inner.executions.clone(),
             worker_config,
             workspace,
             interrupt_grace: self.inner.limits.interrupt_grace,
@@ -526,6 +556,7 @@ impl Engine {
                 }
                 drop(slot);
                 drop(tenant_claim);
+                drop(egress);
             }),
         };
         tokio::spawn(run_session(
@@ -898,6 +929,7 @@ impl Engine {
         };
         let tenant = live.record().tenant.clone();
         let in_flight = self.inner.quotas.claim(&tenant, QuotaKind::Executions)?;
+        let in_fleet = fleet::claim_execution(&self.inner, &tenant).await?;
         let (reply, job_answer) = oneshot::channel();
         let job = Job::Execute(ExecJob {
             code: request.code,
@@ -918,6 +950,10 @@ impl Engine {
                 tokio::spawn(async move {
                     let outcome = job_answer.await.ok();
                     drop(in_flight);
+                    // Given back before the caller hears, so its next execution finds room.
+                    if let Some(in_fleet) = in_fleet {
+                        in_fleet.release().await;
+                    }
                     drop(work);
                     let _ = forward.send(outcome);
                 });

@@ -1,7 +1,9 @@
 //! Fleets: several nodes sharing one store. Each node registers itself with an id and an
 //! address the others reach, renews a lease, owns the sessions it started, and declares
 //! lost (once, whoever sees it first) any node whose lease lapsed: that node's live sessions
-//! become `dead` (`node lost`) in the store, which also gives back their tenants' quota.
+//! become `dead` (`node lost`) in the store, which also gives back their tenants' quota. A
+//! tenant's executions in flight are counted in the store too ([`claim_execution`]), so
+//! `max_executions_per_tenant` holds across the fleet.
 //!
 //! This module decides *where* a session's requests belong ([`Engine::session_route`]) and
 //! where a new session should go ([`Engine::placement`]); it does not move requests (HTTP is
@@ -155,6 +157,77 @@ impl Engine {
             .min_by_key(|node| (node.load.live_sessions, node.id.clone()));
         Ok(candidate.map(|node| node.advertise_url))
     }
+}
+
+/// One of a tenant's executions in flight, counted in the store across the fleet; given back
+/// with [`FleetExecution::release`] (or in the background when dropped unreleased).
+pub(crate) struct FleetExecution {
+    store: Arc<dyn corral_store::Store>,
+    node: String,
+    tenant: String,
+    released: bool,
+}
+
+impl FleetExecution {
+    pub(crate) async fn release(mut self) {
+        self.released = true;
+        if let Err(error) = self
+            .store
+            .release_fleet_execution(&self.node, &self.tenant)
+            .await
+        {
+            tracing::warn!(%error, tenant = %self.tenant, "could not give back an execution's place in the fleet's count");
+        }
+    }
+}
+
+impl Drop for FleetExecution {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        let (store, node, tenant) = (self.store.clone(), self.node.clone(), self.tenant.clone());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(error) = store.release_fleet_execution(&node, &tenant).await {
+                    tracing::warn!(%error, %tenant, "could not give back an execution's place in the fleet's count");
+                }
+            });
+        }
+    }
+}
+
+/// In a fleet with `max_executions_per_tenant`, takes one of the tenant's executions in
+/// flight across every live node (the store serialises concurrent claims); `None` when
+/// there is nothing to count beyond this node's own quota.
+pub(crate) async fn claim_execution(
+    inner: &EngineInner,
+    tenant: &str,
+) -> Result<Option<FleetExecution>, EngineError> {
+    let (Some(fleet), Some(limit)) = (&inner.fleet, inner.limits.max_executions_per_tenant) else {
+        return Ok(None);
+    };
+    let claimed = inner
+        .store
+        .claim_fleet_execution(
+            &fleet.node_id,
+            tenant,
+            u64::try_from(limit).unwrap_or(u64::MAX),
+        )
+        .await?;
+    if !claimed {
+        measurements::refused("tenant_executions");
+        return Err(EngineError::QuotaExceeded {
+            kind: QuotaKind::Executions,
+            limit,
+        });
+    }
+    Ok(Some(FleetExecution {
+        store: inner.store.clone(),
+        node: fleet.node_id.clone(),
+        tenant: tenant.to_owned(),
+        released: false,
+    }))
 }
 
 /// Records a session this node just started: owned by this node and, in a fleet, counted

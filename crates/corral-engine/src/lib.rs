@@ -19,6 +19,7 @@ mod interaction;
 mod key_access;
 pub mod keys;
 pub mod measurements;
+mod network;
 mod quotas;
 mod reaper;
 mod revival;
@@ -38,6 +39,7 @@ pub use engine::{
 pub use error::EngineError;
 pub use fleet::{FleetConfig, SessionRoute, DEFAULT_NODE_LEASE};
 pub use interaction::PendingQuery;
+pub use network::NetworkSettings;
 pub use quotas::QuotaKind;
 pub use runtimes::{
     absolute_program, venv_directory, RuntimeInfo, RuntimeKind, RuntimeSpec, PYTHON_RUNTIME,

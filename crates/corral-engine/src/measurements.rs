@@ -42,6 +42,9 @@ pub const POOL_READY: &str = "corral_pool_ready_workers";
 pub const POOL_MEMORY: &str = "corral_pool_memory_bytes";
 /// Sessions taken over from a previous server on this data directory (counter).
 pub const SESSIONS_ADOPTED: &str = "corral_sessions_adopted_total";
+/// Sessions' connections to domain names through their proxy, labelled `decision`
+/// (`allowed`, `refused`) (counter).
+pub const NETWORK_CONNECTIONS: &str = "corral_network_connections_total";
 /// Requests refused by a cap, quota or full queue, labelled `limit` (counter).
 pub const REFUSALS: &str = "corral_refusals_total";
 
@@ -52,6 +55,10 @@ const KNOWN_CLOSE_REASONS: [&str; 4] = [
     corral_core::Expiry::MaxLifetime.reason(),
     crate::engine::SHUTDOWN_REASON,
 ];
+
+pub(crate) fn network_connection(decision: corral_egress::Decision) {
+    metrics::counter!(NETWORK_CONNECTIONS, "decision" => decision.as_str()).increment(1);
+}
 
 pub(crate) fn sessions_adopted(count: usize) {
     metrics::counter!(SESSIONS_ADOPTED).increment(u64::try_from(count).unwrap_or(u64::MAX));

@@ -48,6 +48,13 @@ impl Engine {
         // The session's own runtime (a JavaScript session comes back as JavaScript).
         let mut worker_config = self.inner.runtimes.config(&record.runtime)?.clone();
         worker_config.session_limits = record.resources;
+        let prepared = self
+            .inner
+            .info
+            .network
+            .prepare(&record.network, &record.egress_ports)
+            .await?;
+        worker_config.network = prepared.setup.clone();
         let workspace = self.inner.workspaces_dir.join(id.to_string());
         let clock = std::time::Instant::now();
         let worker = Worker::start(&worker_config, workspace.clone())
@@ -84,6 +91,7 @@ impl Engine {
                 workspace,
                 slot,
                 tenant_claim,
+                egress: prepared.proxy,
             },
         );
         self.inner.reaper_wake.notify_one();

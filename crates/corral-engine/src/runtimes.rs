@@ -30,6 +30,8 @@ pub struct RuntimeSpec {
     pub kind: RuntimeKind,
     /// Shown to people (Jupyter's `display_name`); `None` derives one from the language.
     pub display_name: Option<String>,
+    /// Modules its workers import before they are ready (Python runtimes).
+    pub preload: Vec<String>,
 }
 
 /// What a runtime runs.
@@ -57,6 +59,8 @@ pub struct RuntimeInfo {
     pub language_version: String,
     /// `name==version` of what is installed in a venv corral built (empty otherwise).
     pub packages: Vec<String>,
+    /// Modules its workers import before they are ready.
+    pub preload: Vec<String>,
 }
 
 /// Longest a venv build may take at server start.
@@ -113,6 +117,7 @@ pub(crate) async fn start_runtimes(
             interpreter: python.to_owned(),
         },
         display_name: None,
+        preload: Vec::new(),
     };
     let specs: Vec<&RuntimeSpec> = std::iter::once(&default).chain(extra).collect();
     let probes = specs.iter().map(|spec| {
@@ -152,6 +157,7 @@ pub(crate) async fn start_runtimes(
                     },
                     language_version,
                     packages,
+                    preload: config.preload.clone(),
                 });
                 table.configs.insert(spec.name.clone(), config);
             }
@@ -223,6 +229,7 @@ async fn worker_config(
         }
         RuntimeKind::Bash => config.driver = DriverKind::Bash,
     }
+    config.preload = spec.preload.clone();
     config.driver_path =
         install_driver_of(&config.driver, driver_dir).map_err(|error| error.to_string())?;
     Ok((config, packages))

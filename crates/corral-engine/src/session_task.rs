@@ -13,7 +13,7 @@ use corral_core::{
     CodeQuery, CodeQueryReply, ExecEvent, ExecutionRecord, ExecutionStatus, SessionRecord,
     SessionState, StdinMode,
 };
-use corral_store::Store;
+use corral_store::{ExecutionWrite, GroupCommit, Store};
 use corral_worker::{ExecOutcome, ExecSpec, InterruptHandle, QueryError, Worker, WorkerConfig};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -121,6 +121,8 @@ impl LiveSession {
 /// Everything the task needs from the engine.
 pub(crate) struct TaskContext {
     pub store: Arc<dyn Store>,
+    /// Records finished executions (group commit).
+    pub executions: GroupCommit,
     pub worker_config: WorkerConfig,
     pub workspace: std::path::PathBuf,
     pub interrupt_grace: Duration,
@@ -450,19 +452,32 @@ async fn run_job(
         }
     }
     execution.cap_stored_output(context.stored_output_cap_bytes);
+    let session_id = session.id;
     let stored = if job.store_history {
+        let write = ExecutionWrite {
+            execution,
+            session,
+            keep_last: context.executions_kept,
+        };
         context
-            .store
-            .record_execution(&execution, &session, context.executions_kept)
+            .executions
+            .record(write)
             .await
+            .map(|write| write.execution)
+            .map_err(|error| (error, session_id))
     } else {
         // Not kept in the history: only the session's own change is written.
-        context.store.update_session(&session).await
+        context
+            .store
+            .update_session(&session)
+            .await
+            .map(|()| execution)
+            .map_err(|error| (error, session_id))
     };
     let reply = match stored {
-        Ok(()) => Ok(execution),
-        Err(error) => {
-            tracing::error!(session_id = %session.id, %error, "could not store an execution");
+        Ok(execution) => Ok(execution),
+        Err((error, session_id)) => {
+            tracing::error!(%session_id, %error, "could not store an execution");
             Err(EngineError::Store(error))
         }
     };

@@ -34,7 +34,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use crate::cgroup::SessionCgroup;
 use crate::keeper::{self, LauncherKeeper, OwnerEvent};
 use crate::policy::{LaunchPolicy, SANDBOX_WORKSPACE};
-use crate::{seccomp, sys_view};
+use crate::{launcher_network, seccomp, sys_view};
 
 /// Exit status of a launcher or init process that failed before the worker started.
 const SETUP_FAILED: i32 = 125;
@@ -76,6 +76,8 @@ enum LaunchError {
     Seccomp(#[from] seccomp::SeccompError),
     #[error("capabilities: {0}")]
     Capabilities(String),
+    #[error("{0}")]
+    Network(#[from] launcher_network::NetworkError),
 }
 
 fn sys<T>(what: impl FnOnce() -> String, result: nix::Result<T>) -> Result<T, LaunchError> {
@@ -222,6 +224,19 @@ fn run_launcher(policy_json: &str) -> Result<i32, LaunchError> {
             release(&policy, true);
             return Err(error);
         }
+    };
+    // The session's network stack, when its policy allows anything: ends with this process.
+    let _network = match policy.network.as_ref() {
+        None => None,
+        Some(setup) => match launcher_network::start_slirp(init, setup) {
+            Ok(stack) => Some(stack),
+            Err(error) => {
+                let _ = kill(init, Signal::SIGKILL);
+                let _ = waitpid(init, None);
+                release(&policy, true);
+                return Err(error.into());
+            }
+        },
     };
     sys(
         || "releasing init".to_owned(),
@@ -466,6 +481,9 @@ fn run_init(
     )?;
     build_filesystem(policy, &sources)?;
     bring_up_loopback()?;
+    if let Some(setup) = &policy.network {
+        launcher_network::install_in_init(setup)?;
+    }
     set_limits(policy)?;
     // SAFETY: this process is single-threaded (a clone of the single-threaded launcher), so
     // the child may allocate and run arbitrary code after fork.

@@ -8,7 +8,8 @@
 //! The sandbox (`sandbox` on the host, `launcher` in the `corral sandbox-init` process):
 //! user, PID, mount, network, IPC, UTS and cgroup namespaces, a read-only view of the host
 //! with a private workspace and a reduced `/sys` (`sys_view`), cgroup limits (`cgroup`),
-//! rlimits, no capabilities, `no_new_privs` and a seccomp filter (`seccomp`).
+//! rlimits, no capabilities, `no_new_privs` and a seccomp filter (`seccomp`); for sessions
+//! allowed a network, slirp4netns and nftables rules (`launcher_network`, `network_rules`).
 //!
 //! Deliberately knows nothing of sessions, the protocol's messages or HTTP.
 
@@ -17,6 +18,8 @@ mod files;
 mod host;
 mod keeper;
 mod launcher;
+mod launcher_network;
+mod network_rules;
 mod policy;
 mod process;
 mod process_memory;
@@ -31,6 +34,8 @@ pub use files::{
 pub use host::{available_memory_bytes, HostIsolation, IsolationFeature};
 pub use keeper::{adopt, keeper_sockets, AdoptedChannels, KeeperError, KeeperLink};
 pub use launcher::launcher_main;
+pub use network_rules::{Destination, NetworkRules, NAMES_ADDRESS, SLIRP_GATEWAY};
+pub use policy::NetworkSetup;
 pub use process::{
     interrupt, kill_process_group, spawn_worker, Lifetime, SpawnedWorker, WorkerCommand,
 };

@@ -48,7 +48,30 @@ pub struct LaunchPolicy {
     pub max_processes: u64,
     /// Largest file the session may write.
     pub max_file_bytes: u64,
+    /// The session's network stack; `None` leaves it with its loopback only.
+    #[serde(default)]
+    pub network: Option<NetworkSetup>,
 }
 
 /// Where the workspace appears inside the sandbox.
 pub const SANDBOX_WORKSPACE: &str = "/workspace";
+
+/// A session's own network stack (`launcher_network`): slirp4netns attached to its network
+/// namespace by the launcher, the nftables rules init installs before the worker starts, and
+/// the name table the session sees as `/etc/hosts`. `None` in [`LaunchPolicy`] is loopback only.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkSetup {
+    /// The `slirp4netns` binary.
+    pub slirp4netns: PathBuf,
+    /// The `nft` binary (run by init inside the namespace).
+    pub nft: PathBuf,
+    /// The ruleset (`nft -f` syntax), rendered by `network_rules`.
+    pub ruleset: String,
+    /// The session's `/etc/hosts`.
+    pub hosts: String,
+    /// The session's `/etc/resolv.conf`.
+    #[serde(default)]
+    pub resolv_conf: String,
+    /// Whether slirp4netns may forward to the host's loopback (the rules then say which ports).
+    pub host_loopback: bool,
+}

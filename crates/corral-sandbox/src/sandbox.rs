@@ -49,6 +49,8 @@ pub struct WorkerPlacement {
     /// Host directories the session must be able to read (the interpreter's installation).
     pub exposed_paths: Vec<PathBuf>,
     pub limits: SessionLimits,
+    /// The session's network stack; `None`: loopback only.
+    pub network: Option<crate::NetworkSetup>,
 }
 
 /// A running server's sandbox facility.
@@ -260,6 +262,7 @@ impl Sandbox {
             readonly_files,
             exposed_paths,
             limits,
+            network,
         } = placement;
         let name = name.as_str();
         let workspace = workspace.as_path();
@@ -317,6 +320,7 @@ impl Sandbox {
             max_open_files: limits.max_open_files,
             max_processes: limits.max_processes,
             max_file_bytes: limits.workspace_bytes,
+            network,
         };
         let policy_json = serde_json::to_string(&policy).map_err(|error| SandboxError::Setup {
             what: "encoding the launch policy".to_owned(),

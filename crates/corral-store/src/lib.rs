@@ -5,12 +5,14 @@
 //! data directory, WAL, the default) and PostgreSQL (`postgres`: one database shared by a
 //! fleet of nodes), each with its own migrations under `migrations/<backend>/` and the same
 //! behaviour (one test suite, `tests/store_suite.rs`, runs against both). Rows become records
-//! in `records`, shared by both.
+//! in `records`, shared by both. `group_commit` batches concurrent execution records into one
+//! transaction per batch.
 //!
 //! Deliberately holds no live state: which sessions are running, and their workers, belong to
 //! the engine; which node is alive is decided by the engine's `fleet` module from the leases
 //! stored here. This crate only remembers, atomically where several nodes race.
 
+mod group_commit;
 mod postgres;
 mod records;
 mod sqlite;
@@ -25,6 +27,7 @@ use corral_core::{
     SessionState,
 };
 
+pub use group_commit::GroupCommit;
 pub use postgres::{scratch_database, PostgresStore};
 pub use sqlite::SqliteStore;
 
@@ -49,6 +52,8 @@ pub enum StoreError {
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("database URL: {0}")]
     DatabaseUrl(String),
+    #[error("the execution writer stopped")]
+    WriterStopped,
     #[error("stored value is corrupt: {0}")]
     Corrupt(String),
     #[error("data directory {path}: {source}")]
@@ -57,6 +62,28 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl StoreError {
+    /// The database could not be reached (no connection in time, connection refused or lost):
+    /// a passing condition a client may retry, unlike a failed statement or corrupt data.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Database(
+                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
+            )
+        )
+    }
+}
+
+/// One finished execution to record: the execution, its session's new state, and how many of
+/// the session's executions to keep.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExecutionWrite {
+    pub execution: ExecutionRecord,
+    pub session: SessionRecord,
+    pub keep_last: u64,
 }
 
 /// Which sessions to list: optionally one state, after a cursor, at most `limit`.
@@ -92,7 +119,18 @@ pub trait Store: Send + Sync + 'static {
         execution: &ExecutionRecord,
         session: &SessionRecord,
         keep_last: u64,
-    ) -> Result<(), StoreError>;
+    ) -> Result<(), StoreError> {
+        let write = ExecutionWrite {
+            execution: execution.clone(),
+            session: session.clone(),
+            keep_last,
+        };
+        self.record_executions(std::slice::from_ref(&write)).await
+    }
+    /// Records several finished executions (of one session or many), each as
+    /// [`Store::record_execution`] would, in order and in one transaction: all or none. The
+    /// group commit ([`GroupCommit`]) writes concurrent executions this way.
+    async fn record_executions(&self, batch: &[ExecutionWrite]) -> Result<(), StoreError>;
     async fn get_execution(
         &self,
         session_id: SessionId,
@@ -178,5 +216,22 @@ pub trait Store: Send + Sync + 'static {
         reason: &str,
     ) -> Result<Vec<(String, u64)>, StoreError>;
     /// Closes the connections (SQLite checkpoints its WAL).
+    /// Takes one of `tenant`'s `limit` executions in flight across the fleet, for `node`:
+    /// false when the tenant's live nodes already have `limit`. A store of one node (SQLite)
+    /// counts nothing here and always agrees: the engine's own count is exact there.
+    async fn claim_fleet_execution(
+        &self,
+        _node: &str,
+        _tenant: &str,
+        _limit: u64,
+    ) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    /// Gives back what [`Store::claim_fleet_execution`] took.
+    async fn release_fleet_execution(&self, _node: &str, _tenant: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     async fn close(&self);
 }

@@ -17,8 +17,8 @@ use corral_core::{
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Connection, PgPool, Row};
 
-use crate::records::{count_to_i64, duration_to_ms, row_decoders, to_json};
-use crate::{SessionQuery, Store, StoreError};
+use crate::records::{count_to_i64, duration_to_ms, row_decoders, to_json, ExecutionJson};
+use crate::{ExecutionWrite, SessionQuery, Store, StoreError};
 
 /// A store backed by a PostgreSQL database.
 #[derive(Clone, Debug)]
@@ -97,7 +97,7 @@ impl Store for PostgresStore {
         sqlx::query(
             "INSERT INTO sessions (id, name, runtime, state, state_reason, created_at, \
              last_activity_at, execution_count, metadata, accepting_executions, resources, \
-             idle_ttl_ms, max_ttl_ms, tenant) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+             idle_ttl_ms, max_ttl_ms, tenant, network, egress_ports) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
         )
         .bind(session.id.to_string())
         .bind(&session.name)
@@ -113,6 +113,8 @@ impl Store for PostgresStore {
         .bind(duration_to_ms(session.ttl.idle))
         .bind(duration_to_ms(session.ttl.max))
         .bind(&session.tenant)
+        .bind(to_json(&session.network)?)
+        .bind(to_json(&session.egress_ports)?)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -154,45 +156,14 @@ impl Store for PostgresStore {
         rows.iter().map(session_from_row).collect()
     }
 
-    async fn record_execution(
-        &self,
-        execution: &ExecutionRecord,
-        session: &SessionRecord,
-        keep_last: u64,
-    ) -> Result<(), StoreError> {
+    async fn record_executions(&self, batch: &[ExecutionWrite]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
         let mut transaction = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO executions (session_id, execution_count, code, status, result, stdout, \
-             stderr, outputs, error, duration_ms, truncated, started_at, finished_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        )
-        .bind(execution.session_id.to_string())
-        .bind(count_to_i64(execution.execution_count))
-        .bind(&execution.code)
-        .bind(execution.status.as_str())
-        .bind(execution.result.as_ref().map(to_json).transpose()?)
-        .bind(&execution.stdout)
-        .bind(&execution.stderr)
-        .bind(to_json(&execution.outputs)?)
-        .bind(execution.error.as_ref().map(to_json).transpose()?)
-        .bind(count_to_i64(execution.duration_ms))
-        .bind(execution.truncated)
-        .bind(execution.started_at)
-        .bind(execution.finished_at)
-        .execute(&mut *transaction)
-        .await?;
-        bind_session_update(sqlx::query(UPDATE_SESSION), session)?
-            .execute(&mut *transaction)
-            .await?;
-        let oldest_kept = execution
-            .execution_count
-            .saturating_sub(keep_last.saturating_sub(1));
-        if oldest_kept > 1 {
-            sqlx::query("DELETE FROM executions WHERE session_id = $1 AND execution_count < $2")
-                .bind(execution.session_id.to_string())
-                .bind(count_to_i64(oldest_kept))
-                .execute(&mut *transaction)
-                .await?;
+        insert_executions(&mut transaction, batch).await?;
+        for write in batch {
+            update_session_and_trim(&mut transaction, write).await?;
         }
         transaction.commit().await?;
         Ok(())
@@ -378,8 +349,8 @@ impl Store for PostgresStore {
         let result = sqlx::query(
             "INSERT INTO sessions (id, name, runtime, state, state_reason, created_at, \
              last_activity_at, execution_count, metadata, accepting_executions, resources, \
-             idle_ttl_ms, max_ttl_ms, tenant, owner_node) \
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 \
+             idle_ttl_ms, max_ttl_ms, tenant, owner_node, network, egress_ports) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $17, $18 \
              WHERE $16 IS NULL OR (SELECT COUNT(*) FROM sessions WHERE tenant = $14 \
              AND state NOT IN ('closed', 'dead')) < $16",
         )
@@ -399,6 +370,8 @@ impl Store for PostgresStore {
         .bind(&session.tenant)
         .bind(owner)
         .bind(limit)
+        .bind(to_json(&session.network)?)
+        .bind(to_json(&session.egress_ports)?)
         .execute(&mut *transaction)
         .await?;
         transaction.commit().await?;
@@ -436,6 +409,11 @@ impl Store for PostgresStore {
     }
 
     async fn register_node(&self, node: &NodeRecord) -> Result<(), StoreError> {
+        // A node that (re)registers has no execution in flight yet.
+        sqlx::query("DELETE FROM fleet_executions WHERE node_id = $1")
+            .bind(&node.id)
+            .execute(&self.pool)
+            .await?;
         sqlx::query(
             "INSERT INTO nodes (id, advertise_url, started_at, renewed_at, lease_expires_at, \
              lost_at, live_sessions, max_sessions, available_memory_bytes, worker_memory_bytes) \
@@ -453,6 +431,55 @@ impl Store for PostgresStore {
         .bind(count_to_i64(node.load.max_sessions))
         .bind(node.load.available_memory_bytes.map(count_to_i64))
         .bind(count_to_i64(node.load.worker_memory_bytes))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn claim_fleet_execution(
+        &self,
+        node: &str,
+        tenant: &str,
+        limit: u64,
+    ) -> Result<bool, StoreError> {
+        // Claims of one tenant take turns (a lock held until the transaction ends), so each
+        // counts what the previous one committed.
+        let mut transaction = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('executions:' || $1))")
+            .bind(tenant)
+            .execute(&mut *transaction)
+            .await?;
+        let running: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(e.running), 0)::BIGINT FROM fleet_executions e \
+             JOIN nodes n ON n.id = e.node_id \
+             WHERE e.tenant = $1 AND n.lost_at IS NULL AND n.lease_expires_at > now()",
+        )
+        .bind(tenant)
+        .fetch_one(&mut *transaction)
+        .await?;
+        if running >= count_to_i64(limit) {
+            transaction.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO fleet_executions (node_id, tenant, running) VALUES ($1, $2, 1) \
+             ON CONFLICT (node_id, tenant) DO UPDATE SET running = fleet_executions.running + 1",
+        )
+        .bind(node)
+        .bind(tenant)
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        Ok(true)
+    }
+
+    async fn release_fleet_execution(&self, node: &str, tenant: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE fleet_executions SET running = GREATEST(running - 1, 0) \
+             WHERE node_id = $1 AND tenant = $2",
+        )
+        .bind(node)
+        .bind(tenant)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -557,4 +584,66 @@ fn bind_session_update<'q>(
         .bind(duration_to_ms(session.ttl.max))
         .bind(&session.tenant)
         .bind(session.id.to_string()))
+}
+
+/// Inserts every execution of `batch` with one multi-row `INSERT` (one statement, so one
+/// hand-off to the database, however large the batch).
+async fn insert_executions(
+    connection: &mut sqlx::PgConnection,
+    batch: &[ExecutionWrite],
+) -> Result<(), StoreError> {
+    let json = batch
+        .iter()
+        .map(|write| ExecutionJson::of(&write.execution))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut insert = sqlx::QueryBuilder::<sqlx::Postgres>::new(
+        "INSERT INTO executions (session_id, execution_count, code, status, result, stdout, \
+         stderr, outputs, error, duration_ms, truncated, started_at, finished_at) ",
+    );
+    insert.push_values(batch.iter().zip(&json), |mut row, (write, json)| {
+        let execution = &write.execution;
+        row.push_bind(execution.session_id.to_string())
+            .push_bind(count_to_i64(execution.execution_count))
+            .push_bind(execution.code.as_str())
+            .push_bind(execution.status.as_str())
+            .push_bind(json.result.as_deref())
+            .push_bind(execution.stdout.as_str())
+            .push_bind(execution.stderr.as_str())
+            .push_bind(json.outputs.as_str())
+            .push_bind(json.error.as_deref())
+            .push_bind(count_to_i64(execution.duration_ms))
+            .push_bind(execution.truncated)
+            .push_bind(execution.started_at)
+            .push_bind(execution.finished_at);
+    });
+    insert.build().execute(&mut *connection).await?;
+    Ok(())
+}
+
+/// After its execution is inserted: the session's new state and the history trim, on
+/// `connection` (inside the caller's transaction).
+async fn update_session_and_trim(
+    connection: &mut sqlx::PgConnection,
+    write: &ExecutionWrite,
+) -> Result<(), StoreError> {
+    let ExecutionWrite {
+        execution,
+        session,
+        keep_last,
+    } = write;
+    let keep_last = *keep_last;
+    bind_session_update(sqlx::query(UPDATE_SESSION), session)?
+        .execute(&mut *connection)
+        .await?;
+    let oldest_kept = execution
+        .execution_count
+        .saturating_sub(keep_last.saturating_sub(1));
+    if oldest_kept > 1 {
+        sqlx::query("DELETE FROM executions WHERE session_id = $1 AND execution_count < $2")
+            .bind(execution.session_id.to_string())
+            .bind(count_to_i64(oldest_kept))
+            .execute(&mut *connection)
+            .await?;
+    }
+    Ok(())
 }

@@ -12,6 +12,23 @@ pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreErr
     serde_json::to_string(value).map_err(|error| StoreError::Corrupt(error.to_string()))
 }
 
+/// The JSON columns of an execution row, encoded ahead of building a multi-row insert.
+pub(crate) struct ExecutionJson {
+    pub(crate) result: Option<String>,
+    pub(crate) outputs: String,
+    pub(crate) error: Option<String>,
+}
+
+impl ExecutionJson {
+    pub(crate) fn of(execution: &corral_core::ExecutionRecord) -> Result<Self, StoreError> {
+        Ok(ExecutionJson {
+            result: execution.result.as_ref().map(to_json).transpose()?,
+            outputs: to_json(&execution.outputs)?,
+            error: execution.error.as_ref().map(to_json).transpose()?,
+        })
+    }
+}
+
 pub(crate) fn from_json<T: serde::de::DeserializeOwned>(
     text: &str,
     what: &str,
@@ -43,6 +60,8 @@ macro_rules! row_decoders {
             let metadata: String = row.try_get("metadata")?;
             let execution_count: i64 = row.try_get("execution_count")?;
             let resources: String = row.try_get("resources")?;
+            let network: String = row.try_get("network")?;
+            let egress_ports: String = row.try_get("egress_ports")?;
             let idle_ttl_ms: i64 = row.try_get("idle_ttl_ms")?;
             let max_ttl_ms: i64 = row.try_get("max_ttl_ms")?;
             Ok(corral_core::SessionRecord {
@@ -62,6 +81,8 @@ macro_rules! row_decoders {
                 accepting_executions: row.try_get::<bool, _>("accepting_executions")?
                     && !matches!(state.as_str(), "closed" | "dead"),
                 resources: $crate::records::from_json(&resources, "session resources")?,
+                network: $crate::records::from_json(&network, "session network")?,
+                egress_ports: $crate::records::from_json(&egress_ports, "session egress ports")?,
                 ttl: corral_core::SessionTtl {
                     idle: std::time::Duration::from_millis($crate::records::count_from_i64(
                         idle_ttl_ms,

@@ -17,8 +17,8 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, SqlitePool};
 
-use crate::records::{count_to_i64, duration_to_ms, row_decoders, to_json};
-use crate::{SessionQuery, Store, StoreError};
+use crate::records::{count_to_i64, duration_to_ms, row_decoders, to_json, ExecutionJson};
+use crate::{ExecutionWrite, SessionQuery, Store, StoreError};
 
 /// Name of the database file inside the data directory.
 pub const DATABASE_FILE: &str = "corral.sqlite3";
@@ -75,7 +75,7 @@ impl Store for SqliteStore {
         sqlx::query(
             "INSERT INTO sessions (id, name, runtime, state, state_reason, created_at, \
              last_activity_at, execution_count, metadata, accepting_executions, resources, \
-             idle_ttl_ms, max_ttl_ms, tenant) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             idle_ttl_ms, max_ttl_ms, tenant, network, egress_ports) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(session.id.to_string())
         .bind(&session.name)
@@ -91,6 +91,8 @@ impl Store for SqliteStore {
         .bind(duration_to_ms(session.ttl.idle))
         .bind(duration_to_ms(session.ttl.max))
         .bind(&session.tenant)
+        .bind(to_json(&session.network)?)
+        .bind(to_json(&session.egress_ports)?)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -132,45 +134,14 @@ impl Store for SqliteStore {
         rows.iter().map(session_from_row).collect()
     }
 
-    async fn record_execution(
-        &self,
-        execution: &ExecutionRecord,
-        session: &SessionRecord,
-        keep_last: u64,
-    ) -> Result<(), StoreError> {
+    async fn record_executions(&self, batch: &[ExecutionWrite]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
         let mut transaction = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO executions (session_id, execution_count, code, status, result, stdout, \
-             stderr, outputs, error, duration_ms, truncated, started_at, finished_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(execution.session_id.to_string())
-        .bind(count_to_i64(execution.execution_count))
-        .bind(&execution.code)
-        .bind(execution.status.as_str())
-        .bind(execution.result.as_ref().map(to_json).transpose()?)
-        .bind(&execution.stdout)
-        .bind(&execution.stderr)
-        .bind(to_json(&execution.outputs)?)
-        .bind(execution.error.as_ref().map(to_json).transpose()?)
-        .bind(count_to_i64(execution.duration_ms))
-        .bind(execution.truncated)
-        .bind(execution.started_at)
-        .bind(execution.finished_at)
-        .execute(&mut *transaction)
-        .await?;
-        bind_session_update(sqlx::query(UPDATE_SESSION), session)?
-            .execute(&mut *transaction)
-            .await?;
-        let oldest_kept = execution
-            .execution_count
-            .saturating_sub(keep_last.saturating_sub(1));
-        if oldest_kept > 1 {
-            sqlx::query("DELETE FROM executions WHERE session_id = ? AND execution_count < ?")
-                .bind(execution.session_id.to_string())
-                .bind(count_to_i64(oldest_kept))
-                .execute(&mut *transaction)
-                .await?;
+        insert_executions(&mut transaction, batch).await?;
+        for write in batch {
+            update_session_and_trim(&mut transaction, write).await?;
         }
         transaction.commit().await?;
         Ok(())
@@ -348,8 +319,8 @@ impl Store for SqliteStore {
         let result = sqlx::query(
             "INSERT INTO sessions (id, name, runtime, state, state_reason, created_at, \
              last_activity_at, execution_count, metadata, accepting_executions, resources, \
-             idle_ttl_ms, max_ttl_ms, tenant, owner_node) \
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15 \
+             idle_ttl_ms, max_ttl_ms, tenant, owner_node, network, egress_ports) \
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?17, ?18 \
              WHERE ?16 IS NULL OR (SELECT COUNT(*) FROM sessions WHERE tenant = ?14 \
              AND state NOT IN ('closed', 'dead')) < ?16",
         )
@@ -369,6 +340,8 @@ impl Store for SqliteStore {
         .bind(&session.tenant)
         .bind(owner)
         .bind(limit)
+        .bind(to_json(&session.network)?)
+        .bind(to_json(&session.egress_ports)?)
         .execute(&self.pool)
         .await?;
         Ok(result.rows_affected() == 1)
@@ -526,4 +499,66 @@ fn bind_session_update<'q>(
         .bind(duration_to_ms(session.ttl.max))
         .bind(&session.tenant)
         .bind(session.id.to_string()))
+}
+
+/// Inserts every execution of `batch` with one multi-row `INSERT` (one statement, so one
+/// hand-off to the database, however large the batch).
+async fn insert_executions(
+    connection: &mut sqlx::SqliteConnection,
+    batch: &[ExecutionWrite],
+) -> Result<(), StoreError> {
+    let json = batch
+        .iter()
+        .map(|write| ExecutionJson::of(&write.execution))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        "INSERT INTO executions (session_id, execution_count, code, status, result, stdout, \
+         stderr, outputs, error, duration_ms, truncated, started_at, finished_at) ",
+    );
+    insert.push_values(batch.iter().zip(&json), |mut row, (write, json)| {
+        let execution = &write.execution;
+        row.push_bind(execution.session_id.to_string())
+            .push_bind(count_to_i64(execution.execution_count))
+            .push_bind(execution.code.as_str())
+            .push_bind(execution.status.as_str())
+            .push_bind(json.result.as_deref())
+            .push_bind(execution.stdout.as_str())
+            .push_bind(execution.stderr.as_str())
+            .push_bind(json.outputs.as_str())
+            .push_bind(json.error.as_deref())
+            .push_bind(count_to_i64(execution.duration_ms))
+            .push_bind(execution.truncated)
+            .push_bind(execution.started_at)
+            .push_bind(execution.finished_at);
+    });
+    insert.build().execute(&mut *connection).await?;
+    Ok(())
+}
+
+/// After its execution is inserted: the session's new state and the history trim, on
+/// `connection` (inside the caller's transaction).
+async fn update_session_and_trim(
+    connection: &mut sqlx::SqliteConnection,
+    write: &ExecutionWrite,
+) -> Result<(), StoreError> {
+    let ExecutionWrite {
+        execution,
+        session,
+        keep_last,
+    } = write;
+    let keep_last = *keep_last;
+    bind_session_update(sqlx::query(UPDATE_SESSION), session)?
+        .execute(&mut *connection)
+        .await?;
+    let oldest_kept = execution
+        .execution_count
+        .saturating_sub(keep_last.saturating_sub(1));
+    if oldest_kept > 1 {
+        sqlx::query("DELETE FROM executions WHERE session_id = ? AND execution_count < ?")
+            .bind(execution.session_id.to_string())
+            .bind(count_to_i64(oldest_kept))
+            .execute(&mut *connection)
+            .await?;
+    }
+    Ok(())
 }

@@ -11,7 +11,7 @@ use corral_core::{
     ApiKeyRecord, ExecutionRecord, ExecutionStatus, KeyScope, NodeLoad, NodeRecord, OutputItem,
     SessionId, SessionRecord, SessionState, SessionTtl, NODE_LOST_REASON,
 };
-use corral_store::{PostgresStore, SessionQuery, SqliteStore, Store};
+use corral_store::{ExecutionWrite, GroupCommit, PostgresStore, SessionQuery, SqliteStore, Store};
 
 #[derive(Clone, Copy, Debug)]
 enum Backend {
@@ -84,7 +84,7 @@ fn now() -> DateTime<Utc> {
 fn session(now: DateTime<Utc>) -> SessionRecord {
     let mut metadata = serde_json::Map::new();
     metadata.insert("owner".into(), serde_json::json!("tests"));
-    SessionRecord::new(
+    let mut record = SessionRecord::new(
         SessionId::new(),
         "python3".into(),
         Some("one".into()),
@@ -94,7 +94,12 @@ fn session(now: DateTime<Utc>) -> SessionRecord {
             max: Duration::from_millis(3_600_500),
         },
         now,
-    )
+    );
+    record.network =
+        corral_core::NetworkPolicy::allow(&["10.0.0.0/8", "pypi.org", "host.corral.internal:8080"])
+            .expect("policy");
+    record.egress_ports = vec![(80, 40001), (443, 40002)];
+    record
 }
 
 fn execution(record: &SessionRecord, count: u64, now: DateTime<Utc>) -> ExecutionRecord {
@@ -185,6 +190,8 @@ async fn sessions_and_executions_survive_reopening(mut test: TestStore) {
     assert_eq!(back.metadata, record.metadata);
     assert_eq!(back.ttl, record.ttl);
     assert_eq!(back.created_at, record.created_at);
+    assert_eq!(back.network, record.network);
+    assert_eq!(back.egress_ports, record.egress_ports);
     let stored = store
         .get_execution(record.id, 1)
         .await
@@ -613,6 +620,108 @@ async fn a_lapsed_node_is_declared_lost_once_and_its_sessions_die(test: TestStor
     );
 }
 
+fn write(record: &SessionRecord, count: u64, now: DateTime<Utc>, keep_last: u64) -> ExecutionWrite {
+    let mut session = record.clone();
+    session.execution_count = count;
+    ExecutionWrite {
+        execution: execution(record, count, now),
+        session,
+        keep_last,
+    }
+}
+
+async fn stored_counts(store: &Arc<dyn Store>, id: SessionId) -> Vec<u64> {
+    store
+        .list_executions(id, None, 100)
+        .await
+        .expect("list")
+        .iter()
+        .map(|execution| execution.execution_count)
+        .collect()
+}
+
+async fn a_batch_of_executions_is_recorded_whole_or_not_at_all(test: TestStore) {
+    let store = &test.store;
+    let now = now();
+    let (one, two) = (session(now), session(now));
+    store.insert_session(&one).await.expect("insert");
+    store.insert_session(&two).await.expect("insert");
+    let batch = [
+        write(&one, 1, now, 2),
+        write(&two, 1, now, 2),
+        write(&one, 2, now, 2),
+        write(&one, 3, now, 2),
+    ];
+    store
+        .record_executions(&batch)
+        .await
+        .expect("record a batch");
+    assert_eq!(stored_counts(store, one.id).await, [2, 3]);
+    assert_eq!(stored_counts(store, two.id).await, [1]);
+    let one_now = store.get_session(one.id).await.expect("get").expect("one");
+    assert_eq!(one_now.execution_count, 3);
+    // The second write repeats a stored execution: nothing of the batch is kept.
+    let failing = [write(&two, 2, now, 10), write(&two, 1, now, 10)];
+    assert!(store.record_executions(&failing).await.is_err());
+    assert_eq!(stored_counts(store, two.id).await, [1]);
+    store.record_executions(&[]).await.expect("an empty batch");
+}
+
+async fn the_group_commit_answers_once_stored_and_fails_only_a_bad_write(mut test: TestStore) {
+    const SESSIONS: usize = 16;
+    const EACH: u64 = 25;
+    let now = now();
+    let commit = GroupCommit::start(test.store.clone());
+    let mut sessions = Vec::new();
+    for _ in 0..SESSIONS {
+        let record = session(now);
+        test.store.insert_session(&record).await.expect("insert");
+        sessions.push(record);
+    }
+    let tasks: Vec<_> = sessions
+        .iter()
+        .cloned()
+        .map(|record| {
+            let commit = commit.clone();
+            let store = test.store.clone();
+            tokio::spawn(async move {
+                for count in 1..=EACH {
+                    let written = commit
+                        .record(write(&record, count, now, 1000))
+                        .await
+                        .expect("group commit");
+                    assert_eq!(written.execution.execution_count, count);
+                    // Answered means stored.
+                    let stored = store.get_execution(record.id, count).await.expect("get");
+                    assert_eq!(stored.expect("stored").execution_count, count);
+                }
+                // A write that cannot be stored fails, alone.
+                assert!(commit.record(write(&record, 1, now, 1000)).await.is_err());
+                commit
+                    .record(write(&record, EACH + 1, now, 1000))
+                    .await
+                    .expect("a write after a failed one");
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("writer task");
+    }
+    drop(commit);
+    test.reopen().await;
+    let expected: Vec<u64> = (1..=EACH + 1).collect();
+    for record in &sessions {
+        assert_eq!(stored_counts(&test.store, record.id).await, expected);
+        let stored = test
+            .store
+            .get_session(record.id)
+            .await
+            .expect("get")
+            .expect("session");
+        assert_eq!(stored.execution_count, EACH + 1);
+    }
+}
+
 /// Each test, once per backend.
 macro_rules! store_suite {
     ($($test:ident),* $(,)?) => {
@@ -647,4 +756,6 @@ store_suite!(
     api_keys_are_stored_listed_by_tenant_and_revoked,
     a_tenants_live_session_limit_holds_under_concurrent_inserts,
     a_lapsed_node_is_declared_lost_once_and_its_sessions_die,
+    a_batch_of_executions_is_recorded_whole_or_not_at_all,
+    the_group_commit_answers_once_stored_and_fails_only_a_bad_write,
 );

@@ -313,7 +313,10 @@ impl Worker {
             stdin,
             store_history: spec.store_history,
         };
-        // From here until `done`, client interrupts are for this execution.
+        // From here until `done`, client interrupts are for this execution; one that comes
+        // before the frame is written is sent right after it.
+        self.exec_sent.store(false, Ordering::SeqCst);
+        self.interrupt_deferred.store(false, Ordering::SeqCst);
         self.executing.store(true, Ordering::SeqCst);
         if worker_exit.is_none() {
             if let Err(send_error) = self.send(&request).await {
@@ -324,9 +327,19 @@ impl Worker {
                 }));
             }
         }
+        self.exec_sent.store(true, Ordering::SeqCst);
+        if worker_exit.is_none() && self.interrupt_deferred.swap(false, Ordering::SeqCst) {
+            if let Err(error) = corral_sandbox::interrupt(self.info.pid) {
+                tracing::warn!(pid = self.info.pid, %error, "could not interrupt worker");
+            }
+        }
 
         let interrupt_at = Instant::now() + spec.timeout;
-        let mut kill_at = interrupt_at + spec.interrupt_grace;
+        // One timer each for the whole execution (not one per turn of the loop).
+        let interrupt_timer = tokio::time::sleep_until(interrupt_at);
+        tokio::pin!(interrupt_timer);
+        let kill_timer = tokio::time::sleep_until(interrupt_at + spec.interrupt_grace);
+        tokio::pin!(kill_timer);
         let mut drain_until: Option<Instant> = worker_exit.as_ref().map(|_| Instant::now());
 
         loop {
@@ -432,14 +445,14 @@ impl Worker {
                     worker_exit = Some(self.mark_exited(exit));
                     drain_until = Some(Instant::now() + DRAIN_AFTER_EXIT);
                 }
-                _ = tokio::time::sleep_until(interrupt_at), if !timed_out && worker_exit.is_none() => {
+                _ = &mut interrupt_timer, if !timed_out && worker_exit.is_none() => {
                     timed_out = true;
-                    kill_at = Instant::now() + spec.interrupt_grace;
+                    kill_timer.as_mut().reset(Instant::now() + spec.interrupt_grace);
                     if let Err(signal_error) = corral_sandbox::interrupt(self.info.pid) {
                         tracing::debug!(%signal_error, "timeout interrupt failed");
                     }
                 }
-                _ = tokio::time::sleep_until(kill_at), if timed_out && !killed_for_timeout && worker_exit.is_none() => {
+                _ = &mut kill_timer, if timed_out && !killed_for_timeout && worker_exit.is_none() => {
                     killed_for_timeout = true;
                     if let Err(kill_error) = corral_sandbox::kill_process_group(self.info.pid) {
                         tracing::warn!(%kill_error, "could not kill a timed-out worker");

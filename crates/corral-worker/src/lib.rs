@@ -22,8 +22,8 @@ mod worker;
 
 pub use adoption::{left_workers, AdoptionError, LeftWorker, Resumed, UnfinishedError};
 pub use corral_sandbox::{
-    available_memory_bytes, launcher_main, HostIsolation, IsolationFeature, Sandbox,
-    SandboxSettings, SessionLimits,
+    available_memory_bytes, launcher_main, Destination, HostIsolation, IsolationFeature,
+    NetworkRules, NetworkSetup, Sandbox, SandboxSettings, SessionLimits, NAMES_ADDRESS,
 };
 pub use corral_sandbox::{files_main, FileEntry, FILES_COMMAND};
 pub use driver::{install_driver, install_driver_of, DRIVER_SOURCE};

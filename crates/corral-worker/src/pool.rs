@@ -250,6 +250,7 @@ impl PoolInner {
             && config.driver_path == self.config.driver_path
             && config.python == self.config.python
             && config.session_limits == self.config.session_limits
+            && config.network.is_none()
             && config.sandbox.is_some() == self.config.sandbox.is_some()
     }
 

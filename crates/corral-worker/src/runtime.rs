@@ -96,6 +96,9 @@ pub(crate) fn driver_invocation(
 }
 
 /// The worker's whole environment (the server clears everything else).
+/// Where `pip install` puts packages, inside the workspace.
+pub(crate) const PACKAGES_DIR: &str = ".packages";
+
 pub(crate) fn worker_environment(
     config: &WorkerConfig,
     workspace: &OsStr,
@@ -125,6 +128,19 @@ pub(crate) fn worker_environment(
     // The warm pool's preload list (the Python driver imports these before it is handed over).
     if !config.preload.is_empty() {
         env.push(("CORRAL_PRELOAD".into(), config.preload.join(",").into()));
+    }
+    // A session that may reach a package index installs into its own workspace (counted
+    // against its quota), which is on its `sys.path`.
+    if config.network.is_some() {
+        let mut packages = workspace.to_owned();
+        packages.push("/");
+        packages.push(PACKAGES_DIR);
+        env.extend([
+            ("PIP_TARGET".into(), packages.clone()),
+            ("PYTHONPATH".into(), packages),
+            ("PIP_NO_CACHE_DIR".into(), "1".into()),
+            ("PIP_DISABLE_PIP_VERSION_CHECK".into(), "1".into()),
+        ]);
     }
     env
 }

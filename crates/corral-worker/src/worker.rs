@@ -38,6 +38,8 @@ pub struct WorkerConfig {
     pub preload: Vec<String>,
     /// Which driver `driver_path` is and what runs it (`runtime.rs`).
     pub driver: DriverKind,
+    /// The session's network stack (sandboxed workers only); `None`: loopback only.
+    pub network: Option<corral_sandbox::NetworkSetup>,
 }
 
 /// Distinguishes the sandbox resources (cgroup, root directory, keeper socket) of workers:
@@ -106,8 +108,15 @@ pub struct InterruptHandle {
     pid: u32,
     alive: Arc<AtomicBool>,
     requested: Arc<AtomicBool>,
-    /// Whether an exec is outstanding (sent, `done` not yet received).
+    /// Whether an exec is outstanding (being sent, or sent and `done` not yet received).
     executing: Arc<AtomicBool>,
+    /// Whether the outstanding exec's frame has been written to the worker.
+    exec_sent: Arc<AtomicBool>,
+    /// An interrupt asked for before the exec's frame was written: whoever takes it (this
+    /// handle once the frame is out, or the executor right after writing it) sends the
+    /// signal, exactly once. A driver that has no exec yet ignores a signal as "between
+    /// cells", so sending it earlier would lose it.
+    interrupt_deferred: Arc<AtomicBool>,
     cgroup: Option<SessionCgroup>,
 }
 
@@ -189,8 +198,13 @@ impl InterruptHandle {
             return;
         }
         self.requested.store(true, Ordering::SeqCst);
-        if let Err(error) = corral_sandbox::interrupt(self.pid) {
-            tracing::warn!(pid = self.pid, %error, "could not interrupt worker");
+        self.interrupt_deferred.store(true, Ordering::SeqCst);
+        if self.exec_sent.load(Ordering::SeqCst)
+            && self.interrupt_deferred.swap(false, Ordering::SeqCst)
+        {
+            if let Err(error) = corral_sandbox::interrupt(self.pid) {
+                tracing::warn!(pid = self.pid, %error, "could not interrupt worker");
+            }
         }
     }
 }
@@ -258,6 +272,8 @@ pub struct Worker {
     pub(crate) interrupt_requested: Arc<AtomicBool>,
     /// Set while an exec is outstanding; interrupts are only sent then.
     pub(crate) executing: Arc<AtomicBool>,
+    pub(crate) exec_sent: Arc<AtomicBool>,
+    pub(crate) interrupt_deferred: Arc<AtomicBool>,
     workspace: PathBuf,
     sandbox: Option<SandboxResources>,
     /// Kept after the worker is gone, to release the workspace.
@@ -299,6 +315,13 @@ impl Worker {
             }
             Some(sandbox) => {
                 let uid = sandbox.prepare_workspace(&workspace, &config.session_limits)?;
+                if config.network.is_some() {
+                    // Present before the interpreter starts, so `sys.path` keeps it.
+                    let packages = workspace.join(crate::runtime::PACKAGES_DIR);
+                    if std::fs::create_dir_all(&packages).is_ok() {
+                        let _ = std::os::unix::fs::chown(&packages, Some(uid), Some(uid));
+                    }
+                }
                 let sandbox_driver = config.driver.sandbox_path();
                 let (program, args) =
                     driver_invocation(config, sandbox_driver.as_ref(), resolve_program);
@@ -321,6 +344,7 @@ impl Worker {
                         )],
                         exposed_paths: config.interpreter_paths.clone(),
                         limits: config.session_limits,
+                        network: config.network.clone(),
                     },
                 )?;
                 let resources = SandboxResources {
@@ -459,6 +483,8 @@ impl Worker {
             alive: Arc::new(AtomicBool::new(true)),
             interrupt_requested: Arc::new(AtomicBool::new(false)),
             executing: Arc::new(AtomicBool::new(false)),
+            exec_sent: Arc::new(AtomicBool::new(false)),
+            interrupt_deferred: Arc::new(AtomicBool::new(false)),
             workspace,
             sandbox,
             sandbox_handle: config.sandbox.clone(),
@@ -521,6 +547,8 @@ impl Worker {
             alive: self.alive.clone(),
             requested: self.interrupt_requested.clone(),
             executing: self.executing.clone(),
+            exec_sent: self.exec_sent.clone(),
+            interrupt_deferred: self.interrupt_deferred.clone(),
             cgroup: self
                 .sandbox
                 .as_ref()
@@ -807,9 +835,15 @@ fn resolve_program(program: &std::path::Path) -> PathBuf {
         .unwrap_or_else(|| program.to_owned())
 }
 
-/// Reads control frames into a channel until the socket ends or a frame is malformed.
-fn spawn_frame_reader(mut reader: OwnedReadHalf) -> mpsc::Receiver<Result<WorkerEvent, String>> {
+/// Bytes the control socket is read ahead by.
+const FRAME_READ_BUFFER: usize = 64 * 1024;
+
+/// Reads control frames into a channel until the socket ends or a frame is malformed. The
+/// socket is read through a buffer, so frames written together (a result and `done`) take one
+/// read, not two per frame.
+fn spawn_frame_reader(reader: OwnedReadHalf) -> mpsc::Receiver<Result<WorkerEvent, String>> {
     let (sender, receiver) = mpsc::channel(64);
+    let mut reader = tokio::io::BufReader::with_capacity(FRAME_READ_BUFFER, reader);
     tokio::spawn(async move {
         loop {
             match read_frame::<_, WorkerEvent>(&mut reader).await {

@@ -43,6 +43,9 @@ pub struct FileConfig {
     pub sandbox: FileSandbox,
     #[serde(default)]
     pub pool: FilePool,
+    /// `[network]`: the operator's network maximum (see `network_config.rs`).
+    #[serde(default)]
+    pub network: crate::network_config::FileNetwork,
     /// `[runtimes.NAME]`: runtimes besides `python3` (see `runtime_config.rs`).
     #[serde(default)]
     pub runtimes: BTreeMap<String, crate::runtime_config::FileRuntime>,
@@ -100,7 +103,7 @@ impl FilePool {
 const MAX_POOL_SIZE: usize = 1024;
 
 /// `a`, `a.b_c`: what `import` accepts.
-fn is_module_name(name: &str) -> bool {
+pub(crate) fn is_module_name(name: &str) -> bool {
     !name.is_empty()
         && name.split('.').all(|part| {
             let mut chars = part.chars();
@@ -232,6 +235,8 @@ pub struct ServeConfig {
     pub session_limits: SessionLimits,
     pub max_session_limits: SessionLimits,
     pub pool: PoolSettings,
+    /// The operator's network maximum.
+    pub network: corral_engine::NetworkSettings,
     pub insecure_no_sandbox: bool,
     pub config_file: Option<PathBuf>,
     pub shutdown_grace: Duration,
@@ -461,6 +466,30 @@ impl ServeConfig {
                 "pool",
                 "preload",
                 toml::Value::Array(pool.preload.iter().map(|name| text_value(name)).collect()),
+            ),
+        ]);
+        let network = &self.network;
+        entries.extend([
+            (
+                "network",
+                "sessions_may_connect",
+                toml::Value::Boolean(network.sessions_may_connect),
+            ),
+            (
+                "network",
+                "allow",
+                toml::Value::Array(
+                    network
+                        .allow
+                        .iter()
+                        .map(|entry| text_value(&entry.to_string()))
+                        .collect(),
+                ),
+            ),
+            (
+                "network",
+                "max_connections",
+                large(u64::from(network.max_connections)),
             ),
         ]);
         // Fleet settings only when set, before the sections; a database URL's password is

@@ -3,6 +3,7 @@
 
 mod cli;
 mod config;
+mod network_config;
 mod runtime_config;
 
 use std::process::ExitCode;

@@ -25,6 +25,8 @@ pub struct FileRuntime {
     pub packages: Option<Vec<String>>,
     /// Shown to people (Jupyter's `display_name`).
     pub display_name: Option<String>,
+    /// Modules a Python runtime's workers import before they are ready (dotted names).
+    pub preload: Option<Vec<String>>,
     /// `false` removes the runtime (also a built-in one).
     pub enabled: Option<bool>,
 }
@@ -68,6 +70,16 @@ pub fn resolve_runtimes(
         if builds_venv && language != "python" {
             bail!("[runtimes.{name}]: `requirements` and `packages` are for Python runtimes");
         }
+        let preload = table.preload.clone().unwrap_or_default();
+        if !preload.is_empty() && language != "python" {
+            bail!("[runtimes.{name}]: `preload` is for Python runtimes (it names Python modules)");
+        }
+        if let Some(bad) = preload
+            .iter()
+            .find(|module| !crate::config::is_module_name(module))
+        {
+            bail!("[runtimes.{name}]: preload names a module as {bad:?}, which is not a dotted Python module name");
+        }
         let kind = match language.as_str() {
             "python" if builds_venv => RuntimeKind::Venv {
                 recipe: VenvRecipe {
@@ -104,6 +116,7 @@ pub fn resolve_runtimes(
             name,
             kind,
             display_name: table.display_name.clone(),
+            preload,
         });
     }
     Ok(specs)
@@ -147,6 +160,34 @@ mod tests {
             },
         );
         assert_eq!(names(&file), ["bash"]);
+    }
+
+    #[test]
+    fn preload_is_for_python_runtimes_and_names_modules() {
+        let resolve = |name: &str, table: FileRuntime| {
+            let mut file = BTreeMap::new();
+            file.insert(name.to_owned(), table);
+            resolve_runtimes(&file, Path::new("python3"), Path::new("/"))
+        };
+        let python = |preload: &[&str]| FileRuntime {
+            interpreter: Some("/usr/bin/python3".into()),
+            preload: Some(preload.iter().map(|name| name.to_string()).collect()),
+            ..FileRuntime::default()
+        };
+        let specs = resolve("warm", python(&["json", "xml.dom"])).expect("valid");
+        let warm = specs.iter().find(|spec| spec.name == "warm").expect("warm");
+        assert_eq!(warm.preload, ["json", "xml.dom"]);
+        let error = resolve("warm", python(&["os; import x"])).expect_err("not a module");
+        assert!(error.to_string().contains("\"os; import x\""), "{error}");
+        let error = resolve(
+            "bash",
+            FileRuntime {
+                preload: Some(vec!["json".to_owned()]),
+                ..FileRuntime::default()
+            },
+        )
+        .expect_err("not python");
+        assert!(error.to_string().contains("for Python runtimes"), "{error}");
     }
 
     #[test]

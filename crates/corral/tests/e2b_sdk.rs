@@ -458,7 +458,7 @@ async fn what_corral_cannot_do_is_refused_clearly() {
             "network",
         ),
         (
-            json!({"templateID": "base", "network": {"allowOut": ["1.1.1.1"]}}),
+            json!({"templateID": "base", "network": {"denyOut": ["1.1.1.1"]}}),
             "network",
         ),
         (json!({"templateID": "base", "autoPause": true}), "pause"),
@@ -905,13 +905,22 @@ async fn inside_a_sandbox_code_files_and_commands_run_in_its_session() {
     }
     let (_, _, body) = read(
         contexts("POST", "/contexts")
-            .json(&json!({"language": "javascript"}))
+            .json(&json!({"language": "r"}))
             .send()
             .await
             .expect("create"),
     )
     .await;
-    assert_eq!(body["code"], 400);
+    assert_eq!(body["code"], 400, "{body}");
+    let (_, _, body) = read(
+        contexts("POST", "/contexts")
+            .json(&json!({"language": "js"}))
+            .send()
+            .await
+            .expect("create"),
+    )
+    .await;
+    assert_eq!(body["language"], "javascript", "{body}");
 
     // /files: multipart and raw uploads, downloads, paths outside the workspace.
     let files = |method: &str, query: &str| {

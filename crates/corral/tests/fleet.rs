@@ -559,3 +559,41 @@ async fn compatibility_lists_show_sessions_running_on_another_node() {
         "{agents}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tenants_executions_in_flight_are_counted_across_nodes() {
+    let Some(database) = fleet_database().await else {
+        return;
+    };
+    let config = "[limits]\nmax_executions_per_tenant = 1\n";
+    let a = node(&database, "running-a", "5", config);
+    let b = node(&database, "running-b", "5", config);
+    let on_a = a.create_session().await;
+    let on_b = b.create_session().await;
+    // One execution in flight on A uses the tenant's one place: B refuses another.
+    let running = a.execute_in_background(&on_a, "import time\ntime.sleep(600)");
+    a.wait_for_state(&on_a, "busy").await;
+    let (status, problem) = execute(&b, &on_b, "1").await;
+    assert_eq!(status, 429, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("executions in flight"),
+        "{problem}"
+    );
+    // Its end (interrupted through B) gives the place back.
+    let (status, body) = b
+        .post(&format!("/v1/sessions/{on_a}/interrupt"), json!({}))
+        .await;
+    assert!(status < 300, "{status} {body}");
+    let (status, record) = running.await.expect("task");
+    assert_eq!((status, &record["status"]), (200, &json!("interrupted")));
+    // Given back before the answer: executions one after another always find room.
+    for round in 0..5 {
+        let (status, body) = execute(&b, &on_b, &format!("{round} + 1")).await;
+        assert_eq!(status, 200, "{body}");
+        let (status, body) = execute(&a, &on_b, &format!("{round} + 2")).await;
+        assert_eq!(status, 200, "{body}");
+    }
+}

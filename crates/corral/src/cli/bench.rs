@@ -16,6 +16,9 @@ use super::BenchArgs;
 
 /// Sessions used for the parallel throughput measurement.
 const PARALLEL_SESSIONS: usize = 16;
+/// How long each throughput measurement runs: a fixed window, so that runs compare whatever
+/// `--iterations` is.
+const THROUGHPUT_WINDOW: Duration = Duration::from_secs(3);
 /// How long the benchmark waits for the warm pool to hold a worker again.
 const POOL_REFILL_DEADLINE: Duration = Duration::from_secs(60);
 /// How long the child server gets to print its listen line.
@@ -243,14 +246,16 @@ pub async fn run(arguments: BenchArgs) -> anyhow::Result<ExitCode> {
 
     bar.inc(1);
     let sequential_started = Instant::now();
-    for _ in 0..iterations {
+    let mut sequential = 0;
+    while sequential_started.elapsed() < THROUGHPUT_WINDOW {
         client.execute(&session.id, "x += 1", None).await?;
+        sequential += 1;
     }
     let one_session = Throughput {
         name: "executions/s, 1 session",
         sessions: 1,
-        executions: iterations,
-        executions_per_second: iterations as f64 / sequential_started.elapsed().as_secs_f64(),
+        executions: sequential,
+        executions_per_second: sequential as f64 / sequential_started.elapsed().as_secs_f64(),
     };
     client.close_session(&session.id).await?;
     bar.inc(1);
@@ -272,23 +277,26 @@ pub async fn run(arguments: BenchArgs) -> anyhow::Result<ExitCode> {
     for _ in 0..PARALLEL_SESSIONS {
         sessions.push(client.create_session(Some("bench")).await?.id);
     }
-    let per_session = iterations.div_ceil(PARALLEL_SESSIONS).max(10);
     let parallel_started = Instant::now();
+    let deadline = parallel_started + THROUGHPUT_WINDOW;
     let tasks: Vec<_> = sessions
         .iter()
         .cloned()
         .map(|id| {
             let client = client.clone();
             tokio::spawn(async move {
-                for _ in 0..per_session {
+                let mut done = 0usize;
+                while Instant::now() < deadline {
                     client.execute(&id, "1 + 1", None).await?;
+                    done += 1;
                 }
-                Ok::<_, corral_api::client::ClientError>(())
+                Ok::<_, corral_api::client::ClientError>(done)
             })
         })
         .collect();
+    let mut parallel = 0;
     for task in tasks {
-        task.await.context("a benchmark task panicked")??;
+        parallel += task.await.context("a benchmark task panicked")??;
     }
     let parallel_elapsed = parallel_started.elapsed();
     let mut measured = Vec::with_capacity(sessions.len());
@@ -315,9 +323,8 @@ pub async fn run(arguments: BenchArgs) -> anyhow::Result<ExitCode> {
     let sixteen_sessions = Throughput {
         name: "executions/s, 16 sessions",
         sessions: PARALLEL_SESSIONS,
-        executions: per_session * PARALLEL_SESSIONS,
-        executions_per_second: (per_session * PARALLEL_SESSIONS) as f64
-            / parallel_elapsed.as_secs_f64(),
+        executions: parallel,
+        executions_per_second: parallel as f64 / parallel_elapsed.as_secs_f64(),
     };
     for id in &sessions {
         client.close_session(id).await?;

@@ -196,6 +196,7 @@ pub(super) fn resolve(arguments: ServeArgs) -> anyhow::Result<ServeConfig> {
         session_limits,
         max_session_limits,
         pool: file.pool.apply(arguments.pool_size)?,
+        network: file.network.apply()?,
         insecure_no_sandbox: arguments.insecure_no_sandbox
             || file.sandbox.insecure_no_sandbox.unwrap_or(false),
         config_file,
@@ -389,6 +390,7 @@ pub async fn run(arguments: ServeArgs) -> anyhow::Result<ExitCode> {
             open_mode: loopback && !config.require_auth,
             pool: config.pool.clone(),
             fleet,
+            network: config.network.clone(),
         },
         store,
     )

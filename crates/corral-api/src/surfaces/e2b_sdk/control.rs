@@ -16,10 +16,11 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use corral_core::NetworkPolicy;
 use corral_core::{KeyScope, Principal, SessionId, SessionRecord};
 use corral_e2b::control::{
     metadata_matches, parse_metadata_filter, wants_running, ConnectRequest, ListedSandbox,
-    NewSandbox, RefreshRequest, Sandbox, SandboxDetail, TimeoutRequest, STATE_RUNNING,
+    NetworkAsk, NewSandbox, RefreshRequest, Sandbox, SandboxDetail, TimeoutRequest, STATE_RUNNING,
 };
 use corral_e2b::in_sandbox::Operation;
 use corral_e2b::ENVD_VERSION;
@@ -167,6 +168,28 @@ async fn create(state: ApiState, headers: HeaderMap, body: Bytes) -> Result<Resp
             "timeout must be a positive number of seconds",
         ));
     }
+    let network = match new.network_ask().map_err(Failure::bad_request)? {
+        NetworkAsk::None => NetworkPolicy::None,
+        // The operator's maximum, less the wildcards (a session names the hosts it asks for).
+        NetworkAsk::OperatorMaximum => {
+            let settings = &state.engine.info().network;
+            if !settings.sessions_may_connect {
+                return Err(Failure::bad_request(
+                    "allow_internet_access=true: this server gives sandboxes no network beyond their own loopback",
+                ));
+            }
+            NetworkPolicy::Allow(
+                settings
+                    .allow
+                    .iter()
+                    .filter(|entry| !entry.is_wildcard())
+                    .cloned()
+                    .collect(),
+            )
+        }
+        NetworkAsk::Allow(entries) => NetworkPolicy::allow(&entries)
+            .map_err(|error| Failure::bad_request(format!("network.allowOut: {error}")))?,
+    };
     let mut metadata = serde_json::Map::new();
     metadata.insert(
         METADATA_KEY.to_owned(),
@@ -186,6 +209,7 @@ async fn create(state: ApiState, headers: HeaderMap, body: Bytes) -> Result<Resp
                 idle_ttl: Some(Duration::from_secs(
                     new.timeout.unwrap_or(DEFAULT_TIMEOUT_SECONDS),
                 )),
+                network: Some(network),
                 ..Default::default()
             },
         )
@@ -221,7 +245,7 @@ async fn create(state: ApiState, headers: HeaderMap, body: Bytes) -> Result<Resp
 
 /// Creates a sandbox (`NewSandbox`).
 #[utoipa::path(post, path = "/sandboxes", tag = "e2b_api",
-    request_body(content = serde_json::Value, description = "NewSandbox: templateID, timeout, metadata, envVars, secure, allow_internet_access"),
+    request_body(content = serde_json::Value, description = "NewSandbox: templateID, timeout, metadata, envVars, secure, allow_internet_access (true: the operator's network maximum), network.allowOut / denyOut ([\"0.0.0.0/0\"] only)"),
     responses(
         (status = 201, description = "The sandbox, with its envd access token", body = serde_json::Value),
         (status = 400, description = "Bad body or an option corral cannot honour", body = serde_json::Value),
@@ -424,7 +448,7 @@ async fn get_sandbox(
     Ok(Json(SandboxDetail {
         listed: listed(&record),
         domain: None,
-        allow_internet_access: false,
+        allow_internet_access: !record.network.is_none(),
     }))
 }
 

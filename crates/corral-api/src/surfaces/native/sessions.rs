@@ -55,6 +55,7 @@ pub async fn create_session(
                 resources: request
                     .limits
                     .map(|limits| limits.over(state.engine.info().session_limits)),
+                network: request.network,
             },
         )
         .await?;

@@ -4,8 +4,8 @@ use axum::extract::State;
 use axum::Json;
 
 use super::views::{
-    Health, InfoView, IsolationFeatureView, IsolationView, LimitsView, PoolView, RuntimeList,
-    RuntimeView, UnavailableRuntimeView,
+    Health, InfoView, IsolationFeatureView, IsolationView, LimitsView, NetworkView, PoolView,
+    RuntimeList, RuntimeView, UnavailableRuntimeView,
 };
 use crate::auth::Caller;
 use crate::body::max_body_bytes;
@@ -30,6 +30,7 @@ fn runtime_views(info: &corral_engine::EngineInfo) -> Vec<RuntimeView> {
             interpreter: runtime.interpreter.clone(),
             language_version: runtime.language_version.clone(),
             packages: runtime.packages.clone(),
+            preload: runtime.preload.clone(),
         })
         .collect()
 }
@@ -130,6 +131,15 @@ pub async fn info(State(state): State<ApiState>, _caller: Caller) -> Json<InfoVi
                 started_fresh: status.started_fresh,
                 held_back: status.held_back,
             }
+        },
+        network: NetworkView {
+            sessions_may_connect: info.network.sessions_may_connect,
+            allow: info.network.allow.iter().map(ToString::to_string).collect(),
+            max_connections: info.network.max_connections,
+            stack: info
+                .network
+                .sessions_may_connect
+                .then(|| "slirp4netns + nftables".to_owned()),
         },
     })
 }

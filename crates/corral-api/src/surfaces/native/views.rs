@@ -38,6 +38,13 @@ pub struct CreateSessionRequest {
     /// (`max lifetime`). Default and maximum in `/v1/info`.
     #[serde(default)]
     pub max_ttl: Option<f64>,
+    /// Where the session may connect: `"none"` (the default: its own loopback only) or
+    /// `{"allow": [...]}` with IPv4 CIDRs or addresses (`10.0.0.0/8`, `192.0.2.7:443`),
+    /// domain names (`pypi.org`, `files.example.com:443`) and `host.corral.internal:PORT`
+    /// (a service on the host's loopback), within the server's maximum (`/v1/info`).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub network: Option<corral_core::NetworkPolicy>,
 }
 
 /// `POST /v1/sessions/{id}/refresh`. Optional; an empty body is fine.
@@ -154,6 +161,9 @@ pub struct SessionView {
     pub accepting_executions: bool,
     /// The sandbox limits the session runs with.
     pub limits: ResourceView,
+    /// Where the session may connect: `"none"` or `{"allow": [...]}`.
+    #[schema(value_type = Object)]
+    pub network: serde_json::Value,
     /// Seconds without activity before the session is closed.
     pub idle_ttl: f64,
     /// Seconds after creation before the session is closed.
@@ -209,6 +219,7 @@ impl From<SessionRecord> for SessionView {
             metadata: record.metadata,
             accepting_executions: record.accepting_executions,
             limits: record.resources.into(),
+            network: serde_json::to_value(&record.network).unwrap_or(serde_json::Value::Null),
             idle_ttl: record.ttl.idle.as_secs_f64(),
             max_ttl: record.ttl.max.as_secs_f64(),
             expires_at,
@@ -452,6 +463,9 @@ pub struct RuntimeView {
     pub language_version: String,
     /// `name==version` of each package of a venv corral built (empty for other runtimes).
     pub packages: Vec<String>,
+    /// Modules the runtime's workers import before a session gets them (`[runtimes.NAME]
+    /// preload`; for the default runtime, `[pool] preload` applies to pool workers).
+    pub preload: Vec<String>,
 }
 
 /// A configured runtime that could not start (sessions asking for it are refused with the
@@ -543,6 +557,21 @@ pub struct InfoView {
     pub isolation: IsolationView,
     pub live_sessions: usize,
     pub pool: PoolView,
+    pub network: NetworkView,
+}
+
+/// The operator's network maximum: what sessions may ask for in `network`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct NetworkView {
+    /// `false`: every session has its own loopback only.
+    pub sessions_may_connect: bool,
+    /// The widest allow-list a session may ask within.
+    pub allow: Vec<String>,
+    /// Most connections one session may have open at once (0: no cap).
+    pub max_connections: u32,
+    /// What enforces it: each session's own slirp4netns stack with nftables rules inside
+    /// its network namespace (null when sessions may not connect).
+    pub stack: Option<String>,
 }
 
 /// The warm pool of idle sandboxed workers that new sessions are handed.
