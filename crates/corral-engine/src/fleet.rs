@@ -14,7 +14,9 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use chrono::Utc;
-use corral_core::{NodeLoad, NodeRecord, Principal, SessionId, SessionRecord, NODE_LOST_REASON};
+use corral_core::{
+    NodeLoad, NodeRecord, Principal, SessionId, SessionRecord, SessionState, NODE_LOST_REASON,
+};
 
 use crate::engine::EngineInner;
 use crate::quotas::QuotaKind;
@@ -45,6 +47,37 @@ pub enum SessionRoute {
 }
 
 impl Engine {
+    /// Every live session the caller may see, in the whole fleet: this node's registry, and
+    /// in a fleet also the live sessions the store records for the other nodes (their state
+    /// as last stored). In id (creation) order. What the compatibility surfaces list.
+    pub async fn fleet_live_sessions(
+        &self,
+        caller: &Principal,
+    ) -> Result<Vec<SessionRecord>, EngineError> {
+        let mut sessions = self.live_sessions(caller);
+        if self.inner.fleet.is_none() {
+            return Ok(sessions);
+        }
+        for state in SessionState::ALL
+            .into_iter()
+            .filter(|state| !state.is_terminal())
+        {
+            let mut after = None;
+            loop {
+                let page = self.list_sessions(caller, Some(state), after, 1000).await?;
+                sessions.extend(page.sessions);
+                match page.next_after {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+        }
+        // This node's own records come first (its registry is the truth for them).
+        sessions.sort_by_key(|record| record.id);
+        sessions.dedup_by_key(|record| record.id);
+        Ok(sessions)
+    }
+
     /// This node's fleet settings; `None` for a single node.
     pub fn fleet(&self) -> Option<&FleetConfig> {
         self.inner.fleet.as_ref()

@@ -437,6 +437,129 @@ async fn only_admins_list_nodes_and_a_single_node_lists_none() {
     assert_eq!(status, 403, "{body}");
 }
 
+/// `corral bench --fleet N` with a tiny N: both fleet sizes measured, the simulated records
+/// all listed, the forwarded columns only with several nodes.
+#[test]
+fn bench_fleet_measures_one_and_three_nodes() {
+    let Ok(server) = std::env::var("CORRAL_TEST_DATABASE_URL") else {
+        eprintln!("skipping: CORRAL_TEST_DATABASE_URL is not set (scripts/test sets it)");
+        return;
+    };
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(["bench", "--fleet", "30", "--iterations", "3", "--json"])
+        .args(["--python", &support::python(), "--database-url", &server])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run bench --fleet");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let report: Value = serde_json::from_slice(&output.stdout).expect("json report");
+    let runs = report["runs"].as_array().expect("runs");
+    let nodes: Vec<u64> = runs
+        .iter()
+        .filter_map(|run| run["nodes"].as_u64())
+        .collect();
+    assert_eq!(nodes, [1, 3], "{report}");
+    for run in runs {
+        assert_eq!(run["records"], 30, "{run}");
+        // The simulated records and the real (closed) sessions of that run's database.
+        assert!(run["listed"].as_u64() >= Some(30), "{run}");
+        for rate in [
+            "creates_per_second",
+            "executes_per_second",
+            "records_per_second",
+        ] {
+            assert!(run[rate].as_f64().is_some_and(|rate| rate > 0.0), "{run}");
+        }
+        assert_eq!(run["execute_direct"]["samples"], 3, "{run}");
+        assert_eq!(run["get_direct"]["samples"], 3, "{run}");
+        let several = run["nodes"] != 1;
+        assert_eq!(run["execute_forwarded"].is_object(), several, "{run}");
+        assert_eq!(run["get_forwarded"].is_object(), several, "{run}");
+    }
+    assert!(stderr.contains("fleet.json"), "{stderr}");
+}
+
+/// The Jupyter, python_rce and agents surfaces list the fleet's sessions, not only this node's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn compatibility_lists_show_sessions_running_on_another_node() {
+    let Some(database) = fleet_database().await else {
+        return;
+    };
+    let a = node(&database, "node-a", "5", "");
+    let c = node(&database, "node-c", "5", "");
+    let (status, kernel) = a.post("/api/kernels", json!({"name": "python3"})).await;
+    assert_eq!(status, 201, "{kernel}");
+    let kernel_id = kernel["id"].as_str().expect("kernel id").to_owned();
+    let (status, session) = a
+        .post(
+            "/api/sessions",
+            json!({"path": "fleet.ipynb", "type": "notebook", "name": "fleet.ipynb",
+                   "kernel": {"name": "python3"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{session}");
+
+    let (status, kernels) = c.get("/api/kernels").await;
+    assert_eq!(status, 200, "{kernels}");
+    let listed: Vec<&str> = kernels
+        .as_array()
+        .expect("kernels")
+        .iter()
+        .filter_map(|kernel| kernel["id"].as_str())
+        .collect();
+    assert!(listed.contains(&kernel_id.as_str()), "{kernels}");
+    assert!(
+        listed.contains(&session["kernel"]["id"].as_str().expect("its kernel")),
+        "{kernels}"
+    );
+    let (status, sessions) = c.get("/api/sessions").await;
+    assert_eq!(status, 200, "{sessions}");
+    assert!(
+        sessions
+            .as_array()
+            .expect("sessions")
+            .iter()
+            .any(|listed| listed["id"] == session["id"] && listed["path"] == "fleet.ipynb"),
+        "{sessions}"
+    );
+
+    // python_rce's list, through C, of a session created on A.
+    let (status, created) = a.post_raw("/sessions/create", "application/json", "").await;
+    assert_eq!(status, 200, "{created}");
+    let (status, listed) = c.get("/sessions/list").await;
+    assert_eq!(status, 200, "{listed}");
+    assert!(
+        listed["sessions"]
+            .as_array()
+            .expect("sessions")
+            .iter()
+            .any(|listed| listed["session_id"] == created["session_id"]),
+        "{listed}"
+    );
+
+    // The agents surface's list, through C, of an agent session put on A.
+    let (status, agent) = a
+        .send(
+            "PUT",
+            "/agents/sessions/fleet-agent",
+            None,
+            Some(&json!({"name": "fleet"}).to_string()),
+        )
+        .await;
+    assert_eq!(status, 200, "{agent}");
+    let (status, agents) = c.get("/agents/sessions").await;
+    assert_eq!(status, 200, "{agents}");
+    assert!(
+        agents
+            .as_array()
+            .expect("agent sessions")
+            .iter()
+            .any(|listed| listed["id"] == agent["session"]["id"]),
+        "{agents}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_tenants_executions_in_flight_are_counted_across_nodes() {
     let Some(database) = fleet_database().await else {

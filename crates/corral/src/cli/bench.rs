@@ -103,7 +103,18 @@ pub(super) async fn start_server(
     arguments: &BenchArgs,
     config: Option<&str>,
 ) -> anyhow::Result<(ChildServer, String)> {
-    let data_dir = std::env::temp_dir().join(format!("corral-bench-{}", std::process::id()));
+    start_server_with(arguments, config, "", &[]).await
+}
+
+/// [`start_server`] with extra `serve` arguments; `name` tells apart the data directories of
+/// several servers of one run.
+pub(super) async fn start_server_with(
+    arguments: &BenchArgs,
+    config: Option<&str>,
+    name: &str,
+    extra: &[&str],
+) -> anyhow::Result<(ChildServer, String)> {
+    let data_dir = std::env::temp_dir().join(format!("corral-bench-{}{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data_dir);
     let mut command = Command::new(std::env::current_exe().context("finding this binary")?);
     command
@@ -113,6 +124,7 @@ pub(super) async fn start_server(
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
+        .args(extra)
         .kill_on_drop(true);
     if let Some(python) = &arguments.python {
         command.arg("--python").arg(python);
@@ -159,6 +171,9 @@ pub(super) async fn start_server(
 pub async fn run(arguments: BenchArgs) -> anyhow::Result<ExitCode> {
     if let Some(peer) = arguments.compare {
         return super::bench_compare::run(&arguments, peer).await;
+    }
+    if let Some(sessions) = arguments.fleet {
+        return super::bench_fleet::run(&arguments, sessions).await;
     }
     if let Some(sessions) = arguments.scale {
         return super::bench_scale::run(&arguments, sessions).await;

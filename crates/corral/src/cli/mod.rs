@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_compare;
+mod bench_fleet;
 mod bench_scale;
 mod data_dir_lock;
 mod exec;
@@ -371,6 +372,15 @@ pub struct BenchArgs {
     /// target/bench/.
     #[arg(long, value_name = "N", conflicts_with = "server")]
     scale: Option<usize>,
+    /// Fleet mode: 1 node vs 3 nodes on the PostgreSQL database at `--database-url`
+    /// (creates/s, executes/s, direct vs forwarded execute latency), then N session records
+    /// spread across the 3 nodes (workers stubbed: rows inserted through the store), read
+    /// directly and forwarded, and listed. Writes target/bench/fleet.json.
+    #[arg(long, value_name = "N", conflicts_with_all = ["server", "scale", "compare"], requires = "database_url")]
+    fleet: Option<usize>,
+    /// PostgreSQL server for `--fleet`: each run makes fresh databases on it.
+    #[arg(long, env = "CORRAL_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
 }
 
 /// A server `corral bench --compare` measures beside corral.

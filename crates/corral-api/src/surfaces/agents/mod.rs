@@ -150,15 +150,16 @@ fn container(
 async fn list_sessions(
     State(state): State<ApiState>,
     AgentCaller(caller): AgentCaller,
-) -> Json<Vec<AgentSession>> {
-    Json(
+) -> Result<Json<Vec<AgentSession>>, AgentError> {
+    Ok(Json(
         state
             .engine
-            .live_sessions(&caller)
+            .fleet_live_sessions(&caller)
+            .await?
             .iter()
             .filter_map(AgentSession::of)
             .collect(),
-    )
+    ))
 }
 
 /// Creates the session named `identifier`, with a session-scoped API key returned once as

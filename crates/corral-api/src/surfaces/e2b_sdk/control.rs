@@ -298,7 +298,7 @@ pub struct ListQuery {
 }
 
 /// The caller's live sandboxes matching `query`, in start order (`desc` reversed).
-fn matching(
+async fn matching(
     state: &ApiState,
     principal: &Principal,
     query: &ListQuery,
@@ -337,7 +337,8 @@ fn matching(
     };
     let mut sandboxes: Vec<SessionRecord> = state
         .engine
-        .live_sessions(principal)
+        .fleet_live_sessions(principal)
+        .await?
         .into_iter()
         .filter(is_live_sandbox)
         .filter(|record| metadata_matches(&user_metadata(record), &filter))
@@ -375,7 +376,7 @@ async fn list_sandboxes(
 ) -> Result<Json<Vec<ListedSandbox>>, Failure> {
     let principal = api_caller(&state, &headers).await?;
     let query = query_of(query)?;
-    let sandboxes = matching(&state, &principal, &query)?;
+    let sandboxes = matching(&state, &principal, &query).await?;
     Ok(Json(sandboxes.iter().map(listed).collect()))
 }
 
@@ -401,7 +402,7 @@ async fn list_sandboxes_v2(
             .filter(|limit| (1..=MAX_PAGE).contains(limit))
             .ok_or_else(|| Failure::bad_request(format!("limit must be 1 to {MAX_PAGE}")))?,
     };
-    let sandboxes = matching(&state, &principal, &query)?;
+    let sandboxes = matching(&state, &principal, &query).await?;
     let start = match query
         .next_token
         .as_deref()

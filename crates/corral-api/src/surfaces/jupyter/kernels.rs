@@ -88,7 +88,8 @@ pub async fn list_kernels(
     Ok(Json(
         state
             .engine
-            .live_sessions(&principal)
+            .fleet_live_sessions(&principal)
+            .await?
             .iter()
             .map(|record| KernelModel::of(record, context.kernels.connections(record.id)))
             .collect(),

@@ -34,7 +34,7 @@ pub async fn status(
     parts: Parts,
 ) -> Result<Json<ServerStatus>, Failure> {
     let principal = super::caller(&state, &parts).await?;
-    let records = state.engine.live_sessions(&principal);
+    let records = state.engine.fleet_live_sessions(&principal).await?;
     let last_activity = records
         .iter()
         .map(|record| record.last_activity_at)

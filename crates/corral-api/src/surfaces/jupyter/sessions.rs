@@ -238,7 +238,8 @@ pub async fn list_sessions(
     Ok(Json(
         state
             .engine
-            .live_sessions(&principal)
+            .fleet_live_sessions(&principal)
+            .await?
             .iter()
             .filter_map(|record| Some(StoredSession::of(record)?.model(record, &context.kernels)))
             .collect(),

@@ -293,17 +293,20 @@ async fn session_create(
 async fn session_list(
     State(state): State<ApiState>,
     RceCaller(caller): RceCaller,
-) -> Json<SessionListResponse> {
-    let mut live = state.engine.live_sessions(&caller);
-    live.sort_by_key(|record| record.id);
-    Json(SessionListResponse {
+) -> Result<Json<SessionListResponse>, RceError> {
+    let live = state
+        .engine
+        .fleet_live_sessions(&caller)
+        .await
+        .map_err(|error| RceError::from_engine(error, ""))?;
+    Ok(Json(SessionListResponse {
         sessions: live
             .into_iter()
             .map(|record| SessionInfo {
                 session_id: record.id.to_string(),
             })
             .collect(),
-    })
+    }))
 }
 
 /// Runs code in a session.
