@@ -43,7 +43,7 @@ pub struct CreateSessionRequest {
     /// domain names (`pypi.org`, `files.example.com:443`) and `host.corral.internal:PORT`
     /// (a service on the host's loopback), within the server's maximum (`/v1/info`).
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<NetworkPolicySchema>)]
     pub network: Option<corral_core::NetworkPolicy>,
 }
 
@@ -162,7 +162,7 @@ pub struct SessionView {
     /// The sandbox limits the session runs with.
     pub limits: ResourceView,
     /// Where the session may connect: `"none"` or `{"allow": [...]}`.
-    #[schema(value_type = Object)]
+    #[schema(value_type = NetworkPolicySchema)]
     pub network: serde_json::Value,
     /// Seconds without activity before the session is closed.
     pub idle_ttl: f64,
@@ -604,3 +604,25 @@ pub struct PoolView {
 }
 
 pub use super::files::{FileEntryView, FileList, FileWritten};
+
+/// The shape of a session's `network` in the OpenAPI document (the value itself is
+/// `corral_core::NetworkPolicy`): `"none"`, or `{"allow": [...]}`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum NetworkPolicySchema {
+    /// Its own loopback only.
+    None(NetworkNone),
+    /// These destinations besides its loopback.
+    Allow {
+        /// IPv4 CIDRs or addresses with an optional port, domain names with an optional port,
+        /// `host.corral.internal:PORT`.
+        allow: Vec<String>,
+    },
+}
+
+/// `"none"`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkNone {
+    None,
+}
