@@ -267,11 +267,22 @@ async fn a_warm_pools_idle_workers_are_ended_not_adopted() {
     }
     let id = server.create_session().await;
     server.execute(&id, "kept = True").await;
+    // The pool refills after the create; a launcher killed before it listens on its keeper
+    // socket is invisible to the next server (it ends itself after the adoption timeout), so
+    // the crash comes once the refill is ready.
+    loop {
+        let (_, info) = server.get("/v1/info").await;
+        if info["pool"]["ready"] == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the pool never refilled: {info}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let before: Vec<u32> = launchers_of(&server.data_dir)
         .into_iter()
         .map(|(pid, _)| pid)
         .collect();
-    assert!(before.len() >= 2, "{before:?}");
+    assert_eq!(before.len(), 3, "the session's worker and two in the pool: {before:?}");
 
     let server = server.restart_with(Signal::SIGKILL);
     assert_eq!(
@@ -280,8 +291,19 @@ async fn a_warm_pools_idle_workers_are_ended_not_adopted() {
     );
     let (_, session) = server.get(&format!("/v1/sessions/{id}")).await;
     assert_eq!(session["state"], "idle");
-    // Of the previous server's workers only the session's is still running.
-    let survivors: Vec<u32> = before.iter().copied().filter(|pid| alive(*pid)).collect();
-    assert_eq!(survivors.len(), 1, "{survivors:?}\n{}", server.log());
+    // Of the previous server's workers only the session's is still running (the others' launchers
+    // end once they have released what they held).
+    loop {
+        let survivors: Vec<u32> = before.iter().copied().filter(|pid| alive(*pid)).collect();
+        if survivors.len() == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{survivors:?} of {before:?}\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(server.log().contains("a worker no session owns was ended"));
 }
