@@ -26,6 +26,7 @@ mod process_memory;
 mod sandbox;
 mod seccomp;
 mod sys_view;
+mod zygote;
 
 pub use cgroup::{CpuPriority, SessionCgroup};
 pub use files::{
@@ -44,6 +45,7 @@ pub use sandbox::{
     sandbox_workspace, Sandbox, SandboxSettings, SandboxedWorker, SessionLimits, WorkerPlacement,
 };
 pub use seccomp::DENIED_SYSCALLS;
+pub use zygote::{JoinTarget, Joining, Zygote, ZygoteCommand};
 
 /// Failures of this crate's operations.
 #[derive(Debug, thiserror::Error)]

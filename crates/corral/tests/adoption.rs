@@ -282,7 +282,11 @@ async fn a_warm_pools_idle_workers_are_ended_not_adopted() {
         .into_iter()
         .map(|(pid, _)| pid)
         .collect();
-    assert_eq!(before.len(), 3, "the session's worker and two in the pool: {before:?}");
+    assert_eq!(
+        before.len(),
+        3,
+        "the session's worker and two in the pool: {before:?}"
+    );
 
     let server = server.restart_with(Signal::SIGKILL);
     assert_eq!(
