@@ -40,7 +40,9 @@ pub use policy::NetworkSetup;
 pub use process::{
     interrupt, kill_process_group, spawn_worker, Lifetime, SpawnedWorker, WorkerCommand,
 };
-pub use process_memory::{memory_of_process, memory_of_processes, process_tree};
+pub use process_memory::{
+    memory_of_process, memory_of_processes, process_tree, with_outside_parents,
+};
 pub use sandbox::{
     sandbox_workspace, Sandbox, SandboxSettings, SandboxedWorker, SessionLimits, WorkerPlacement,
 };

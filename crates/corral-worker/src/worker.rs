@@ -171,23 +171,23 @@ impl InterruptHandle {
             .map(|kib| kib * 1024)
     }
 
-    /// PSS, USS and RSS of the worker's processes now (its launcher and every process in its
-    /// cgroup when sandboxed, else the worker's process tree). `None` once the worker is gone.
+    /// PSS, USS and RSS of the worker's processes now (every process in its cgroup and their
+    /// parents outside it, i.e. its launcher and a zygote-born worker's reaper, when
+    /// sandboxed; else the worker's process tree). `None` once the worker is gone.
     pub fn memory_usage(&self) -> Option<corral_core::MemoryUsage> {
         if !self.alive.load(Ordering::SeqCst) {
             return None;
         }
         let pids: Vec<u32> = match &self.cgroup {
-            // The session's processes, and its launcher (outside the cgroup, but there for
-            // this session alone).
-            Some(cgroup) => std::iter::once(self.pid)
-                .chain(
-                    cgroup
-                        .pids()
-                        .into_iter()
-                        .filter_map(|pid| u32::try_from(pid).ok()),
-                )
-                .collect(),
+            // The session's processes, and its launcher and reaper (outside the cgroup, but
+            // there for this session alone).
+            Some(cgroup) => corral_sandbox::with_outside_parents(
+                cgroup
+                    .pids()
+                    .into_iter()
+                    .filter_map(|pid| u32::try_from(pid).ok())
+                    .collect(),
+            ),
             None => corral_sandbox::process_tree(self.pid),
         };
         Some(corral_sandbox::memory_of_processes(pids))

@@ -355,10 +355,16 @@ async fn reports_its_memory(config: &str) {
     let (pss, uss, rss) = (field("pss_bytes"), field("uss_bytes"), field("rss_bytes"));
     assert!(pss > 1024 * 1024, "{memory}");
     assert!(uss <= pss && pss <= rss, "{memory}");
-    // The launcher, the namespace's init and the interpreter (when sandboxed).
+    // The launcher, the namespace's init and the interpreter (when sandboxed), and a
+    // zygote-born interpreter's reaper.
     let processes = field("processes");
     let sandboxed = server.get("/v1/info").await.1["isolation"]["sandboxed"] == true;
-    assert!(processes >= if sandboxed { 3 } else { 1 }, "{memory}");
+    let expected = match (sandboxed, config == ZYGOTE) {
+        (false, _) => 1,
+        (true, false) => 3,
+        (true, true) => 4,
+    };
+    assert_eq!(processes, expected, "{memory}");
 
     // A child the cell starts is counted with the session.
     let started = server
