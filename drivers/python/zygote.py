@@ -11,9 +11,10 @@ write ends, and the join socket of the session's init). For each it forks a join
    mount) and that init's root directory, and takes the session's identity (root of the
    session's user namespace, which maps to the session's own host uid),
 3. forks the worker (which is then in the session's PID namespace), moves it into the
-   session's cgroups, and stays as its parent: it drops its capabilities and waits, and when
-   the worker ends it writes `exit STATUS` on the join socket (init then ends with the same
-   status). Being outside the session's PID namespace and cgroups, it holds up neither the
+   session's cgroups, and stays as its parent: it drops its capabilities and execs
+   `corral sandbox-reap` (through a descriptor of the server's binary opened at start), which
+   waits and, when the worker ends, writes `exit STATUS` on the join socket (init then ends
+   with the same status). Being outside the session's PID namespace and cgroups, it holds up neither the
    namespace's teardown nor the cgroups' removal, and it outlives the zygote and the server.
 
 The worker enters the session's cgroup namespace, tells init its pid (`pid N`), drops every
@@ -218,14 +219,20 @@ def _enter_session(request, fds, report):
 
 
 def _reap_worker(pid, join):
-    """The joining child's last duty: wait for the worker and tell init how it ended."""
-    os.closerange(0, join)
-    os.closerange(join + 1, 1 << 20)
+    """The joining child's last duty: become the worker's reaper. It drops its capabilities
+    and execs `corral sandbox-reap PID` (a small process instead of a copy of this one),
+    which waits for the worker and tells init how it ended. Should the exec fail, it waits
+    here."""
+    os.dup2(join, 3, inheritable=True)
+    os.closerange(0, 3)
+    os.closerange(4, REAPER_FD)
+    os.closerange(REAPER_FD + 1, 1 << 20)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _drop_capabilities()
+    _prctl(PR_SET_NO_NEW_PRIVS, 1, what="no_new_privs")
     try:
-        _drop_capabilities()
-        _prctl(PR_SET_NO_NEW_PRIVS, 1, what="no_new_privs")
+        os.execve(REAPER_FD, ["corral", "sandbox-reap", str(pid)], {})
     except OSError:
         pass
     while True:
@@ -238,7 +245,7 @@ def _reap_worker(pid, join):
             status = 0
             break
     try:
-        os.write(join, ("exit %d\n" % status).encode())
+        os.write(3, ("exit %d\n" % status).encode())
     except OSError:
         pass
     os._exit(0)
@@ -287,7 +294,10 @@ def _reap():
 
 def main():
     global DRIVER
-    driver_file, sandbox_path = sys.argv[1], sys.argv[2]
+    global REAPER_FD
+    driver_file, sandbox_path, reaper = sys.argv[1], sys.argv[2], sys.argv[3]
+    # Opened here, on the host: the reaper execs it from inside the session's mount namespace.
+    REAPER_FD = os.open(reaper, os.O_RDONLY | os.O_CLOEXEC)
     with open(driver_file, encoding="utf-8") as file:
         source = file.read()
     module = type(sys)("__corral_driver__")
@@ -353,6 +363,7 @@ def main():
 
 
 DRIVER = None
+REAPER_FD = -1
 
 if __name__ == "__main__":
     main()

@@ -47,7 +47,7 @@ pub use sandbox::{
     sandbox_workspace, Sandbox, SandboxSettings, SandboxedWorker, SessionLimits, WorkerPlacement,
 };
 pub use seccomp::DENIED_SYSCALLS;
-pub use zygote::{JoinTarget, Joining, Zygote, ZygoteCommand};
+pub use zygote::{reaper_main, JoinTarget, Joining, Zygote, ZygoteCommand, REAPER_COMMAND};
 
 /// Failures of this crate's operations.
 #[derive(Debug, thiserror::Error)]

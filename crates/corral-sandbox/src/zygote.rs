@@ -36,14 +36,20 @@ use crate::{seccomp, SandboxError, SessionLimits};
 
 /// Where the zygote finds its request socket.
 const REQUEST_FD: RawFd = 3;
+/// `corral sandbox-reap PID`: what a zygote-born worker's reaper execs (see [`reaper_main`]).
+pub const REAPER_COMMAND: &str = "sandbox-reap";
+/// Where the reaper finds its init's join socket.
+const REAPER_JOIN_FD: RawFd = 3;
 /// The longest answer or join line the zygote or init sends.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 /// What starts a zygote: the runtime's interpreter, the zygote and driver scripts (host
-/// paths), the driver's path inside the sandbox and the workers' environment.
+/// paths), the driver's path inside the sandbox, the workers' environment, and the `corral`
+/// binary its reapers exec (`corral sandbox-reap`).
 #[derive(Clone, Debug)]
 pub struct ZygoteCommand {
     pub python: PathBuf,
+    pub reaper: PathBuf,
     pub script: PathBuf,
     pub driver: PathBuf,
     pub sandbox_driver: String,
@@ -142,6 +148,7 @@ impl Zygote {
             .arg(relative(&command.script))
             .arg(relative(&command.driver))
             .arg(&command.sandbox_driver)
+            .arg(&command.reaper)
             .env_clear()
             .envs(command.env.iter().map(|(key, value)| (key, value)))
             .current_dir(&directory)
@@ -386,4 +393,33 @@ async fn read_init_ready(join: &mut tokio::net::UnixStream) -> Result<u32, Sandb
         }
         received.extend_from_slice(&chunk[..count]);
     }
+}
+
+/// Entry point of `corral sandbox-reap PID`: the parent of a zygote-born worker (exec'd by the
+/// joining child once it has dropped its capabilities, so only a small Rust process waits
+/// instead of a copy of the zygote). Waits for the worker and writes `exit STATUS` on the join
+/// socket at fd 3; returns the process exit code.
+pub fn reaper_main(arguments: &[String]) -> i32 {
+    let Some(pid) = arguments
+        .first()
+        .and_then(|pid| pid.parse::<i32>().ok())
+        .filter(|pid| *pid > 1)
+    else {
+        eprintln!("corral sandbox-reap: expected the worker's pid");
+        return 2;
+    };
+    let pid = nix::unistd::Pid::from_raw(pid);
+    let status = loop {
+        match nix::sys::wait::waitpid(pid, None) {
+            Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => break code << 8,
+            Ok(nix::sys::wait::WaitStatus::Signaled(_, signal, _)) => break signal as i32,
+            Ok(_) | Err(nix::Error::EINTR) => continue,
+            Err(_) => break 0,
+        }
+    };
+    // SAFETY: the joining child placed the join socket at this number before exec; it is
+    // borrowed only for this write.
+    let join = unsafe { std::os::fd::BorrowedFd::borrow_raw(REAPER_JOIN_FD) };
+    let _ = nix::unistd::write(join, format!("exit {status}\n").as_bytes());
+    0
 }

@@ -27,6 +27,7 @@ pub use corral_sandbox::{
     NetworkRules, NetworkSetup, Sandbox, SandboxSettings, SessionLimits, NAMES_ADDRESS,
 };
 pub use corral_sandbox::{files_main, FileEntry, FILES_COMMAND};
+pub use corral_sandbox::{reaper_main, REAPER_COMMAND};
 pub use driver::{install_driver, install_driver_of, DRIVER_SOURCE};
 pub use execution::{ExecOutcome, ExecSpec};
 pub use files::{FileDownload, FileError, WorkspaceFiles};

@@ -36,8 +36,12 @@ pub fn start_zygote(
         return Ok(None);
     }
     let script = install_source(directory, "zygote", "py", ZYGOTE_SOURCE)?;
+    let Some(sandbox) = &config.sandbox else {
+        return Ok(None);
+    };
     let command = ZygoteCommand {
         python: config.python.clone(),
+        reaper: sandbox.launcher().to_owned(),
         script,
         driver: config.driver_path.clone(),
         sandbox_driver: DriverKind::Python.sandbox_path().to_owned(),
