@@ -121,6 +121,10 @@ async fn a_zygote_forks_sandboxed_workers_that_cannot_reach_it() {
         2,
         "NSpid: pid only on the host"
     );
+    // It is `corral sandbox-reap`, not a copy of the zygote.
+    let command = std::fs::read(format!("/proc/{reaper}/cmdline")).expect("reaper cmdline");
+    let command = String::from_utf8_lossy(&command).replace('\0', " ");
+    assert!(command.contains("sandbox-reap"), "{command}");
     // In the session's cgroup and namespaces, not the zygote's.
     let (zygote_ns, worker_ns) = (
         std::fs::read_link(format!("/proc/{zygote}/ns/pid")).expect("zygote ns"),
