@@ -213,8 +213,13 @@ def _enter_session(request, fds, report):
         raise
     os.write(go_write, b"g")
     os.close(go_write)
-    os.write(report, ("%d\n" % pid).encode())
-    os.close(report)
+    # From here on the worker runs: whatever happens to the zygote (it dies with its server),
+    # this process must stay its reaper, or its zombie would hold up the session's end.
+    try:
+        os.write(report, ("%d\n" % pid).encode())
+        os.close(report)
+    except OSError:
+        pass
     _reap_worker(pid, fds[3])
 
 
@@ -229,9 +234,9 @@ def _reap_worker(pid, join):
     os.closerange(REAPER_FD + 1, 1 << 20)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _drop_capabilities()
-    _prctl(PR_SET_NO_NEW_PRIVS, 1, what="no_new_privs")
     try:
+        _drop_capabilities()
+        _prctl(PR_SET_NO_NEW_PRIVS, 1, what="no_new_privs")
         os.execve(REAPER_FD, ["corral", "sandbox-reap", str(pid)], {})
     except OSError:
         pass
