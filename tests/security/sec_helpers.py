@@ -6,7 +6,8 @@ with a secret in its environment (CORRAL_TEST_SECRET) and with one stray inherit
 (an open, root-only host file). The sessions must see none of that.
 
 Each attack runs inside its own `attacker` session (always one handed a worker from the warm
-pool, whose own workers are its siblings) while two `bystanders` sessions are live;
+pool, whose own workers are its siblings; with CORRAL_SECURITY_ZYGOTE=1 every Python worker is
+forked by the runtime's zygote, which the suite then attacks as well) while two `bystanders` sessions are live;
 `contained(server, bystanders)` then checks that the server is healthy and the bystanders still
 answer with their variable and their files intact.
 
@@ -65,6 +66,7 @@ output_cap_bytes = {OUTPUT_CAP_BYTES}
 
 [pool]
 size = 2
+zygote = {"true" if os.environ.get("CORRAL_SECURITY_ZYGOTE") == "1" else "false"}
 
 # Sessions may ask for a network within this (test_network.py); by default they have none.
 [network]

@@ -19,8 +19,8 @@ use corral_core::{
 };
 use corral_store::{GroupCommit, SessionQuery, Store};
 use corral_worker::{
-    discover_interpreter, install_driver, DriverKind, HostIsolation, PoolSettings, PoolStatus,
-    Sandbox, SessionLimits, Worker, WorkerConfig, WorkerSource, WorkspaceFiles,
+    discover_interpreter, install_driver, start_zygote, DriverKind, HostIsolation, PoolSettings,
+    PoolStatus, Sandbox, SessionLimits, Worker, WorkerConfig, WorkerSource, WorkspaceFiles,
 };
 use tokio::sync::{mpsc, oneshot, Notify};
 
@@ -263,6 +263,7 @@ impl Engine {
             preload: Vec::new(),
             driver: DriverKind::Python,
             network: None,
+            zygote: None,
         };
         let workspaces_dir = config.data_dir.join("workspaces");
         let keeper_dir = config
@@ -282,6 +283,17 @@ impl Engine {
             &workspaces_dir.join("probe"),
         )
         .await?;
+        let mut runtimes = runtimes;
+        if config.pool.zygote {
+            for (name, runtime) in runtimes.configs.iter_mut() {
+                match start_zygote(runtime, &runtime_dir) {
+                    Ok(zygote) => runtime.zygote = zygote,
+                    Err(error) => {
+                        tracing::warn!(runtime = %name, %error, "the runtime's zygote could not start; its workers start afresh");
+                    }
+                }
+            }
+        }
 
         let info = EngineInfo {
             runtimes: runtimes.infos.clone(),

@@ -34,8 +34,10 @@ pub(crate) const KEPT_STDOUT_FD: RawFd = 5;
 pub(crate) const KEPT_STDERR_FD: RawFd = 6;
 /// The launcher's end of its first owner's connection (the server that spawned it).
 pub(crate) const OWNER_FD: RawFd = 7;
+/// A joined session's init's end of its join socket (see `zygote`).
+pub(crate) const JOIN_FD: RawFd = 8;
 /// The first descriptor a launcher closes at start: everything from here up is not its own.
-pub(crate) const FIRST_FOREIGN_FD: RawFd = 8;
+pub(crate) const FIRST_FOREIGN_FD: RawFd = 9;
 /// Largest keeper frame: every message is a few dozen bytes.
 const MAX_FRAME_BYTES: usize = 64 * 1024;
 

@@ -14,7 +14,7 @@
 //! Knows nothing of sessions or the worker protocol.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -196,6 +196,25 @@ fn run_launcher(policy_json: &str) -> Result<i32, LaunchError> {
         })?
     };
     drop(go_read);
+    if policy.join {
+        // The server learns which process to join the worker into; init keeps its own copy.
+        let said = nix::unistd::write(
+            // SAFETY: the server placed the join socket at this number before exec (see
+            // `process::spawn_worker`); it is borrowed only for this write.
+            unsafe { std::os::fd::BorrowedFd::borrow_raw(keeper::JOIN_FD) },
+            format!("init {init}\n").as_bytes(),
+        );
+        let _ = nix::unistd::close(keeper::JOIN_FD);
+        if let Err(source) = said {
+            let _ = kill(init, Signal::SIGKILL);
+            let _ = waitpid(init, None);
+            release(&policy, true);
+            return Err(LaunchError::Sys {
+                what: "naming init on the join socket".to_owned(),
+                source,
+            });
+        }
+    }
     let prepared = write_id_maps(init, &policy).and_then(|()| {
         for procs in &policy.cgroup_procs {
             io(
@@ -485,6 +504,9 @@ fn run_init(
         launcher_network::install_in_init(setup)?;
     }
     set_limits(policy)?;
+    if policy.join {
+        return join_worker();
+    }
     // SAFETY: this process is single-threaded (a clone of the single-threaded launcher), so
     // the child may allocate and run arbitrary code after fork.
     match sys(|| "fork".to_owned(), unsafe { nix::unistd::fork() })? {
@@ -501,6 +523,147 @@ fn run_init(
             forward_until_exit(child)
         }
     }
+}
+
+/// Init of a joined session (`zygote`): says `ready` on the join socket, learns the worker's
+/// pid from the zygote, forwards SIGINT and SIGTERM to it, reaps orphans, and ends with the
+/// worker's status (`exit STATUS` from the zygote, its reaper). A worker that ends while the
+/// zygote is gone (its server stopped) ends init with status 0: its real status went to
+/// whichever host process reaped it.
+fn join_worker() -> Result<i32, LaunchError> {
+    for descriptor in [0, 3] {
+        let _ = nix::unistd::close(descriptor);
+    }
+    // SAFETY: init inherited the join socket at this number from the launcher and owns it
+    // from here on (the launcher closed its copy); it is wrapped exactly once.
+    let join = unsafe { std::os::fd::OwnedFd::from_raw_fd(keeper::JOIN_FD) };
+    sys(
+        || "saying ready on the join socket".to_owned(),
+        nix::unistd::write(&join, b"ready\n"),
+    )?;
+    let signals = sys(
+        || "signalfd".to_owned(),
+        SignalFd::with_flags(
+            &forwarded_signals(),
+            SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK,
+        ),
+    )?;
+    let mut join = Some(join);
+    let mut received: Vec<u8> = Vec::new();
+    let mut worker: Option<(Pid, OwnedFd)> = None;
+    let mut ended_at: Option<Instant> = None;
+    loop {
+        if let Some(since) = ended_at {
+            if join.is_none() || since.elapsed() >= JOIN_EXIT_WAIT {
+                return Ok(0);
+            }
+        } else if join.is_none() && worker.is_none() {
+            // The zygote gave up on this session before the worker started.
+            return Ok(SETUP_FAILED);
+        }
+        let (signal_ready, join_ready, worker_ready) = {
+            let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+            let join_at = join.as_ref().map(|join| {
+                fds.push(PollFd::new(join.as_fd(), PollFlags::POLLIN));
+                fds.len() - 1
+            });
+            let worker_at = worker
+                .as_ref()
+                .filter(|_| ended_at.is_none())
+                .map(|(_, pidfd)| {
+                    fds.push(PollFd::new(pidfd.as_fd(), PollFlags::POLLIN));
+                    fds.len() - 1
+                });
+            let timeout = match ended_at {
+                Some(_) => PollTimeout::from(100u16),
+                None => PollTimeout::NONE,
+            };
+            match poll(&mut fds, timeout) {
+                Ok(_) | Err(nix::Error::EINTR) => {}
+                Err(source) => {
+                    return Err(LaunchError::Sys {
+                        what: "poll".to_owned(),
+                        source,
+                    })
+                }
+            }
+            let ready =
+                |index: Option<usize>| index.is_some_and(|index| fds[index].any().unwrap_or(false));
+            (ready(Some(0)), ready(join_at), ready(worker_at))
+        };
+        if signal_ready {
+            while let Ok(Some(info)) = signals.read_signal() {
+                match Signal::try_from(info.ssi_signo as i32) {
+                    Ok(signal @ (Signal::SIGINT | Signal::SIGTERM)) => {
+                        if let Some((pid, _)) = &worker {
+                            let _ = kill(*pid, signal);
+                        }
+                    }
+                    _ => {
+                        while let Ok(status) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                            if status == WaitStatus::StillAlive {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if join_ready {
+            let mut chunk = [0u8; 256];
+            let count = match join
+                .as_ref()
+                .map(|join| nix::unistd::read(join.as_raw_fd(), &mut chunk))
+            {
+                Some(Ok(count)) => count,
+                Some(Err(nix::Error::EINTR | nix::Error::EAGAIN)) => continue,
+                _ => 0,
+            };
+            if count == 0 {
+                join = None;
+            }
+            received.extend_from_slice(&chunk[..count]);
+            while let Some(end) = received.iter().position(|byte| *byte == b'\n') {
+                let line: Vec<u8> = received.drain(..=end).collect();
+                let line = String::from_utf8_lossy(&line[..end]).into_owned();
+                if let Some(status) = line.strip_prefix("exit ") {
+                    let status = status.trim().parse::<i32>().unwrap_or(0);
+                    return Ok(if libc::WIFSIGNALED(status) {
+                        128 + libc::WTERMSIG(status)
+                    } else {
+                        libc::WEXITSTATUS(status)
+                    });
+                }
+                if let Some(pid) = line.strip_prefix("pid ") {
+                    if let Some(pid) = pid.trim().parse::<i32>().ok().filter(|pid| *pid > 1) {
+                        let pid = Pid::from_raw(pid);
+                        worker = Some((pid, pidfd_open(pid)?));
+                    }
+                }
+            }
+        }
+        if worker_ready {
+            ended_at = Some(Instant::now());
+        }
+    }
+}
+
+/// How long init waits for the zygote's `exit STATUS` once it saw its worker end.
+const JOIN_EXIT_WAIT: Duration = Duration::from_secs(1);
+
+/// A descriptor that becomes readable when process `pid` (of this PID namespace) ends.
+fn pidfd_open(pid: Pid) -> Result<OwnedFd, LaunchError> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1; no memory
+    // is passed.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return Err(LaunchError::Io {
+            what: format!("watching worker {pid}"),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    // SAFETY: the kernel just returned this descriptor to this process; it is wrapped once.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
 /// Runs in the worker process: drops every privilege, installs seccomp, execs the program.

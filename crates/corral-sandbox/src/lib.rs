@@ -26,6 +26,7 @@ mod process_memory;
 mod sandbox;
 mod seccomp;
 mod sys_view;
+mod zygote;
 
 pub use cgroup::{CpuPriority, SessionCgroup};
 pub use files::{
@@ -39,11 +40,14 @@ pub use policy::NetworkSetup;
 pub use process::{
     interrupt, kill_process_group, spawn_worker, Lifetime, SpawnedWorker, WorkerCommand,
 };
-pub use process_memory::{memory_of_process, memory_of_processes, process_tree};
+pub use process_memory::{
+    memory_of_process, memory_of_processes, process_tree, with_outside_parents,
+};
 pub use sandbox::{
     sandbox_workspace, Sandbox, SandboxSettings, SandboxedWorker, SessionLimits, WorkerPlacement,
 };
 pub use seccomp::DENIED_SYSCALLS;
+pub use zygote::{reaper_main, JoinTarget, Joining, Zygote, ZygoteCommand, REAPER_COMMAND};
 
 /// Failures of this crate's operations.
 #[derive(Debug, thiserror::Error)]

@@ -51,6 +51,10 @@ pub struct LaunchPolicy {
     /// The session's network stack; `None` leaves it with its loopback only.
     #[serde(default)]
     pub network: Option<NetworkSetup>,
+    /// Whether init waits for the zygote to fork the worker into the session instead of
+    /// exec'ing `program` itself (`zygote`; the join socket is at the launcher's fd 8).
+    #[serde(default)]
+    pub join: bool,
 }
 
 /// Where the workspace appears inside the sandbox.

@@ -13,8 +13,10 @@ use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
 use crate::keeper::{
-    KeeperLink, FIRST_FOREIGN_FD, KEPT_CONTROL_FD, KEPT_STDERR_FD, KEPT_STDOUT_FD, OWNER_FD,
+    KeeperLink, FIRST_FOREIGN_FD, JOIN_FD, KEPT_CONTROL_FD, KEPT_STDERR_FD, KEPT_STDOUT_FD,
+    OWNER_FD,
 };
+use crate::zygote::Joining;
 use crate::SandboxError;
 
 /// The file descriptor number the worker finds its control socket on.
@@ -41,6 +43,8 @@ pub struct SpawnedWorker {
     /// The connection to the launcher that keeps the worker's channels (see `keeper`), when
     /// the worker was started to outlive the server.
     pub keeper: Option<KeeperLink>,
+    /// For a launcher started to be joined (`Lifetime::Joined`): what the zygote needs.
+    pub joining: Option<Joining>,
 }
 
 /// How a worker relates to the server that starts it.
@@ -51,6 +55,10 @@ pub enum Lifetime {
     /// A sandbox launcher that keeps its worker's channels and outlives the server: it gets
     /// copies of the channels' host ends at fds 4-6 and its owner connection at fd 7.
     Kept,
+    /// As `Kept`, for a launcher whose init waits for the zygote to fork the worker into it
+    /// (`zygote`): it also gets its join socket at fd 8, and the worker's ends of the
+    /// channels are kept for the zygote.
+    Joined,
 }
 
 /// Starts a worker in a new session and process group with a cleared environment, stdin on
@@ -64,7 +72,7 @@ pub fn spawn_worker(
         .set_nonblocking(true)
         .map_err(SandboxError::ControlSocket)?;
     let (owner_end, launcher_end) = match lifetime {
-        Lifetime::Kept => {
+        Lifetime::Kept | Lifetime::Joined => {
             let (owner, launcher) = StdUnixStream::pair().map_err(SandboxError::ControlSocket)?;
             owner
                 .set_nonblocking(true)
@@ -81,9 +89,27 @@ pub fn spawn_worker(
     };
     let (stdout_read, stdout_write) = pipe()?;
     let (stderr_read, stderr_write) = pipe()?;
+    let joined = lifetime == Lifetime::Joined;
+    let setup = |error: std::io::Error| SandboxError::Spawn {
+        program: command.program.display().to_string(),
+        source: error,
+    };
+    // The zygote's copies of the worker's ends, and the join socket (server end, init's end).
+    let zygote_ends = if joined {
+        let (server, init) = StdUnixStream::pair().map_err(SandboxError::ControlSocket)?;
+        Some((
+            worker_end.try_clone().map_err(setup)?,
+            stdout_write.try_clone().map_err(setup)?,
+            stderr_write.try_clone().map_err(setup)?,
+            server,
+            init,
+        ))
+    } else {
+        None
+    };
     // (source, target) pairs placed in the child; -1 sources are skipped.
-    let kept = lifetime == Lifetime::Kept;
-    let placements: [(RawFd, RawFd); 5] = [
+    let kept = matches!(lifetime, Lifetime::Kept | Lifetime::Joined);
+    let placements: [(RawFd, RawFd); 6] = [
         (worker_end.as_raw_fd(), CONTROL_FD),
         (
             if kept { host_end.as_raw_fd() } else { -1 },
@@ -100,6 +126,12 @@ pub fn spawn_worker(
         (
             launcher_end.as_ref().map_or(-1, AsRawFd::as_raw_fd),
             OWNER_FD,
+        ),
+        (
+            zygote_ends
+                .as_ref()
+                .map_or(-1, |(_, _, _, _, init)| init.as_raw_fd()),
+            JOIN_FD,
         ),
     ];
 
@@ -130,7 +162,7 @@ pub fn spawn_worker(
             }
             // Move every source out of the target range first (a source may sit on another's
             // target), then onto its target; dup2 clears close-on-exec on the copy.
-            let mut moved = [-1; 5];
+            let mut moved = [-1; 6];
             for (index, (source, _)) in placements.iter().enumerate() {
                 if *source >= 0 {
                     moved[index] = nix::fcntl::fcntl(
@@ -146,8 +178,10 @@ pub fn spawn_worker(
                 }
             }
             // Nothing the server holds or inherited reaches the child beyond its own fds.
-            close_descriptors_from(if kept {
+            close_descriptors_from(if joined {
                 FIRST_FOREIGN_FD
+            } else if kept {
+                JOIN_FD
             } else {
                 CONTROL_FD + 1
             });
@@ -160,6 +194,22 @@ pub fn spawn_worker(
     })?;
     drop(worker_end);
     drop(launcher_end);
+    let joining = match zygote_ends {
+        Some((control, stdout, stderr, server, init)) => {
+            drop(init);
+            server
+                .set_nonblocking(true)
+                .map_err(SandboxError::ControlSocket)?;
+            Some(Joining {
+                control: control.into(),
+                stdout,
+                stderr,
+                join: tokio::net::UnixStream::from_std(server)
+                    .map_err(SandboxError::ControlSocket)?,
+            })
+        }
+        None => None,
+    };
     let pid = child.id().unwrap_or(0);
     let control =
         tokio::net::UnixStream::from_std(host_end).map_err(SandboxError::ControlSocket)?;
@@ -186,6 +236,7 @@ pub fn spawn_worker(
         stdout,
         stderr,
         keeper,
+        joining,
     })
 }
 

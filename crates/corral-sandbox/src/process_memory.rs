@@ -19,6 +19,28 @@ pub fn memory_of_process(pid: u32) -> Option<MemoryUsage> {
     Some(parse_smaps_rollup(&text))
 }
 
+/// The parent of `pid`, from `/proc/PID/stat`.
+pub fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields follow the last `)`.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+}
+
+/// `pids` and the parents of theirs that are not among them: for a session's cgroup, its
+/// init's launcher and a zygote-born worker's reaper, both outside the cgroup.
+pub fn with_outside_parents(pids: Vec<u32>) -> Vec<u32> {
+    let mut all = pids.clone();
+    for pid in pids {
+        if let Some(parent) = parent_of(pid).filter(|parent| *parent > 1) {
+            if !all.contains(&parent) {
+                all.push(parent);
+            }
+        }
+    }
+    all
+}
+
 /// `pid` and every process below it, from the parent links in `/proc/*/stat`.
 pub fn process_tree(pid: u32) -> Vec<u32> {
     let mut parents: Vec<(u32, u32)> = Vec::new();
@@ -27,15 +49,7 @@ pub fn process_tree(pid: u32) -> Vec<u32> {
             let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
                 continue;
             };
-            let parent = std::fs::read_to_string(format!("/proc/{child}/stat"))
-                .ok()
-                .and_then(|stat| {
-                    // The command name may hold spaces and parentheses: fields follow the
-                    // last `)`.
-                    let (_, rest) = stat.rsplit_once(')')?;
-                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
-                });
-            if let Some(parent) = parent {
+            if let Some(parent) = parent_of(child) {
                 parents.push((child, parent));
             }
         }

@@ -51,6 +51,8 @@ pub struct WorkerPlacement {
     pub limits: SessionLimits,
     /// The session's network stack; `None`: loopback only.
     pub network: Option<crate::NetworkSetup>,
+    /// Whether the zygote forks the worker into the sandbox (init then execs nothing).
+    pub join: bool,
 }
 
 /// A running server's sandbox facility.
@@ -263,6 +265,7 @@ impl Sandbox {
             exposed_paths,
             limits,
             network,
+            join,
         } = placement;
         let name = name.as_str();
         let workspace = workspace.as_path();
@@ -321,6 +324,7 @@ impl Sandbox {
             max_processes: limits.max_processes,
             max_file_bytes: limits.workspace_bytes,
             network,
+            join,
         };
         let policy_json = serde_json::to_string(&policy).map_err(|error| SandboxError::Setup {
             what: "encoding the launch policy".to_owned(),

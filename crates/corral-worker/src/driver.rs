@@ -16,13 +16,23 @@ pub fn install_driver(directory: &Path) -> Result<PathBuf, WorkerError> {
 /// returns its path. The file name carries a hash of the source so two versions never share
 /// a file.
 pub fn install_driver_of(kind: &DriverKind, directory: &Path) -> Result<PathBuf, WorkerError> {
+    let (stem, extension) = kind.file_stem_and_extension();
+    install_source(directory, stem, extension, kind.source())
+}
+
+/// Writes `source` into `directory` as a read-only `<stem>-<hash>.<extension>` (unless that
+/// file already holds it) and returns its path.
+pub(crate) fn install_source(
+    directory: &Path,
+    stem: &str,
+    extension: &str,
+    source: &str,
+) -> Result<PathBuf, WorkerError> {
     let workspace_error = |source| WorkerError::Workspace {
         path: directory.display().to_string(),
         source,
     };
-    let source = kind.source();
     std::fs::create_dir_all(directory).map_err(workspace_error)?;
-    let (stem, extension) = kind.file_stem_and_extension();
     let path = directory.join(format!(
         "{stem}-{:016x}.{extension}",
         fnv1a(source.as_bytes())

@@ -19,6 +19,8 @@ use crate::worker::{Worker, WorkerExit};
 const FENCE_WAIT: Duration = Duration::from_secs(2);
 /// How long to keep reading pipes after the worker died, for its last words.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(500);
+/// How often a JavaScript worker is sent a client's interrupt again while its execution runs.
+const INTERRUPT_REPEAT: Duration = Duration::from_millis(250);
 
 /// One execution to run.
 #[derive(Clone, Debug)]
@@ -341,6 +343,12 @@ impl Worker {
         let kill_timer = tokio::time::sleep_until(interrupt_at + spec.interrupt_grace);
         tokio::pin!(kill_timer);
         let mut drain_until: Option<Instant> = worker_exit.as_ref().map(|_| Instant::now());
+        // Node.js drops a SIGINT that lands while `vm` swaps its SIGINT listeners (around the
+        // synchronous part of every cell): a JavaScript worker is sent a client's interrupt
+        // again until the execution ends. Its driver ignores one that finds no cell running.
+        let repeats_interrupts = self.info.language == "javascript";
+        let mut repeat = tokio::time::interval(INTERRUPT_REPEAT);
+        repeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
         loop {
             let finished = done && stdout.synced && stderr.synced;
@@ -444,6 +452,13 @@ impl Worker {
                     };
                     worker_exit = Some(self.mark_exited(exit));
                     drain_until = Some(Instant::now() + DRAIN_AFTER_EXIT);
+                }
+                _ = repeat.tick(), if repeats_interrupts && !done && worker_exit.is_none() => {
+                    if self.interrupt_requested.load(Ordering::SeqCst) && self.exec_sent.load(Ordering::SeqCst) {
+                        if let Err(signal_error) = corral_sandbox::interrupt(self.info.pid) {
+                            tracing::debug!(%signal_error, "repeated interrupt failed");
+                        }
+                    }
                 }
                 _ = &mut interrupt_timer, if !timed_out && worker_exit.is_none() => {
                     timed_out = true;

@@ -19,6 +19,7 @@ mod runtime;
 mod stream_text;
 mod venv;
 mod worker;
+mod zygote;
 
 pub use adoption::{left_workers, AdoptionError, LeftWorker, Resumed, UnfinishedError};
 pub use corral_sandbox::{
@@ -26,6 +27,7 @@ pub use corral_sandbox::{
     NetworkRules, NetworkSetup, Sandbox, SandboxSettings, SessionLimits, NAMES_ADDRESS,
 };
 pub use corral_sandbox::{files_main, FileEntry, FILES_COMMAND};
+pub use corral_sandbox::{reaper_main, REAPER_COMMAND};
 pub use driver::{install_driver, install_driver_of, DRIVER_SOURCE};
 pub use execution::{ExecOutcome, ExecSpec};
 pub use files::{FileDownload, FileError, WorkspaceFiles};
@@ -35,6 +37,7 @@ pub use pool::{Origin, PoolSettings, PoolStatus, WorkerSource};
 pub use runtime::DriverKind;
 pub use venv::{ensure_venv, existing_venv, BuiltVenv, VenvError, VenvRecipe};
 pub use worker::{InterruptHandle, Worker, WorkerConfig, WorkerExit, WorkerInfo};
+pub use zygote::start_zygote;
 
 /// Failures of this crate's operations.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +54,8 @@ pub enum WorkerError {
     Channel(#[from] corral_protocol::FrameError),
     #[error("the interpreter {python} could not be used: {detail}")]
     Interpreter { python: String, detail: String },
+    #[error("the zygote could not start the worker: {0}")]
+    Join(String),
     #[error("workspace {path}: {source}")]
     Workspace {
         path: String,

@@ -43,6 +43,8 @@ pub struct PoolSettings {
     pub min_available_memory_bytes: u64,
     /// Modules every pool worker imports before it says `ready`.
     pub preload: Vec<String>,
+    /// Whether each sandboxed Python runtime's workers are forked by a zygote.
+    pub zygote: bool,
 }
 
 impl Default for PoolSettings {
@@ -54,6 +56,7 @@ impl Default for PoolSettings {
             max_memory_bytes: 256 * 1024 * 1024,
             min_available_memory_bytes: 256 * 1024 * 1024,
             preload: Vec::new(),
+            zygote: false,
         }
     }
 }

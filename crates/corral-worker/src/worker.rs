@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use corral_protocol::{read_frame, write_frame, WorkerEvent, WorkerRequest, PROTOCOL_VERSION};
 use corral_sandbox::{
-    spawn_worker, AdoptedChannels, KeeperLink, Lifetime, Sandbox, SessionCgroup, SessionLimits,
-    WorkerCommand, WorkerPlacement,
+    spawn_worker, AdoptedChannels, JoinTarget, KeeperLink, Lifetime, Sandbox, SessionCgroup,
+    SessionLimits, WorkerCommand, WorkerPlacement,
 };
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
@@ -40,6 +40,9 @@ pub struct WorkerConfig {
     pub driver: DriverKind,
     /// The session's network stack (sandboxed workers only); `None`: loopback only.
     pub network: Option<corral_sandbox::NetworkSetup>,
+    /// The runtime's zygote (`zygote.rs`), when its sandboxed Python workers are forked from
+    /// one instead of started afresh.
+    pub zygote: Option<Arc<corral_sandbox::Zygote>>,
 }
 
 /// Distinguishes the sandbox resources (cgroup, root directory, keeper socket) of workers:
@@ -168,23 +171,23 @@ impl InterruptHandle {
             .map(|kib| kib * 1024)
     }
 
-    /// PSS, USS and RSS of the worker's processes now (its launcher and every process in its
-    /// cgroup when sandboxed, else the worker's process tree). `None` once the worker is gone.
+    /// PSS, USS and RSS of the worker's processes now (every process in its cgroup and their
+    /// parents outside it, i.e. its launcher and a zygote-born worker's reaper, when
+    /// sandboxed; else the worker's process tree). `None` once the worker is gone.
     pub fn memory_usage(&self) -> Option<corral_core::MemoryUsage> {
         if !self.alive.load(Ordering::SeqCst) {
             return None;
         }
         let pids: Vec<u32> = match &self.cgroup {
-            // The session's processes, and its launcher (outside the cgroup, but there for
-            // this session alone).
-            Some(cgroup) => std::iter::once(self.pid)
-                .chain(
-                    cgroup
-                        .pids()
-                        .into_iter()
-                        .filter_map(|pid| u32::try_from(pid).ok()),
-                )
-                .collect(),
+            // The session's processes, and its launcher and reaper (outside the cgroup, but
+            // there for this session alone).
+            Some(cgroup) => corral_sandbox::with_outside_parents(
+                cgroup
+                    .pids()
+                    .into_iter()
+                    .filter_map(|pid| u32::try_from(pid).ok())
+                    .collect(),
+            ),
             None => corral_sandbox::process_tree(self.pid),
         };
         Some(corral_sandbox::memory_of_processes(pids))
@@ -294,12 +297,30 @@ struct SandboxResources {
 
 impl Worker {
     /// Starts a worker with `workspace` (created if missing) as its working directory and
-    /// waits until it reports ready.
+    /// waits until it reports ready: forked by the runtime's zygote when it has one (a
+    /// zygote that fails is reported and a fresh worker started instead).
     pub async fn start(config: &WorkerConfig, workspace: PathBuf) -> Result<Worker, WorkerError> {
+        if crate::zygote::joins(config) {
+            match Worker::start_as(config, workspace.clone(), true).await {
+                Err(WorkerError::Join(reason)) => {
+                    tracing::warn!(%reason, "the zygote could not start a worker; starting one afresh");
+                }
+                other => return other,
+            }
+        }
+        Worker::start_as(config, workspace, false).await
+    }
+
+    async fn start_as(
+        config: &WorkerConfig,
+        workspace: PathBuf,
+        join: bool,
+    ) -> Result<Worker, WorkerError> {
         let workspace_error = |source| WorkerError::Workspace {
             path: workspace.display().to_string(),
             source,
         };
+        let mut join_target = None;
         let (command, sandbox) = match &config.sandbox {
             None => {
                 std::fs::create_dir_all(&workspace).map_err(workspace_error)?;
@@ -345,8 +366,21 @@ impl Worker {
                         exposed_paths: config.interpreter_paths.clone(),
                         limits: config.session_limits,
                         network: config.network.clone(),
+                        join,
                     },
                 )?;
+                join_target = join.then(|| JoinTarget {
+                    cgroup_procs: wrapped
+                        .cgroup
+                        .as_ref()
+                        .map(SessionCgroup::procs_files)
+                        .unwrap_or_default(),
+                    privileged: sandbox.privileged(),
+                    limits: config.session_limits,
+                    env: inside.env.clone(),
+                    working_dir: inside.working_dir.clone(),
+                    driver_path: sandbox_driver.to_owned(),
+                });
                 let resources = SandboxResources {
                     sandbox: sandbox.clone(),
                     name,
@@ -356,15 +390,15 @@ impl Worker {
                 (wrapped.command, Some(resources))
             }
         };
-        let lifetime = if sandbox.is_some() {
-            Lifetime::Kept
-        } else {
-            Lifetime::WithServer
+        let lifetime = match (&sandbox, &join_target) {
+            (Some(_), Some(_)) => Lifetime::Joined,
+            (Some(_), None) => Lifetime::Kept,
+            (None, _) => Lifetime::WithServer,
         };
         let keeper_socket = sandbox
             .as_ref()
             .map(|resources: &SandboxResources| resources.keeper_socket.clone());
-        let spawned = match spawn_worker(&command, lifetime) {
+        let mut spawned = match spawn_worker(&command, lifetime) {
             Ok(spawned) => spawned,
             Err(error) => {
                 if let Some(resources) = sandbox {
@@ -373,6 +407,7 @@ impl Worker {
                 return Err(error.into());
             }
         };
+        let joining = spawned.joining.take();
         let mut worker = Worker::from_channels(
             WorkerProcess {
                 child: Some(spawned.child),
@@ -392,6 +427,14 @@ impl Worker {
             sandbox,
             config,
         );
+        if let (Some(joining), Some(target), Some(zygote)) =
+            (joining, join_target, config.zygote.as_ref())
+        {
+            if let Err(error) = joining.join(zygote, target, config.start_timeout).await {
+                worker.kill().await;
+                return Err(WorkerError::Join(error.to_string()));
+            }
+        }
         match tokio::time::timeout(config.start_timeout, worker.wait_ready()).await {
             Ok(Ok(())) => {
                 if let Some(cgroup) = worker.cgroup() {

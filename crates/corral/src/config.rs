@@ -64,6 +64,8 @@ pub struct FilePool {
     pub max_memory_mib: Option<u64>,
     /// Modules each pool worker imports before it is handed over.
     pub preload: Option<Vec<String>>,
+    /// Fork each sandboxed Python runtime's workers from a zygote.
+    pub zygote: Option<bool>,
 }
 
 impl FilePool {
@@ -95,6 +97,7 @@ impl FilePool {
                 .unwrap_or(defaults.max_memory_bytes),
             min_available_memory_bytes: defaults.min_available_memory_bytes,
             preload,
+            zygote: self.zygote.unwrap_or(defaults.zygote),
         })
     }
 }
@@ -467,6 +470,7 @@ impl ServeConfig {
                 "preload",
                 toml::Value::Array(pool.preload.iter().map(|name| text_value(name)).collect()),
             ),
+            ("pool", "zygote", toml::Value::Boolean(pool.zygote)),
         ]);
         let network = &self.network;
         entries.extend([

@@ -10,7 +10,8 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     // The sandbox launcher must stay single-threaded: dispatch before anything starts threads.
-    // So must the file helper (it joins a session's namespaces).
+    // So must the file helper (it joins a session's namespaces) and a zygote-born worker's
+    // reaper.
     let raw: Vec<String> = std::env::args_os()
         .skip(1)
         .map(|argument| argument.to_string_lossy().into_owned())
@@ -19,6 +20,10 @@ fn main() -> ExitCode {
         Some(cli::SANDBOX_INIT) => {
             let policy = raw.get(1).map(String::as_str).unwrap_or_default();
             let code = corral_worker::launcher_main(policy);
+            return ExitCode::from(u8::try_from(code).unwrap_or(1));
+        }
+        Some(corral_worker::REAPER_COMMAND) => {
+            let code = corral_worker::reaper_main(&raw[1..]);
             return ExitCode::from(u8::try_from(code).unwrap_or(1));
         }
         Some(corral_worker::FILES_COMMAND) => {

@@ -1,6 +1,7 @@
 //! The warm pool: sessions handed a pre-started sandboxed worker are as isolated as freshly
 //! started ones, get the limits they ask for, and the pool refills, shrinks and keeps to its
-//! memory budget.
+//! memory budget. The same behaviour holds for workers forked by a zygote (`[pool] zygote`;
+//! its own checks are in `zygote.rs`).
 
 mod support;
 
@@ -53,9 +54,21 @@ async fn value(server: &TestServer, id: &str, code: &str) -> String {
         .to_owned()
 }
 
+/// The config of a server whose Python workers are forked by a zygote.
+const ZYGOTE: &str = "[pool]\nzygote = true\n";
+
 #[tokio::test]
 async fn pool_born_sessions_are_isolated_from_each_other() {
-    let server = TestServer::start_with_arguments("", &["--pool-size", "3"]);
+    sessions_are_isolated_from_each_other("").await;
+}
+
+#[tokio::test]
+async fn zygote_born_sessions_are_isolated_from_each_other() {
+    sessions_are_isolated_from_each_other(ZYGOTE).await;
+}
+
+async fn sessions_are_isolated_from_each_other(config: &str) {
+    let server = TestServer::start_with_arguments(config, &["--pool-size", "3"]);
     wait_for_pool(&server, "filled", |pool| pool["ready"] == 3).await;
     let first = create_from_pool(&server).await;
     let second = create_from_pool(&server).await;
@@ -163,7 +176,16 @@ async fn pool_born_sessions_are_isolated_from_each_other() {
 
 #[tokio::test]
 async fn a_session_with_other_limits_gets_a_fresh_worker_with_them() {
-    let server = TestServer::start_with_arguments("", &["--pool-size", "2"]);
+    other_limits_get_a_fresh_worker("").await;
+}
+
+#[tokio::test]
+async fn a_session_with_other_limits_gets_a_zygote_born_worker_with_them() {
+    other_limits_get_a_fresh_worker(ZYGOTE).await;
+}
+
+async fn other_limits_get_a_fresh_worker(config: &str) {
+    let server = TestServer::start_with_arguments(config, &["--pool-size", "2"]);
     let filled = wait_for_pool(&server, "filled", |pool| pool["ready"] == 2).await;
     let (status, session) = server
         .post(
@@ -206,7 +228,16 @@ async fn a_session_with_other_limits_gets_a_fresh_worker_with_them() {
 
 #[tokio::test]
 async fn the_pool_refills_after_a_burst() {
-    let server = TestServer::start_with_arguments("", &["--pool-size", "2"]);
+    refills_after_a_burst("").await;
+}
+
+#[tokio::test]
+async fn a_zygote_refills_the_pool_after_a_burst() {
+    refills_after_a_burst(ZYGOTE).await;
+}
+
+async fn refills_after_a_burst(config: &str) {
+    let server = TestServer::start_with_arguments(config, &["--pool-size", "2"]);
     wait_for_pool(&server, "filled", |pool| pool["ready"] == 2).await;
     let mut sessions = Vec::new();
     for _ in 0..5 {
@@ -301,7 +332,16 @@ async fn pool_settings_are_reported_and_checked() {
 
 #[tokio::test]
 async fn a_live_session_reports_its_memory() {
-    let server = TestServer::start_with_arguments("", &["--pool-size", "1"]);
+    reports_its_memory("").await;
+}
+
+#[tokio::test]
+async fn a_zygote_born_session_reports_its_memory() {
+    reports_its_memory(ZYGOTE).await;
+}
+
+async fn reports_its_memory(config: &str) {
+    let server = TestServer::start_with_arguments(config, &["--pool-size", "1"]);
     wait_for_pool(&server, "filled", |pool| pool["ready"] == 1).await;
     let id = create_from_pool(&server).await;
     let (status, session) = server.get(&format!("/v1/sessions/{id}")).await;
@@ -315,10 +355,16 @@ async fn a_live_session_reports_its_memory() {
     let (pss, uss, rss) = (field("pss_bytes"), field("uss_bytes"), field("rss_bytes"));
     assert!(pss > 1024 * 1024, "{memory}");
     assert!(uss <= pss && pss <= rss, "{memory}");
-    // The launcher, the namespace's init and the interpreter (when sandboxed).
+    // The launcher, the namespace's init and the interpreter (when sandboxed), and a
+    // zygote-born interpreter's reaper.
     let processes = field("processes");
     let sandboxed = server.get("/v1/info").await.1["isolation"]["sandboxed"] == true;
-    assert!(processes >= if sandboxed { 3 } else { 1 }, "{memory}");
+    let expected = match (sandboxed, config == ZYGOTE) {
+        (false, _) => 1,
+        (true, false) => 3,
+        (true, true) => 4,
+    };
+    assert_eq!(processes, expected, "{memory}");
 
     // A child the cell starts is counted with the session.
     let started = server
@@ -346,7 +392,16 @@ async fn a_live_session_reports_its_memory() {
 
 #[tokio::test]
 async fn a_pool_worker_warm_up_leaves_no_trace_in_the_session() {
-    let server = TestServer::start_with_arguments("", &["--pool-size", "1"]);
+    warm_up_leaves_no_trace("").await;
+}
+
+#[tokio::test]
+async fn a_zygote_born_worker_leaves_no_trace_in_the_session() {
+    warm_up_leaves_no_trace(ZYGOTE).await;
+}
+
+async fn warm_up_leaves_no_trace(config: &str) {
+    let server = TestServer::start_with_arguments(config, &["--pool-size", "1"]);
     wait_for_pool(&server, "filled", |pool| pool["ready"] == 1).await;
     let id = create_from_pool(&server).await;
     let first = server

@@ -114,6 +114,13 @@ pub(super) async fn start_server_with(
     name: &str,
     extra: &[&str],
 ) -> anyhow::Result<(ChildServer, String)> {
+    let with_zygote;
+    let config = if arguments.zygote {
+        with_zygote = format!("{}\n[pool]\nzygote = true\n", config.unwrap_or(""));
+        Some(with_zygote.as_str())
+    } else {
+        config
+    };
     let data_dir = std::env::temp_dir().join(format!("corral-bench-{}{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data_dir);
     let mut command = Command::new(std::env::current_exe().context("finding this binary")?);

@@ -362,6 +362,9 @@ pub struct BenchArgs {
     /// it off).
     #[arg(long, value_name = "WORKERS")]
     pool_size: Option<usize>,
+    /// Fork the started server's Python workers from a zygote (`[pool] zygote = true`).
+    #[arg(long, conflicts_with = "server")]
+    zygote: bool,
     /// Measure a peer in the same run and print both side by side (with the ratio), writing
     /// JSON and an SVG chart under target/bench/: `jupyter` runs benches/peer_jupyter.py,
     /// which installs its pinned Jupyter Kernel Gateway into target/bench-venv when missing.
