@@ -141,7 +141,7 @@ impl SessionClaim {
 /// What [`Engine::start_session`] did.
 enum Started {
     /// Started, with this record.
-    New(SessionRecord),
+    New(Box<SessionRecord>),
     /// Not started: this live session already holds the claim.
     Claimed(SessionId),
 }
@@ -413,7 +413,7 @@ impl Engine {
         options: CreateSession,
     ) -> Result<SessionRecord, EngineError> {
         match self.start_session(caller, options, None).await? {
-            Started::New(record) => Ok(record),
+            Started::New(record) => Ok(*record),
             // Only a claimed start can find its claim held.
             Started::Claimed(holder) => self.get_session(caller, holder).await,
         }
@@ -533,7 +533,7 @@ impl Engine {
         );
         self.inner.reaper_wake.notify_one();
         measurements::session_started(start_duration, origin);
-        Ok(Started::New(record))
+        Ok(Started::New(Box::new(record)))
     }
 
     /// Makes `record` a live session run by `worker`: its registry entry and its task.
@@ -625,7 +625,7 @@ impl Engine {
             )));
         }
         match self.start_session(caller, options, Some(claim)).await? {
-            Started::New(record) => Ok((record, true)),
+            Started::New(record) => Ok((*record, true)),
             Started::Claimed(holder) => Ok((self.get_session(caller, holder).await?, false)),
         }
     }
