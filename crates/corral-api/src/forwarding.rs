@@ -11,19 +11,32 @@
 //! a request that claims to be forwarded without it is refused, and a forwarded request is
 //! never forwarded again (no loops).
 //!
+//! Most requests name their session in the path (or E2B's `e2b-sandbox-id` header). The
+//! surfaces declare the routes that do not ([`AddressedRoute`]): for a route whose JSON body
+//! names the session ([`SessionAddress::BodyField`], python_rce's execute and close), the
+//! body is read here up to the route's own body limit, the id taken from it, and the buffered
+//! bytes sent on; for a route that names a session by a caller-chosen identity
+//! ([`SessionAddress::Claim`]: a Jupyter path, an agent identifier), the request is answered
+//! here unless the handler finds the session running on another node and says so
+//! ([`owner_answers`]), and then the same request is sent to that node. Whenever in doubt (a
+//! body too large, unreadable, not JSON, without the field) the request goes on here, so the
+//! surface gives its own answer.
+//!
 //! Which node owns a session is the engine's decision ([`corral_engine::SessionRoute`]);
 //! this module only moves bytes. It is one middleware, in front of every surface.
 
 use std::str::FromStr;
 use std::sync::Arc;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use bytes::BytesMut;
 use corral_core::SessionId;
 use corral_engine::{Engine, SessionRoute};
+use futures::StreamExt;
 use hyper_util::rt::TokioIo;
 use subtle::ConstantTimeEq;
 
@@ -36,23 +49,112 @@ pub const NODE_CREDENTIAL_HEADER: &str = "x-corral-node-credential";
 /// Which E2B sandbox (session) an in-sandbox request is about.
 const E2B_SANDBOX_HEADER: &str = "e2b-sandbox-id";
 
-/// What the middleware needs: the engine (routes) and the fleet's shared credential.
+/// How a route's request names its session when its path does not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionAddress {
+    /// This string field of the JSON body object holds the session id.
+    BodyField(&'static str),
+    /// A caller-chosen identity names it; the handler tells when another node runs it
+    /// ([`owner_answers`]).
+    Claim,
+}
+
+/// A route of a surface whose session is not named in its path, relative to the surface's
+/// mount point; `{...}` segments match any one segment.
+#[derive(Clone, Debug)]
+pub struct AddressedRoute {
+    pub method: Method,
+    pub path: &'static str,
+    pub address: SessionAddress,
+}
+
+/// An [`AddressedRoute`] under its surface's mount point.
+#[derive(Clone, Debug)]
+pub(crate) struct MountedRoute {
+    method: Method,
+    segments: Vec<String>,
+    address: SessionAddress,
+}
+
+impl MountedRoute {
+    pub(crate) fn new(prefix: Option<&str>, route: &AddressedRoute) -> MountedRoute {
+        let path = format!(
+            "{}{}",
+            prefix.unwrap_or("").trim_end_matches('/'),
+            route.path
+        );
+        MountedRoute {
+            method: route.method.clone(),
+            segments: path.split('/').map(str::to_owned).collect(),
+            address: route.address,
+        }
+    }
+
+    fn matches(&self, method: &Method, path: &str) -> bool {
+        if *method != self.method {
+            return false;
+        }
+        let mut segments = path.split('/');
+        for pattern in &self.segments {
+            let Some(segment) = segments.next() else {
+                return false;
+            };
+            let any = pattern.starts_with('{') && pattern.ends_with('}');
+            if (any && segment.is_empty()) || (!any && segment != pattern) {
+                return false;
+            }
+        }
+        segments.next().is_none()
+    }
+}
+
+/// Set on a surface's response when the session the request names by a caller-chosen
+/// identity runs on another node: the request is then answered there.
+#[derive(Clone, Copy, Debug)]
+struct OwnerAnswers(SessionId);
+
+/// Marks `response` (the surface's own "retry" answer, used should the owner be unknown by
+/// the time it is read) as belonging to the node that runs session `id`.
+pub(crate) fn owner_answers(mut response: Response, id: SessionId) -> Response {
+    response.extensions_mut().insert(OwnerAnswers(id));
+    response
+}
+
+/// What the middleware needs: the engine (routes), the fleet's shared credential, the routes
+/// that name their session outside their path and the body limit.
 #[derive(Clone)]
 pub(crate) struct Forwarding {
     engine: Engine,
     node_secret: Arc<str>,
     node_id: Arc<str>,
+    addressed: Arc<[MountedRoute]>,
+    body_limit: usize,
 }
 
 impl Forwarding {
     /// `None` for a single node (nothing to forward to).
-    pub(crate) fn new(engine: &Engine, node_secret: Option<&str>) -> Option<Forwarding> {
+    pub(crate) fn new(
+        engine: &Engine,
+        node_secret: Option<&str>,
+        addressed: Vec<MountedRoute>,
+        body_limit: usize,
+    ) -> Option<Forwarding> {
         let fleet = engine.fleet()?;
         Some(Forwarding {
             engine: engine.clone(),
             node_secret: Arc::from(node_secret?),
             node_id: Arc::from(fleet.node_id.as_str()),
+            addressed: Arc::from(addressed),
+            body_limit,
         })
+    }
+
+    fn address_of(&self, request: &Request) -> Option<SessionAddress> {
+        let (method, path) = (request.method(), request.uri().path());
+        self.addressed
+            .iter()
+            .find(|route| route.matches(method, path))
+            .map(|route| route.address)
     }
 
     fn credential_matches(&self, headers: &HeaderMap) -> bool {
@@ -80,6 +182,9 @@ pub(crate) async fn forward_to_owner(
         }
         return next.run(request).await;
     }
+    if let Some(address) = forwarding.address_of(&request) {
+        return forward_addressed(&forwarding, address, request, next).await;
+    }
     // Read what is needed before awaiting: a request is not `Sync`.
     let session = session_of(&request);
     let create = is_session_create(&request);
@@ -88,6 +193,122 @@ pub(crate) async fn forward_to_owner(
         Ok(Some(url)) => proxy(&forwarding, &url, request).await,
         Err(response) => *response,
     }
+}
+
+/// A request of an [`AddressedRoute`]: its body buffered, then sent to the session's node or
+/// handled here.
+async fn forward_addressed(
+    forwarding: &Forwarding,
+    address: SessionAddress,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    if declared.is_some_and(|length| length > forwarding.body_limit as u64) {
+        // The surface answers its own 413.
+        return next.run(Request::from_parts(parts, body)).await;
+    }
+    let bytes = match buffer(body, forwarding.body_limit).await {
+        Ok(bytes) if bytes.len() <= forwarding.body_limit => bytes,
+        // More than the limit (the surface reads it and answers 413), or a body that broke
+        // off: the surface answers as it answers any such body.
+        Ok(bytes) => {
+            return next
+                .run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Err(()) => return next.run(Request::from_parts(parts, broken_body())).await,
+    };
+    let saved = SavedRequest {
+        method: parts.method.clone(),
+        uri: parts.uri.clone(),
+        version: parts.version,
+        headers: parts.headers.clone(),
+    };
+    match address {
+        SessionAddress::BodyField(field) => {
+            let Some(id) = session_in_body(&bytes, field) else {
+                return next
+                    .run(Request::from_parts(parts, Body::from(bytes)))
+                    .await;
+            };
+            match target_of(&forwarding.engine, Some(id), false).await {
+                Ok(Some(url)) => proxy(forwarding, &url, saved.with_body(bytes)).await,
+                Ok(None) => {
+                    next.run(Request::from_parts(parts, Body::from(bytes)))
+                        .await
+                }
+                Err(response) => *response,
+            }
+        }
+        SessionAddress::Claim => {
+            let local = next
+                .run(Request::from_parts(parts, Body::from(bytes.clone())))
+                .await;
+            let Some(OwnerAnswers(id)) = local.extensions().get::<OwnerAnswers>().copied() else {
+                return local;
+            };
+            match target_of(&forwarding.engine, Some(id), false).await {
+                Ok(Some(url)) => proxy(forwarding, &url, saved.with_body(bytes)).await,
+                // The owner is gone meanwhile: the surface's own answer says to retry.
+                Ok(None) => local,
+                Err(response) => *response,
+            }
+        }
+    }
+}
+
+/// What is needed to send a request again once its body has been read.
+struct SavedRequest {
+    method: Method,
+    uri: Uri,
+    version: axum::http::Version,
+    headers: HeaderMap,
+}
+
+impl SavedRequest {
+    fn with_body(self, bytes: Bytes) -> Request {
+        let mut request = Request::new(Body::from(bytes));
+        *request.method_mut() = self.method;
+        *request.uri_mut() = self.uri;
+        *request.version_mut() = self.version;
+        *request.headers_mut() = self.headers;
+        request
+    }
+}
+
+/// The body, read until its end or until it is past `limit` (then what was read, one frame
+/// beyond the limit); `Err` when it could not be read.
+async fn buffer(body: Body, limit: usize) -> Result<Bytes, ()> {
+    let mut stream = body.into_data_stream();
+    let mut buffered = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| ())?;
+        buffered.extend_from_slice(&chunk);
+        if buffered.len() > limit {
+            break;
+        }
+    }
+    Ok(buffered.freeze())
+}
+
+/// A body that fails as the one that could not be read did.
+fn broken_body() -> Body {
+    Body::from_stream(futures::stream::once(async {
+        Err::<Bytes, std::io::Error>(std::io::Error::other("the request body broke off"))
+    }))
+}
+
+/// The session id in string field `field` of a JSON object body, if it is one.
+fn session_in_body(bytes: &[u8], field: &str) -> Option<SessionId> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let text = value.get(field)?.as_str()?;
+    SessionId::from_str(text).ok()
 }
 
 /// The base URL of the node that should answer, or `None` for this one.
@@ -306,5 +527,52 @@ mod tests {
         assert_eq!(session_of(&e2b), Some(id));
         assert!(is_session_create(&request(Method::POST, "/v1/sessions")));
         assert!(!is_session_create(&request(Method::GET, "/v1/sessions")));
+    }
+
+    #[test]
+    fn addressed_routes_match_under_their_mount_point() {
+        let route = AddressedRoute {
+            method: Method::PUT,
+            path: "/sessions/{identifier}",
+            address: SessionAddress::Claim,
+        };
+        let mounted = MountedRoute::new(Some("/agents"), &route);
+        assert!(mounted.matches(&Method::PUT, "/agents/sessions/helper"));
+        assert!(!mounted.matches(&Method::GET, "/agents/sessions/helper"));
+        assert!(!mounted.matches(&Method::PUT, "/agents/sessions/"));
+        assert!(!mounted.matches(&Method::PUT, "/agents/sessions/a/b"));
+        assert!(!mounted.matches(&Method::PUT, "/sessions/helper"));
+        let at_root = MountedRoute::new(
+            None,
+            &AddressedRoute {
+                method: Method::POST,
+                path: "/sessions/execute",
+                address: SessionAddress::BodyField("session_id"),
+            },
+        );
+        assert!(at_root.matches(&Method::POST, "/sessions/execute"));
+        assert!(!at_root.matches(&Method::POST, "/sessions/execute/"));
+        assert!(!at_root.matches(&Method::POST, "/rce/sessions/execute"));
+        assert!(MountedRoute::new(Some("/rce/"), &route).matches(&Method::PUT, "/rce/sessions/x"));
+    }
+
+    #[test]
+    fn the_session_in_a_body_is_a_string_field_holding_an_id() {
+        let id = SessionId::new();
+        let body = format!(r#"{{"session_id": "{id}", "code": "1"}}"#);
+        assert_eq!(session_in_body(body.as_bytes(), "session_id"), Some(id));
+        for body in [
+            r#"{"session_id": "#.to_owned(),
+            r#"{"session_id": 7}"#.to_owned(),
+            r#"{"session_id": "not-an-id"}"#.to_owned(),
+            format!(r#"["{id}"]"#),
+            String::new(),
+        ] {
+            assert_eq!(
+                session_in_body(body.as_bytes(), "session_id"),
+                None,
+                "{body}"
+            );
+        }
     }
 }

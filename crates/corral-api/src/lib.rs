@@ -22,6 +22,7 @@ mod sse_reader;
 mod state;
 mod surfaces;
 
+pub use forwarding::{AddressedRoute, SessionAddress};
 pub use mounts::{surface_names, MountError, SurfaceSpec, DISABLED as DISABLED_MOUNT, SURFACES};
 pub use problem::{ProblemBody, PROBLEM_CONTENT_TYPE};
 pub use prometheus::{MetricsError, MetricsRegistry};

@@ -12,6 +12,7 @@ use axum::routing::MethodRouter;
 
 use utoipa_axum::router::OpenApiRouter;
 
+use crate::forwarding::AddressedRoute;
 use crate::state::ApiState;
 use crate::surfaces::{agents, e2b, e2b_sdk, jupyter, python_rce, qiskit};
 
@@ -25,6 +26,8 @@ pub struct SurfaceSpec {
     pub description: &'static str,
     /// Its routes, relative to its mount point.
     pub router: fn() -> OpenApiRouter<ApiState>,
+    /// Its routes that name their session other than in the path, for a fleet's forwarding.
+    pub addressed: &'static [AddressedRoute],
 }
 
 /// Every compatibility surface, in the order they are mounted.
@@ -34,42 +37,49 @@ pub const SURFACES: &[SurfaceSpec] = &[
         default_mount: "/",
         description: "Konfig's Python remote code executor API (seed 000)",
         router: python_rce::router,
+        addressed: python_rce::ADDRESSED_ROUTES,
     },
     SurfaceSpec {
         name: "e2b",
         default_mount: "/e2b",
         description: "E2B's early sessions API (seed 001)",
         router: e2b::router,
+        addressed: &[],
     },
     SurfaceSpec {
         name: "agents",
         default_mount: "/agents",
         description: "Agent sessions API (seed 004; schema inferred): sessions named by the caller, each with its own API key",
         router: agents::router,
+        addressed: agents::ADDRESSED_ROUTES,
     },
     SurfaceSpec {
         name: "jupyter",
         default_mount: "/",
         description: "Jupyter Server's sessions, kernels and kernelspecs API (seed 002)",
         router: jupyter::router,
+        addressed: jupyter::ADDRESSED_ROUTES,
     },
     SurfaceSpec {
         name: "qiskit",
         default_mount: "/",
         description: "IBM Qiskit Runtime sessions API (seed 003)",
         router: qiskit::router,
+        addressed: &[],
     },
     SurfaceSpec {
         name: "e2b_api",
         default_mount: "/",
         description: "E2B's control plane as today's E2B SDKs call it (E2B_API_URL): sandboxes are corral sessions",
         router: e2b_sdk::control_router,
+        addressed: &[],
     },
     SurfaceSpec {
         name: "e2b_sandbox",
         default_mount: "/",
         description: "Inside an E2B sandbox as the SDKs reach it (E2B_SANDBOX_URL, E2b-Sandbox-Id/E2b-Sandbox-Port headers): the code interpreter and envd's files, filesystem and process services",
         router: e2b_sdk::sandbox_router,
+        addressed: &[],
     },
 ];
 

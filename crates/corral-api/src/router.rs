@@ -21,7 +21,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::body::{max_body_bytes, BodyLimit};
-use crate::forwarding::{forward_to_owner, Forwarding};
+use crate::forwarding::{forward_to_owner, Forwarding, MountedRoute};
 use crate::mounts::{self, MountError, PlannedMount, Route};
 use crate::problem::Problem;
 use crate::prometheus::{self, MetricsRegistry};
@@ -89,7 +89,14 @@ pub fn build_router(engine: Engine, options: &ApiOptions) -> Result<Router, Moun
     let mut api = native_api();
     let planned = mounts::plan(&options.mounts, &native_routes(&api))?;
     let mut tags = Vec::new();
+    let mut addressed = Vec::new();
     for PlannedMount { surface, prefix } in planned {
+        addressed.extend(
+            surface
+                .addressed
+                .iter()
+                .map(|route| MountedRoute::new(prefix.as_deref(), route)),
+        );
         let routes = (surface.router)();
         api = match prefix {
             None => api.merge(routes),
@@ -118,7 +125,12 @@ pub fn build_router(engine: Engine, options: &ApiOptions) -> Result<Router, Moun
         *paths = renamed;
     }
     let request_id = HeaderName::from_static("x-request-id");
-    let forwarding = Forwarding::new(&engine, options.node_secret.as_deref());
+    let forwarding = Forwarding::new(
+        &engine,
+        options.node_secret.as_deref(),
+        addressed,
+        body_limit,
+    );
     let router = router
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)

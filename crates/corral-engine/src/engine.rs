@@ -122,6 +122,12 @@ impl SessionClaim {
         self.is_in(&record.metadata)
     }
 
+    /// The claim as the store keeps it: one text naming namespace, field and value
+    /// unambiguously (a JSON array of the three).
+    pub fn key(&self) -> String {
+        serde_json::json!([self.namespace, self.field, self.value]).to_string()
+    }
+
     /// Whether `metadata` holds this claim.
     pub fn is_in(&self, metadata: &serde_json::Map<String, serde_json::Value>) -> bool {
         metadata
@@ -130,6 +136,14 @@ impl SessionClaim {
             .and_then(|value| value.as_str())
             == Some(self.value.as_str())
     }
+}
+
+/// What [`Engine::start_session`] did.
+enum Started {
+    /// Started, with this record.
+    New(Box<SessionRecord>),
+    /// Not started: this live session already holds the claim.
+    Claimed(SessionId),
 }
 
 /// Changes to a session; `None` leaves a field as it is.
@@ -410,6 +424,22 @@ impl Engine {
         caller: &Principal,
         options: CreateSession,
     ) -> Result<SessionRecord, EngineError> {
+        match self.start_session(caller, options, None).await? {
+            Started::New(record) => Ok(*record),
+            // Only a claimed start can find its claim held.
+            Started::Claimed(holder) => self.get_session(caller, holder).await,
+        }
+    }
+
+    /// [`Engine::create_session`], holding `claim` in the store when given: when a live
+    /// session of the tenant (on any node) already holds it, the new worker is ended and
+    /// that session's id is the answer.
+    async fn start_session(
+        &self,
+        caller: &Principal,
+        options: CreateSession,
+        claim: Option<&SessionClaim>,
+    ) -> Result<Started, EngineError> {
         let tenant = match caller {
             Principal::Admin => DEFAULT_TENANT.to_owned(),
             Principal::Tenant(tenant) => tenant.clone(),
@@ -490,11 +520,16 @@ impl Engine {
         record.network = network;
         record.egress_ports = prepared.egress_ports();
         record.tenant = tenant;
-        if let Err(error) = fleet::record_new_session(&self.inner, &record).await {
+        let refused = match fleet::record_new_session(&self.inner, &record, claim).await {
+            Ok(None) => None,
+            Ok(Some(holder)) => Some(Ok(Started::Claimed(holder))),
+            Err(error) => Some(Err(error)),
+        };
+        if let Some(answer) = refused {
             let mut worker = worker;
             worker.kill().await;
             worker.remove_workspace();
-            return Err(error);
+            return answer;
         }
 
         self.launch(
@@ -510,7 +545,7 @@ impl Engine {
         );
         self.inner.reaper_wake.notify_one();
         measurements::session_started(start_duration, origin);
-        Ok(record)
+        Ok(Started::New(Box::new(record)))
     }
 
     /// Makes `record` a live session run by `worker`: its registry entry and its task.
@@ -582,7 +617,9 @@ impl Engine {
 
     /// The caller's live session holding `claim`, or a new one created with `options` (whose
     /// metadata must carry the claim); the flag says whether it was created. Concurrent
-    /// calls for one claim yield one session.
+    /// calls for one claim yield one session, on one node or on several: the claim is held
+    /// in the store (unique among the tenant's live sessions). The session found may run on
+    /// another node of a fleet ([`Engine::runs_here`]).
     pub async fn find_or_create_session(
         &self,
         caller: &Principal,
@@ -590,7 +627,7 @@ impl Engine {
         options: CreateSession,
     ) -> Result<(SessionRecord, bool), EngineError> {
         let _claims = self.inner.claims.lock().await;
-        if let Some(existing) = self.find_claimed(caller, claim) {
+        if let Some(existing) = self.claimed_session(caller, claim).await? {
             return Ok((existing, false));
         }
         if !claim.is_in(&options.metadata) {
@@ -599,14 +636,90 @@ impl Engine {
                 claim.namespace, claim.field
             )));
         }
-        Ok((self.create_session(caller, options).await?, true))
+        match self.start_session(caller, options, Some(claim)).await? {
+            Started::New(record) => Ok((*record, true)),
+            Started::Claimed(holder) => Ok((self.get_session(caller, holder).await?, false)),
+        }
     }
 
-    /// The caller's live session holding `claim`, if any (the oldest, should there be more).
+    /// The caller's live session holding `claim` on this node, if any (the oldest, should
+    /// there be more).
     pub fn find_claimed(&self, caller: &Principal, claim: &SessionClaim) -> Option<SessionRecord> {
         self.live_sessions(caller)
             .into_iter()
             .find(|record| claim.is_held_by(record))
+    }
+
+    /// The caller's live session holding `claim` anywhere: on this node, else (in a fleet)
+    /// the one the store says holds it, as last stored, which may run on another node.
+    pub async fn claimed_session(
+        &self,
+        caller: &Principal,
+        claim: &SessionClaim,
+    ) -> Result<Option<SessionRecord>, EngineError> {
+        if let Some(here) = self.find_claimed(caller, claim) {
+            return Ok(Some(here));
+        }
+        if self.inner.fleet.is_none() {
+            // One node: its registry holds every live session.
+            return Ok(None);
+        }
+        let tenant = caller.tenant().unwrap_or(DEFAULT_TENANT);
+        let Some(holder) = self
+            .inner
+            .store
+            .claimed_session(tenant, &claim.key())
+            .await?
+        else {
+            return Ok(None);
+        };
+        match self.get_session(caller, holder).await {
+            Ok(record) if !record.state.is_terminal() && claim.is_held_by(&record) => {
+                Ok(Some(record))
+            }
+            Ok(_) | Err(EngineError::SessionNotFound(_)) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Makes the caller's live session `id` the holder of `claim` in the store (in place of
+    /// any claim it held), taking it from the caller's session `from` when given: for a
+    /// client that moves an identity (a Jupyter session onto another path or kernel). The
+    /// metadata is the caller's to change ([`Engine::update_session`]). `Some(holder)` when
+    /// another live session holds the claim: nothing changed.
+    pub async fn hold_claim(
+        &self,
+        caller: &Principal,
+        id: SessionId,
+        claim: &SessionClaim,
+        from: Option<SessionId>,
+    ) -> Result<Option<SessionId>, EngineError> {
+        let _claims = self.inner.claims.lock().await;
+        self.get_session(caller, id).await?;
+        if let Some(from) = from {
+            self.get_session(caller, from).await?;
+        }
+        let store = &self.inner.store;
+        let key = claim.key();
+        let Some(holder) = store.hold_claim(id, &key, from).await? else {
+            return Ok(None);
+        };
+        let still_held = store
+            .get_session(holder)
+            .await?
+            .is_some_and(|stored| claim.is_held_by(&stored));
+        if still_held {
+            return Ok(Some(holder));
+        }
+        // The holder's own identity moved on (see `fleet::insert_claimed`).
+        store.release_claim(holder, &key).await?;
+        Ok(store.hold_claim(id, &key, from).await?)
+    }
+
+    /// Whether session `id` runs on this node (in a fleet, a live session found in the
+    /// store may run on another; requests about it belong there).
+    pub fn runs_here(&self, id: SessionId) -> bool {
+        self.live(id).is_some()
     }
 
     /// What a live session's processes use of the host's memory now (PSS, USS, RSS); `None`

@@ -17,8 +17,9 @@ use chrono::Utc;
 use corral_core::{
     NodeLoad, NodeRecord, Principal, SessionId, SessionRecord, SessionState, NODE_LOST_REASON,
 };
+use corral_store::ClaimedInsert;
 
-use crate::engine::EngineInner;
+use crate::engine::{EngineInner, SessionClaim};
 use crate::quotas::QuotaKind;
 use crate::{measurements, Engine, EngineError};
 
@@ -232,32 +233,74 @@ pub(crate) async fn claim_execution(
 
 /// Records a session this node just started: owned by this node and, in a fleet, counted
 /// against its tenant's live sessions across every node (the store serialises concurrent
-/// creates, so none are double counted).
+/// creates, so none are double counted). With a `claim`, nothing is recorded when a live
+/// session of the tenant already holds it (on any node): its id is the answer.
 pub(crate) async fn record_new_session(
     inner: &EngineInner,
     record: &SessionRecord,
-) -> Result<(), EngineError> {
-    let Some(fleet) = &inner.fleet else {
-        inner.store.insert_session(record).await?;
-        return Ok(());
+    claim: Option<&SessionClaim>,
+) -> Result<Option<SessionId>, EngineError> {
+    let owner = inner.fleet.as_ref().map(|fleet| fleet.node_id.as_str());
+    // A single node counts its tenants' sessions itself (`quotas`).
+    let limit = owner
+        .and(inner.limits.max_sessions_per_tenant)
+        .map(|limit| u64::try_from(limit).unwrap_or(u64::MAX));
+    let stored = match (claim, owner) {
+        (Some(claim), owner) => match insert_claimed(inner, record, claim, owner, limit).await? {
+            ClaimedInsert::Inserted => true,
+            ClaimedInsert::AlreadyClaimed(holder) => return Ok(Some(holder)),
+            ClaimedInsert::TenantFull => false,
+        },
+        (None, None) => {
+            inner.store.insert_session(record).await?;
+            true
+        }
+        (None, Some(owner)) => {
+            inner
+                .store
+                .insert_owned_session(record, owner, limit)
+                .await?
+        }
     };
-    let limit = inner.limits.max_sessions_per_tenant;
-    let stored = inner
-        .store
-        .insert_owned_session(
-            record,
-            &fleet.node_id,
-            limit.map(|limit| u64::try_from(limit).unwrap_or(u64::MAX)),
-        )
-        .await?;
     if stored {
-        return Ok(());
+        return Ok(None);
     }
     measurements::refused("tenant_sessions");
     Err(EngineError::QuotaExceeded {
         kind: QuotaKind::Sessions,
-        limit: limit.unwrap_or_default(),
+        limit: inner.limits.max_sessions_per_tenant.unwrap_or_default(),
     })
+}
+
+/// Inserts `record` holding `claim`. A holder whose metadata no longer carries the claim
+/// (a client moved it, e.g. a Jupyter session's path changed) holds it no more: its claim is
+/// let go and the insert tried again.
+async fn insert_claimed(
+    inner: &EngineInner,
+    record: &SessionRecord,
+    claim: &SessionClaim,
+    owner: Option<&str>,
+    limit: Option<u64>,
+) -> Result<ClaimedInsert, EngineError> {
+    let key = claim.key();
+    let store = &inner.store;
+    let outcome = store
+        .insert_claimed_session(record, &key, owner, limit)
+        .await?;
+    let ClaimedInsert::AlreadyClaimed(holder) = outcome else {
+        return Ok(outcome);
+    };
+    let still_held = store
+        .get_session(holder)
+        .await?
+        .is_some_and(|stored| claim.is_held_by(&stored));
+    if still_held {
+        return Ok(outcome);
+    }
+    store.release_claim(holder, &key).await?;
+    Ok(store
+        .insert_claimed_session(record, &key, owner, limit)
+        .await?)
 }
 
 /// At start-up: this node's sessions that the store still shows live belong to its previous

@@ -86,6 +86,21 @@ pub struct ExecutionWrite {
     pub keep_last: u64,
 }
 
+/// What [`Store::insert_claimed_session`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClaimedInsert {
+    /// The session is stored and holds the claim.
+    Inserted,
+    /// Nothing was stored: this live session of the tenant holds the claim.
+    AlreadyClaimed(SessionId),
+    /// Nothing was stored: the tenant has its maximum of live sessions.
+    TenantFull,
+}
+
+/// How many times an insert of a claimed session is tried when its claim was held but the
+/// holder ended before it could be named.
+pub(crate) const CLAIM_ATTEMPTS: usize = 3;
+
 /// Which sessions to list: optionally one state, after a cursor, at most `limit`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionQuery {
@@ -182,6 +197,37 @@ pub trait Store: Send + Sync + 'static {
         owner: &str,
         max_live_in_tenant: Option<u64>,
     ) -> Result<bool, StoreError>;
+    /// Records a new session that holds `claim` (a caller-chosen identity, unique among
+    /// its tenant's live sessions), owned by `owner` when given and within
+    /// `max_live_in_tenant` as [`Store::insert_owned_session`]: nothing is stored when a
+    /// live session of the tenant already holds the claim (its id is the answer) or the
+    /// tenant is full. Concurrent inserts of one claim, from any node, store one session. The
+    /// claim is given back when its session ends (`closed` or `dead`), however it ends.
+    async fn insert_claimed_session(
+        &self,
+        session: &SessionRecord,
+        claim: &str,
+        owner: Option<&str>,
+        max_live_in_tenant: Option<u64>,
+    ) -> Result<ClaimedInsert, StoreError>;
+    /// Live session `id` holds `claim` from now on, in place of any claim it held, taking it
+    /// from session `from` when given (an identity moving from one session to another) — in
+    /// one transaction. `Some(holder)` when another live session of the tenant holds it:
+    /// then nothing changed. A session that is not live holds nothing (`None`).
+    async fn hold_claim(
+        &self,
+        id: SessionId,
+        claim: &str,
+        from: Option<SessionId>,
+    ) -> Result<Option<SessionId>, StoreError>;
+    /// Session `id` no longer holds `claim` (its holder's own identity moved elsewhere).
+    async fn release_claim(&self, id: SessionId, claim: &str) -> Result<(), StoreError>;
+    /// The live session of `tenant` that holds `claim`, if any.
+    async fn claimed_session(
+        &self,
+        tenant: &str,
+        claim: &str,
+    ) -> Result<Option<SessionId>, StoreError>;
     /// The node that owns a session, if it has one (sessions of a single-node server
     /// before fleets existed have none).
     async fn session_owner(&self, id: SessionId) -> Result<Option<String>, StoreError>;

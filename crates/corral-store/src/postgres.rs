@@ -17,8 +17,10 @@ use corral_core::{
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Connection, PgPool, Row};
 
-use crate::records::{count_to_i64, duration_to_ms, row_decoders, to_json, ExecutionJson};
-use crate::{ExecutionWrite, SessionQuery, Store, StoreError};
+use crate::records::{
+    count_to_i64, duration_to_ms, row_decoders, session_id_of, to_json, ExecutionJson,
+};
+use crate::{ClaimedInsert, ExecutionWrite, SessionQuery, Store, StoreError};
 
 /// A store backed by a PostgreSQL database.
 #[derive(Clone, Debug)]
@@ -88,7 +90,10 @@ const UPDATE_SESSION: &str =
 const REVIVE_SESSION: &str =
     "UPDATE sessions SET name = $1, runtime = $2, state = $3, state_reason = $4, \
      created_at = $5, last_activity_at = $6, execution_count = $7, metadata = $8, \
-     accepting_executions = $9, idle_ttl_ms = $10, max_ttl_ms = $11, tenant = $12 \
+     accepting_executions = $9, idle_ttl_ms = $10, max_ttl_ms = $11, tenant = $12, \
+     claim = CASE WHEN EXISTS (SELECT 1 FROM sessions AS holder WHERE holder.tenant = sessions.tenant \
+     AND holder.claim = sessions.claim AND holder.id <> sessions.id \
+     AND holder.state NOT IN ('closed', 'dead')) THEN NULL ELSE claim END \
      WHERE id = $13 AND state = 'dead'";
 
 #[async_trait]
@@ -376,6 +381,148 @@ impl Store for PostgresStore {
         .await?;
         transaction.commit().await?;
         Ok(result.rows_affected() == 1)
+    }
+
+    async fn insert_claimed_session(
+        &self,
+        session: &SessionRecord,
+        claim: &str,
+        owner: Option<&str>,
+        max_live_in_tenant: Option<u64>,
+    ) -> Result<ClaimedInsert, StoreError> {
+        let limit = max_live_in_tenant.map(count_to_i64);
+        // Inserts of one tenant take turns (the lock `insert_owned_session` takes too, held
+        // until the transaction ends), so each sees the claims and the count the previous one
+        // committed; the unique index on live claims stands behind it.
+        let mut transaction = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+            .bind(&session.tenant)
+            .execute(&mut *transaction)
+            .await?;
+        let holder: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM sessions WHERE tenant = $1 AND claim = $2 \
+             AND state NOT IN ('closed', 'dead')",
+        )
+        .bind(&session.tenant)
+        .bind(claim)
+        .fetch_optional(&mut *transaction)
+        .await?;
+        if let Some(holder) = holder {
+            transaction.rollback().await?;
+            return Ok(ClaimedInsert::AlreadyClaimed(session_id_of(&holder)?));
+        }
+        let result = sqlx::query(
+            "INSERT INTO sessions (id, name, runtime, state, state_reason, created_at, \
+             last_activity_at, execution_count, metadata, accepting_executions, resources, \
+             idle_ttl_ms, max_ttl_ms, tenant, owner_node, network, egress_ports, claim) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $17, $18, $19 \
+             WHERE $16 IS NULL OR (SELECT COUNT(*) FROM sessions WHERE tenant = $14 \
+             AND state NOT IN ('closed', 'dead')) < $16",
+        )
+        .bind(session.id.to_string())
+        .bind(&session.name)
+        .bind(&session.runtime)
+        .bind(session.state.as_str())
+        .bind(&session.state_reason)
+        .bind(session.created_at)
+        .bind(session.last_activity_at)
+        .bind(count_to_i64(session.execution_count))
+        .bind(to_json(&session.metadata)?)
+        .bind(session.accepting_executions)
+        .bind(to_json(&session.resources)?)
+        .bind(duration_to_ms(session.ttl.idle))
+        .bind(duration_to_ms(session.ttl.max))
+        .bind(&session.tenant)
+        .bind(owner)
+        .bind(limit)
+        .bind(to_json(&session.network)?)
+        .bind(to_json(&session.egress_ports)?)
+        .bind(claim)
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        Ok(if result.rows_affected() == 1 {
+            ClaimedInsert::Inserted
+        } else {
+            ClaimedInsert::TenantFull
+        })
+    }
+
+    async fn hold_claim(
+        &self,
+        id: SessionId,
+        claim: &str,
+        from: Option<SessionId>,
+    ) -> Result<Option<SessionId>, StoreError> {
+        let mut transaction = self.pool.begin().await?;
+        let tenant: Option<String> =
+            sqlx::query_scalar("SELECT tenant FROM sessions WHERE id = $1")
+                .bind(id.to_string())
+                .fetch_optional(&mut *transaction)
+                .await?;
+        let Some(tenant) = tenant else {
+            transaction.rollback().await?;
+            return Ok(None);
+        };
+        // Claims of one tenant change in turn (the lock inserts of the tenant take too).
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+            .bind(&tenant)
+            .execute(&mut *transaction)
+            .await?;
+        if let Some(from) = from {
+            sqlx::query("UPDATE sessions SET claim = NULL WHERE id = $1 AND claim = $2")
+                .bind(from.to_string())
+                .bind(claim)
+                .execute(&mut *transaction)
+                .await?;
+        }
+        let holder: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM sessions WHERE tenant = $1 AND claim = $2 AND id <> $3 \
+             AND state NOT IN ('closed', 'dead')",
+        )
+        .bind(&tenant)
+        .bind(claim)
+        .bind(id.to_string())
+        .fetch_optional(&mut *transaction)
+        .await?;
+        if let Some(holder) = holder {
+            transaction.rollback().await?;
+            return Ok(Some(session_id_of(&holder)?));
+        }
+        sqlx::query(
+            "UPDATE sessions SET claim = $1 WHERE id = $2 AND state NOT IN ('closed', 'dead')",
+        )
+        .bind(claim)
+        .bind(id.to_string())
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        Ok(None)
+    }
+
+    async fn release_claim(&self, id: SessionId, claim: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE sessions SET claim = NULL WHERE id = $1 AND claim = $2")
+            .bind(id.to_string())
+            .bind(claim)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn claimed_session(
+        &self,
+        tenant: &str,
+        claim: &str,
+    ) -> Result<Option<SessionId>, StoreError> {
+        let id: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM sessions WHERE tenant = $1 AND claim = $2 \
+             AND state NOT IN ('closed', 'dead')",
+        )
+        .bind(tenant)
+        .bind(claim)
+        .fetch_optional(&self.pool)
+        .await?;
+        id.as_deref().map(session_id_of).transpose()
     }
 
     async fn session_owner(&self, id: SessionId) -> Result<Option<String>, StoreError> {

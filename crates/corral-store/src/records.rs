@@ -194,3 +194,9 @@ macro_rules! row_decoders {
 }
 
 pub(crate) use row_decoders;
+
+/// A session id as stored.
+pub(crate) fn session_id_of(text: &str) -> Result<corral_core::SessionId, crate::StoreError> {
+    <corral_core::SessionId as std::str::FromStr>::from_str(text)
+        .map_err(|error| crate::StoreError::Corrupt(error.to_string()))
+}

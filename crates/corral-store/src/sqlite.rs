@@ -17,8 +17,10 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, SqlitePool};
 
-use crate::records::{count_to_i64, duration_to_ms, row_decoders, to_json, ExecutionJson};
-use crate::{ExecutionWrite, SessionQuery, Store, StoreError};
+use crate::records::{
+    count_to_i64, duration_to_ms, row_decoders, session_id_of, to_json, ExecutionJson,
+};
+use crate::{ClaimedInsert, ExecutionWrite, SessionQuery, Store, StoreError, CLAIM_ATTEMPTS};
 
 /// Name of the database file inside the data directory.
 pub const DATABASE_FILE: &str = "corral.sqlite3";
@@ -66,7 +68,10 @@ const UPDATE_SESSION: &str =
 const REVIVE_SESSION: &str =
     "UPDATE sessions SET name = ?, runtime = ?, state = ?, state_reason = ?, \
      created_at = ?, last_activity_at = ?, execution_count = ?, metadata = ?, \
-     accepting_executions = ?, idle_ttl_ms = ?, max_ttl_ms = ?, tenant = ? \
+     accepting_executions = ?, idle_ttl_ms = ?, max_ttl_ms = ?, tenant = ?, \
+     claim = CASE WHEN EXISTS (SELECT 1 FROM sessions AS holder WHERE holder.tenant = sessions.tenant \
+     AND holder.claim = sessions.claim AND holder.id <> sessions.id \
+     AND holder.state NOT IN ('closed', 'dead')) THEN NULL ELSE claim END \
      WHERE id = ? AND state = 'dead'";
 
 #[async_trait]
@@ -345,6 +350,132 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await?;
         Ok(result.rows_affected() == 1)
+    }
+
+    async fn insert_claimed_session(
+        &self,
+        session: &SessionRecord,
+        claim: &str,
+        owner: Option<&str>,
+        max_live_in_tenant: Option<u64>,
+    ) -> Result<ClaimedInsert, StoreError> {
+        let limit = max_live_in_tenant.map(count_to_i64);
+        for _ in 0..CLAIM_ATTEMPTS {
+            // One statement: SQLite runs it under its write lock, so neither the claim check
+            // nor the count can interleave with another writer's insert.
+            let result = sqlx::query(
+                "INSERT INTO sessions (id, name, runtime, state, state_reason, created_at, \
+                 last_activity_at, execution_count, metadata, accepting_executions, resources, \
+                 idle_ttl_ms, max_ttl_ms, tenant, owner_node, network, egress_ports, claim) \
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?17, ?18, ?19 \
+                 WHERE NOT EXISTS (SELECT 1 FROM sessions WHERE tenant = ?14 AND claim = ?19 \
+                 AND state NOT IN ('closed', 'dead')) \
+                 AND (?16 IS NULL OR (SELECT COUNT(*) FROM sessions WHERE tenant = ?14 \
+                 AND state NOT IN ('closed', 'dead')) < ?16)",
+            )
+            .bind(session.id.to_string())
+            .bind(&session.name)
+            .bind(&session.runtime)
+            .bind(session.state.as_str())
+            .bind(&session.state_reason)
+            .bind(session.created_at)
+            .bind(session.last_activity_at)
+            .bind(count_to_i64(session.execution_count))
+            .bind(to_json(&session.metadata)?)
+            .bind(session.accepting_executions)
+            .bind(to_json(&session.resources)?)
+            .bind(duration_to_ms(session.ttl.idle))
+            .bind(duration_to_ms(session.ttl.max))
+            .bind(&session.tenant)
+            .bind(owner)
+            .bind(limit)
+            .bind(to_json(&session.network)?)
+            .bind(to_json(&session.egress_ports)?)
+            .bind(claim)
+            .execute(&self.pool)
+            .await?;
+            if result.rows_affected() == 1 {
+                return Ok(ClaimedInsert::Inserted);
+            }
+            if let Some(holder) = self.claimed_session(&session.tenant, claim).await? {
+                return Ok(ClaimedInsert::AlreadyClaimed(holder));
+            }
+            if limit.is_some() {
+                return Ok(ClaimedInsert::TenantFull);
+            }
+            // The holder ended between the insert and the look-up: try again.
+        }
+        Ok(ClaimedInsert::TenantFull)
+    }
+
+    async fn hold_claim(
+        &self,
+        id: SessionId,
+        claim: &str,
+        from: Option<SessionId>,
+    ) -> Result<Option<SessionId>, StoreError> {
+        let mut transaction = self.pool.begin().await?;
+        if let Some(from) = from {
+            sqlx::query("UPDATE sessions SET claim = NULL WHERE id = ? AND claim = ?")
+                .bind(from.to_string())
+                .bind(claim)
+                .execute(&mut *transaction)
+                .await?;
+        }
+        // One statement: the check and the change happen under SQLite's write lock.
+        let held = sqlx::query(
+            "UPDATE sessions SET claim = ?1 WHERE id = ?2 AND state NOT IN ('closed', 'dead') \
+             AND NOT EXISTS (SELECT 1 FROM sessions AS holder WHERE holder.tenant = sessions.tenant \
+             AND holder.claim = ?1 AND holder.id <> ?2 AND holder.state NOT IN ('closed', 'dead'))",
+        )
+        .bind(claim)
+        .bind(id.to_string())
+        .execute(&mut *transaction)
+        .await?
+        .rows_affected()
+            == 1;
+        if !held {
+            let holder: Option<String> = sqlx::query_scalar(
+                "SELECT holder.id FROM sessions AS holder JOIN sessions AS wanting \
+                 ON wanting.tenant = holder.tenant WHERE wanting.id = ?2 AND holder.claim = ?1 \
+                 AND holder.id <> ?2 AND holder.state NOT IN ('closed', 'dead')",
+            )
+            .bind(claim)
+            .bind(id.to_string())
+            .fetch_optional(&mut *transaction)
+            .await?;
+            if let Some(holder) = holder {
+                transaction.rollback().await?;
+                return Ok(Some(session_id_of(&holder)?));
+            }
+        }
+        transaction.commit().await?;
+        Ok(None)
+    }
+
+    async fn release_claim(&self, id: SessionId, claim: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE sessions SET claim = NULL WHERE id = ? AND claim = ?")
+            .bind(id.to_string())
+            .bind(claim)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn claimed_session(
+        &self,
+        tenant: &str,
+        claim: &str,
+    ) -> Result<Option<SessionId>, StoreError> {
+        let id: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM sessions WHERE tenant = ? AND claim = ? \
+             AND state NOT IN ('closed', 'dead')",
+        )
+        .bind(tenant)
+        .bind(claim)
+        .fetch_optional(&self.pool)
+        .await?;
+        id.as_deref().map(session_id_of).transpose()
     }
 
     async fn session_owner(&self, id: SessionId) -> Result<Option<String>, StoreError> {

@@ -11,7 +11,9 @@ use corral_core::{
     ApiKeyRecord, ExecutionRecord, ExecutionStatus, KeyScope, NodeLoad, NodeRecord, OutputItem,
     SessionId, SessionRecord, SessionState, SessionTtl, NODE_LOST_REASON,
 };
-use corral_store::{ExecutionWrite, GroupCommit, PostgresStore, SessionQuery, SqliteStore, Store};
+use corral_store::{
+    ClaimedInsert, ExecutionWrite, GroupCommit, PostgresStore, SessionQuery, SqliteStore, Store,
+};
 
 #[derive(Clone, Copy, Debug)]
 enum Backend {
@@ -484,6 +486,246 @@ async fn a_tenants_live_session_limit_holds_under_concurrent_inserts(test: TestS
         .expect("insert"));
 }
 
+async fn a_claim_is_held_by_one_live_session_of_a_tenant_until_it_ends(mut test: TestStore) {
+    let store = test.store.clone();
+    let now = now();
+    const CLAIM: &str = r#"["jupyter","path","notebook.ipynb"]"#;
+    // Concurrent inserts of one claim, as from several nodes: one session is stored and every
+    // other insert is told which one.
+    let attempts: Vec<_> = (0..12)
+        .map(|index| {
+            let store = store.clone();
+            let mut record = session(now);
+            record.tenant = "team".into();
+            let owner = format!("node-{}", index % 3);
+            tokio::spawn(async move {
+                let outcome = store
+                    .insert_claimed_session(&record, CLAIM, Some(&owner), Some(100))
+                    .await
+                    .expect("insert");
+                (record.id, outcome)
+            })
+        })
+        .collect();
+    let mut inserted = Vec::new();
+    let mut told = Vec::new();
+    for attempt in attempts {
+        match attempt.await.expect("task") {
+            (id, ClaimedInsert::Inserted) => inserted.push(id),
+            (_, ClaimedInsert::AlreadyClaimed(holder)) => told.push(holder),
+            (_, ClaimedInsert::TenantFull) => panic!("the tenant is not full"),
+        }
+    }
+    assert_eq!(inserted.len(), 1, "one session holds the claim");
+    let holder = inserted[0];
+    assert!(told.iter().all(|id| *id == holder), "{told:?}");
+    assert_eq!(told.len(), 11);
+    let team_sessions = store
+        .list_sessions(&SessionQuery {
+            state: None,
+            tenant: Some("team".into()),
+            after: None,
+            limit: 100,
+        })
+        .await
+        .expect("list");
+    assert_eq!(team_sessions.len(), 1, "the losers stored nothing");
+    assert_eq!(
+        store.claimed_session("team", CLAIM).await.expect("claimed"),
+        Some(holder)
+    );
+    // Another tenant, or another claim, is another identity.
+    assert_eq!(
+        store
+            .claimed_session("other", CLAIM)
+            .await
+            .expect("claimed"),
+        None
+    );
+    let mut elsewhere = session(now);
+    elsewhere.tenant = "other".into();
+    assert_eq!(
+        store
+            .insert_claimed_session(&elsewhere, CLAIM, None, None)
+            .await
+            .expect("insert"),
+        ClaimedInsert::Inserted
+    );
+    let mut second = session(now);
+    second.tenant = "team".into();
+    assert_eq!(
+        store
+            .insert_claimed_session(
+                &second,
+                r#"["agent","identifier","x"]"#,
+                Some("node-0"),
+                None
+            )
+            .await
+            .expect("insert"),
+        ClaimedInsert::Inserted
+    );
+    // The tenant's limit still holds: two live sessions of `team` now.
+    let mut over = session(now);
+    over.tenant = "team".into();
+    assert_eq!(
+        store
+            .insert_claimed_session(&over, r#"["agent","identifier","y"]"#, None, Some(2))
+            .await
+            .expect("insert"),
+        ClaimedInsert::TenantFull
+    );
+
+    // Once the holder is closed the claim is free again.
+    let mut closed = store
+        .get_session(holder)
+        .await
+        .expect("get")
+        .expect("stored");
+    closed.state = SessionState::Closed;
+    closed.state_reason = Some("closed by client".into());
+    store.update_session(&closed).await.expect("close");
+    assert_eq!(
+        store.claimed_session("team", CLAIM).await.expect("claimed"),
+        None
+    );
+    let mut next = session(now);
+    next.tenant = "team".into();
+    assert_eq!(
+        store
+            .insert_claimed_session(&next, CLAIM, Some("node-1"), None)
+            .await
+            .expect("insert"),
+        ClaimedInsert::Inserted
+    );
+    // ... and when its node's sessions die.
+    store
+        .mark_node_sessions_dead("node-1", NODE_LOST_REASON, now)
+        .await
+        .expect("mark dead");
+    assert_eq!(
+        store.claimed_session("team", CLAIM).await.expect("claimed"),
+        None
+    );
+    let mut third = session(now);
+    third.tenant = "team".into();
+    assert_eq!(
+        store
+            .insert_claimed_session(&third, CLAIM, Some("node-2"), None)
+            .await
+            .expect("insert"),
+        ClaimedInsert::Inserted
+    );
+    // A dead session brought back while another holds its claim does not take it back.
+    let mut revived = store
+        .get_session(next.id)
+        .await
+        .expect("get")
+        .expect("stored");
+    revived.state = SessionState::Idle;
+    revived.state_reason = None;
+    assert!(store.revive_session(&revived).await.expect("revive"));
+    assert_eq!(
+        store.claimed_session("team", CLAIM).await.expect("claimed"),
+        Some(third.id)
+    );
+    // Reopened, the claims are as they were.
+    test.reopen().await;
+    assert_eq!(
+        test.store
+            .claimed_session("team", CLAIM)
+            .await
+            .expect("claimed"),
+        Some(third.id)
+    );
+    // A holder lets go of its claim (a client moved its identity elsewhere).
+    test.store
+        .release_claim(third.id, CLAIM)
+        .await
+        .expect("release");
+    assert_eq!(
+        test.store
+            .claimed_session("team", CLAIM)
+            .await
+            .expect("claimed"),
+        None
+    );
+}
+
+async fn a_claim_moves_between_live_sessions_in_one_step(test: TestStore) {
+    let store = &test.store;
+    let now = now();
+    const OLD: &str = r#"["jupyter","path","old.ipynb"]"#;
+    const NEW: &str = r#"["jupyter","path","new.ipynb"]"#;
+    let first = session(now);
+    assert_eq!(
+        store
+            .insert_claimed_session(&first, OLD, Some("node-0"), None)
+            .await
+            .expect("insert"),
+        ClaimedInsert::Inserted
+    );
+    let second = session(now);
+    store
+        .insert_owned_session(&second, "node-1", None)
+        .await
+        .expect("insert");
+    let tenant = first.tenant.as_str();
+    // Held by another live session: refused, nothing changes.
+    assert_eq!(
+        store.hold_claim(second.id, OLD, None).await.expect("hold"),
+        Some(first.id)
+    );
+    assert_eq!(
+        store.claimed_session(tenant, OLD).await.expect("claimed"),
+        Some(first.id)
+    );
+    // Taken from its holder.
+    assert_eq!(
+        store
+            .hold_claim(second.id, OLD, Some(first.id))
+            .await
+            .expect("hold"),
+        None
+    );
+    assert_eq!(
+        store.claimed_session(tenant, OLD).await.expect("claimed"),
+        Some(second.id)
+    );
+    // A session holds one claim: holding another gives the first back.
+    assert_eq!(
+        store.hold_claim(second.id, NEW, None).await.expect("hold"),
+        None
+    );
+    assert_eq!(
+        store.claimed_session(tenant, OLD).await.expect("claimed"),
+        None
+    );
+    assert_eq!(
+        store.claimed_session(tenant, NEW).await.expect("claimed"),
+        Some(second.id)
+    );
+    // An ended session holds nothing.
+    let mut ended = first.clone();
+    ended.state = SessionState::Closed;
+    store.update_session(&ended).await.expect("close");
+    assert_eq!(
+        store.hold_claim(first.id, OLD, None).await.expect("hold"),
+        None
+    );
+    assert_eq!(
+        store.claimed_session(tenant, OLD).await.expect("claimed"),
+        None
+    );
+    assert_eq!(
+        store
+            .hold_claim(SessionId::new(), OLD, None)
+            .await
+            .expect("hold"),
+        None
+    );
+}
+
 async fn a_lapsed_node_is_declared_lost_once_and_its_sessions_die(test: TestStore) {
     let store = test.store.clone();
     let start = now();
@@ -755,6 +997,8 @@ store_suite!(
     an_ended_session_stays_ended,
     api_keys_are_stored_listed_by_tenant_and_revoked,
     a_tenants_live_session_limit_holds_under_concurrent_inserts,
+    a_claim_is_held_by_one_live_session_of_a_tenant_until_it_ends,
+    a_claim_moves_between_live_sessions_in_one_step,
     a_lapsed_node_is_declared_lost_once_and_its_sessions_die,
     a_batch_of_executions_is_recorded_whole_or_not_at_all,
     the_group_commit_answers_once_stored_and_fails_only_a_bad_write,

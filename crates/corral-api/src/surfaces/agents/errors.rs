@@ -8,6 +8,7 @@
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use corral_core::SessionId;
 use corral_engine::EngineError;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -38,6 +39,8 @@ pub struct AgentError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// The session runs on another node of the fleet, which answers instead.
+    runs_on: Option<SessionId>,
 }
 
 impl AgentError {
@@ -46,6 +49,20 @@ impl AgentError {
             status,
             code,
             message: message.into(),
+            runs_on: None,
+        }
+    }
+
+    /// Session `id` runs on another node: the fleet's forwarding sends the request there
+    /// (this 503 is answered only should that node be gone by then).
+    pub fn runs_elsewhere(id: SessionId) -> Self {
+        AgentError {
+            runs_on: Some(id),
+            ..AgentError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "node_unreachable",
+                "the node that runs this session cannot answer right now; retry shortly",
+            )
         }
     }
 
@@ -89,7 +106,10 @@ impl IntoResponse for AgentError {
                 header::HeaderValue::from_static("Bearer"),
             );
         }
-        response
+        match self.runs_on {
+            Some(id) => crate::forwarding::owner_answers(response, id),
+            None => response,
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::Json;
 use corral_core::{KeyScope, Principal, SessionId, SessionRecord};
 use corral_engine::keys::NewKey;
@@ -27,12 +27,33 @@ use utoipa_axum::routes;
 
 use crate::auth::authenticate;
 use crate::body::{parse_json, BodyError};
+use crate::forwarding::{AddressedRoute, SessionAddress};
 use crate::state::ApiState;
 use errors::{AgentError, ErrorList};
 use views::{AgentSession, AgentSessionRequest, SessionContainer};
 
 /// Reason recorded when a session is closed because its key could not be minted or recorded.
 const KEY_FAILED_REASON: &str = "its agent session key could not be issued";
+
+/// The routes that name their session by its identifier: in a fleet, the node that runs it
+/// answers them.
+pub const ADDRESSED_ROUTES: &[AddressedRoute] = &[
+    AddressedRoute {
+        method: Method::PUT,
+        path: "/sessions/{identifier}",
+        address: SessionAddress::Claim,
+    },
+    AddressedRoute {
+        method: Method::GET,
+        path: "/sessions/{identifier}",
+        address: SessionAddress::Claim,
+    },
+    AddressedRoute {
+        method: Method::DELETE,
+        path: "/sessions/{identifier}",
+        address: SessionAddress::Claim,
+    },
+];
 
 /// The agent sessions routes, relative to the surface's mount point.
 pub fn router() -> OpenApiRouter<ApiState> {
@@ -74,17 +95,29 @@ fn identifier_of(path: Result<Path<String>, PathRejection>) -> Result<String, Ag
     Ok(identifier)
 }
 
-/// The caller's live session named by the route's identifier (404 when there is none).
-fn named_session(
+/// The caller's live session named by the route's identifier (404 when there is none), when
+/// it runs on this node.
+async fn named_session(
     state: &ApiState,
     caller: &Principal,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<SessionRecord, AgentError> {
     let identifier = identifier_of(path)?;
-    state
+    let record = state
         .engine
-        .find_claimed(caller, &claim(&identifier))
-        .ok_or_else(|| AgentError::session_not_found(&identifier))
+        .claimed_session(caller, &claim(&identifier))
+        .await?
+        .ok_or_else(|| AgentError::session_not_found(&identifier))?;
+    run_here(state, record)
+}
+
+/// `record`, or the answer that its session's own node gives (in a fleet).
+fn run_here(state: &ApiState, record: SessionRecord) -> Result<SessionRecord, AgentError> {
+    if state.engine.runs_here(record.id) {
+        Ok(record)
+    } else {
+        Err(AgentError::runs_elsewhere(record.id))
+    }
 }
 
 /// The claim naming the session with `identifier`.
@@ -199,6 +232,7 @@ async fn put_session(
         )
         .await?;
     if !created {
+        let record = run_here(&state, record)?;
         return Ok(Json(container(&record, None)?));
     }
     let issued = match state
@@ -267,7 +301,7 @@ async fn get_session(
     AgentCaller(caller): AgentCaller,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<SessionContainer>, AgentError> {
-    let record = named_session(&state, &caller, path)?;
+    let record = named_session(&state, &caller, path).await?;
     Ok(Json(container(&record, None)?))
 }
 
@@ -287,7 +321,7 @@ async fn delete_session(
     AgentCaller(caller): AgentCaller,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<SessionContainer>, AgentError> {
-    let record = named_session(&state, &caller, path)?;
+    let record = named_session(&state, &caller, path).await?;
     // Revoke first: should closing fail, a retry still finds the session and closes it.
     if let Some(key_id) = views::key_id(&record) {
         // Only the session key minted for this very session: metadata is editable on the

@@ -9,6 +9,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use corral_core::SessionId;
 use corral_engine::EngineError;
 
 use super::models::{JupyterError, KernelUnavailable};
@@ -23,6 +24,9 @@ pub enum Failure {
         message: String,
         short_message: String,
     },
+    /// The session runs on another node of the fleet, which answers instead (this 503 is
+    /// answered only should that node be gone by then).
+    RunsElsewhere(SessionId),
 }
 
 impl Failure {
@@ -96,6 +100,19 @@ impl IntoResponse for Failure {
                 }),
             )
                 .into_response(),
+            Failure::RunsElsewhere(id) => crate::forwarding::owner_answers(
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Json(JupyterError {
+                        message:
+                            "The node that runs this session cannot answer right now; retry shortly"
+                                .to_owned(),
+                        reason: None,
+                    }),
+                )
+                    .into_response(),
+                id,
+            ),
         }
     }
 }

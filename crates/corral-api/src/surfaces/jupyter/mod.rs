@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use axum::extract::{OriginalUri, Query};
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::{header, Method, StatusCode};
 use axum::Extension;
 use chrono::{DateTime, Utc};
 use corral_core::Principal;
@@ -38,6 +38,7 @@ use corral_engine::EngineError;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::forwarding::{AddressedRoute, SessionAddress};
 use crate::state::ApiState;
 use failure::Failure;
 
@@ -55,6 +56,14 @@ struct SurfaceContext {
     /// The kernels' websocket connections.
     kernels: Arc<kernel_hub::KernelHubs>,
 }
+
+/// The route that names its session by a path: in a fleet, a create of a path that a session
+/// on another node holds is answered by that node.
+pub const ADDRESSED_ROUTES: &[AddressedRoute] = &[AddressedRoute {
+    method: Method::POST,
+    path: "/api/sessions",
+    address: SessionAddress::Claim,
+}];
 
 /// The Jupyter routes, relative to the surface's mount point.
 pub fn router() -> OpenApiRouter<ApiState> {

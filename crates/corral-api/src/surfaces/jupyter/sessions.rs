@@ -21,7 +21,7 @@ use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use corral_core::{Principal, SessionRecord};
+use corral_core::{Principal, SessionId, SessionRecord};
 use corral_engine::{CreateSession, SessionClaim, SessionUpdate, CLOSED_BY_CLIENT_REASON};
 use serde_json::{Map, Value};
 
@@ -222,6 +222,52 @@ fn created(parts: &Parts, model: SessionModel) -> Response {
         .into_response()
 }
 
+/// The answer to a create of `path` when `holder` already holds it: its session (answered by
+/// the node that runs it), or 409 when it is not a Jupyter session.
+fn holder_answer(
+    state: &ApiState,
+    context: &SurfaceContext,
+    parts: &Parts,
+    path: &str,
+    holder: &SessionRecord,
+) -> Result<Response, Failure> {
+    if !state.engine.runs_here(holder.id) {
+        return Err(Failure::RunsElsewhere(holder.id));
+    }
+    match StoredSession::of(holder) {
+        Some(existing) => Ok(created(parts, existing.model(holder, &context.kernels))),
+        None => Err(Failure::new(
+            StatusCode::CONFLICT,
+            format!(
+                "Path {path} is held by corral session {}, which is not a Jupyter session",
+                holder.id
+            ),
+        )),
+    }
+}
+
+/// Makes `kernel` the holder of `path` in the store (taking it from `from`), or the 409 of a
+/// path another session holds.
+async fn hold_path(
+    state: &ApiState,
+    principal: &Principal,
+    kernel: SessionId,
+    path: &str,
+    from: Option<SessionId>,
+) -> Result<(), Failure> {
+    match state
+        .engine
+        .hold_claim(principal, kernel, &claim("path", path), from)
+        .await?
+    {
+        None => Ok(()),
+        Some(holder) => Err(Failure::new(
+            StatusCode::CONFLICT,
+            format!("Path {path} is already used by corral session {holder}"),
+        )),
+    }
+}
+
 /// Lists the caller's sessions.
 #[utoipa::path(get, path = "/api/sessions", tag = "jupyter",
     params(("token" = Option<String>, Query, description = "A corral API key (or `Authorization: token <key>`)")),
@@ -278,17 +324,12 @@ pub async fn create_session(
 
     let _changes = context.session_changes.lock().await;
     let path_claim = claim("path", &path);
-    if let Some(record) = state.engine.find_claimed(&principal, &path_claim) {
-        return match StoredSession::of(&record) {
-            Some(existing) => Ok(created(&parts, existing.model(&record, &context.kernels))),
-            None => Err(Failure::new(
-                StatusCode::CONFLICT,
-                format!(
-                    "Path {path} is held by corral session {}, which is not a Jupyter session",
-                    record.id
-                ),
-            )),
-        };
+    if let Some(record) = state
+        .engine
+        .claimed_session(&principal, &path_claim)
+        .await?
+    {
+        return holder_answer(&state, &context, &parts, &path, &record);
     }
     let session = StoredSession {
         session_id: uuid::Uuid::new_v4().to_string(),
@@ -305,6 +346,15 @@ pub async fn create_session(
     let kernel = match running {
         Some(kernel) => {
             ensure_free(&kernel, &session.session_id)?;
+            let held = state
+                .engine
+                .hold_claim(&principal, kernel.id, &path_claim, None)
+                .await?;
+            if let Some(holder) = held {
+                // Another node took the path meanwhile.
+                let record = state.engine.get_session(&principal, holder).await?;
+                return holder_answer(&state, &context, &parts, &session.path, &record);
+            }
             bind(&state, &principal, &kernel, &session).await?
         }
         None => {
@@ -317,7 +367,7 @@ pub async fn create_session(
                     short_message: format!("{kernel_name} not found"),
                 });
             }
-            let (kernel, _) = state
+            let (kernel, created) = state
                 .engine
                 .find_or_create_session(
                     &principal,
@@ -329,6 +379,10 @@ pub async fn create_session(
                     },
                 )
                 .await?;
+            if !created && !state.engine.runs_here(kernel.id) {
+                // Another node created it meanwhile.
+                return Err(Failure::RunsElsewhere(kernel.id));
+            }
             kernel
         }
     };
@@ -419,7 +473,8 @@ pub async fn update_session(
     if session.path != before.path {
         if let Some(holder) = state
             .engine
-            .find_claimed(&principal, &claim("path", &session.path))
+            .claimed_session(&principal, &claim("path", &session.path))
+            .await?
         {
             return Err(Failure::new(
                 StatusCode::CONFLICT,
@@ -460,10 +515,25 @@ pub async fn update_session(
         }
         (None, None) => None,
     };
+    // The path's claim in the store follows the session: to its new path, or with the
+    // session onto another kernel.
     let updated = match change {
         None if session == before => kernel,
-        None => bind(&state, &principal, &kernel, &session).await?,
+        None => {
+            if session.path != before.path {
+                hold_path(&state, &principal, kernel.id, &session.path, None).await?;
+            }
+            bind(&state, &principal, &kernel, &session).await?
+        }
         Some(KernelChange::Rebind(target)) => {
+            hold_path(
+                &state,
+                &principal,
+                target.id,
+                &session.path,
+                Some(kernel.id),
+            )
+            .await?;
             let updated = bind(&state, &principal, &target, &session).await?;
             retire(&state, &principal, &kernel).await;
             updated
@@ -480,6 +550,17 @@ pub async fn update_session(
                     },
                 )
                 .await?;
+            let held = hold_path(
+                &state,
+                &principal,
+                updated.id,
+                &session.path,
+                Some(kernel.id),
+            );
+            if let Err(conflict) = held.await {
+                retire(&state, &principal, &updated).await;
+                return Err(conflict);
+            }
             retire(&state, &principal, &kernel).await;
             updated
         }

@@ -11,7 +11,7 @@ mod validation;
 
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use corral_core::{
@@ -25,8 +25,24 @@ use utoipa_axum::routes;
 
 use crate::auth::authenticate;
 use crate::body::{read_bytes, BodyError, BodyLimit};
+use crate::forwarding::{AddressedRoute, SessionAddress};
 use crate::state::ApiState;
 use validation::{ValidationError, Validator};
+
+/// The routes whose body names the session (`session_id`): a fleet forwards them to the
+/// node that runs it.
+pub const ADDRESSED_ROUTES: &[AddressedRoute] = &[
+    AddressedRoute {
+        method: Method::POST,
+        path: "/sessions/execute",
+        address: SessionAddress::BodyField("session_id"),
+    },
+    AddressedRoute {
+        method: Method::POST,
+        path: "/sessions/close",
+        address: SessionAddress::BodyField("session_id"),
+    },
+];
 
 /// The python_rce routes, relative to the surface's mount point.
 pub fn router() -> OpenApiRouter<ApiState> {
