@@ -52,9 +52,12 @@ impl Engine {
             .inner
             .info
             .network
-            .prepare(&record.network, &record.egress_ports)
+            // Fresh proxy ports: the fresh worker gets fresh rules, and the dead worker's
+            // proxy may still hold its old ports for a moment.
+            .prepare(&record.network, &[])
             .await?;
         worker_config.network = prepared.setup.clone();
+        record.egress_ports = prepared.egress_ports();
         let workspace = self.inner.workspaces_dir.join(id.to_string());
         let clock = std::time::Instant::now();
         let worker = Worker::start(&worker_config, workspace.clone())

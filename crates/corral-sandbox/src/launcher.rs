@@ -300,29 +300,14 @@ fn keep_until_exit(init: Pid, keeper: &mut LauncherKeeper) -> Result<i32, Launch
             (false, Some(wait)) => PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX),
             (false, None) => PollTimeout::NONE,
         };
-        let (signal_ready, listener_ready, owner_ready) = {
-            let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
-            let listener_at = keeper.listener_fd().map(|fd| {
-                fds.push(PollFd::new(fd, PollFlags::POLLIN));
-                fds.len() - 1
-            });
-            let owner_at = keeper.owner_fd().map(|fd| {
-                fds.push(PollFd::new(fd, PollFlags::POLLIN));
-                fds.len() - 1
-            });
-            match poll(&mut fds, timeout) {
-                Ok(_) | Err(nix::Error::EINTR) => {}
-                Err(source) => {
-                    return Err(LaunchError::Sys {
-                        what: "poll".to_owned(),
-                        source,
-                    })
-                }
-            }
-            let ready =
-                |index: Option<usize>| index.is_some_and(|index| fds[index].any().unwrap_or(false));
-            (ready(Some(0)), ready(listener_at), ready(owner_at))
-        };
+        let [signal_ready, listener_ready, owner_ready] = poll_readable(
+            [
+                Some(signals.as_fd()),
+                keeper.listener_fd(),
+                keeper.owner_fd(),
+            ],
+            timeout,
+        )?;
         if signal_ready {
             while let Ok(Some(info)) = signals.read_signal() {
                 let signal = Signal::try_from(info.ssi_signo as i32);
@@ -341,6 +326,32 @@ fn keep_until_exit(init: Pid, keeper: &mut LauncherKeeper) -> Result<i32, Launch
             }
         }
     }
+}
+
+/// Waits up to `timeout` until one of `fds` (the `None`s left out) is readable, or a signal
+/// interrupts the wait; says which are.
+fn poll_readable<const N: usize>(
+    fds: [Option<std::os::fd::BorrowedFd<'_>>; N],
+    timeout: PollTimeout,
+) -> Result<[bool; N], LaunchError> {
+    let mut polled: Vec<PollFd> = Vec::with_capacity(N);
+    let mut at = [None; N];
+    for (slot, fd) in at.iter_mut().zip(fds) {
+        if let Some(fd) = fd {
+            polled.push(PollFd::new(fd, PollFlags::POLLIN));
+            *slot = Some(polled.len() - 1);
+        }
+    }
+    match poll(&mut polled, timeout) {
+        Ok(_) | Err(nix::Error::EINTR) => {}
+        Err(source) => {
+            return Err(LaunchError::Sys {
+                what: "poll".to_owned(),
+                source,
+            })
+        }
+    }
+    Ok(at.map(|index| index.is_some_and(|index| polled[index].any().unwrap_or(false))))
 }
 
 /// Init's exit code once it has ended (128 + signal when killed); other children are reaped.
@@ -561,36 +572,21 @@ fn join_worker() -> Result<i32, LaunchError> {
             // The zygote gave up on this session before the worker started.
             return Ok(SETUP_FAILED);
         }
-        let (signal_ready, join_ready, worker_ready) = {
-            let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
-            let join_at = join.as_ref().map(|join| {
-                fds.push(PollFd::new(join.as_fd(), PollFlags::POLLIN));
-                fds.len() - 1
-            });
-            let worker_at = worker
-                .as_ref()
-                .filter(|_| ended_at.is_none())
-                .map(|(_, pidfd)| {
-                    fds.push(PollFd::new(pidfd.as_fd(), PollFlags::POLLIN));
-                    fds.len() - 1
-                });
-            let timeout = match ended_at {
-                Some(_) => PollTimeout::from(100u16),
-                None => PollTimeout::NONE,
-            };
-            match poll(&mut fds, timeout) {
-                Ok(_) | Err(nix::Error::EINTR) => {}
-                Err(source) => {
-                    return Err(LaunchError::Sys {
-                        what: "poll".to_owned(),
-                        source,
-                    })
-                }
-            }
-            let ready =
-                |index: Option<usize>| index.is_some_and(|index| fds[index].any().unwrap_or(false));
-            (ready(Some(0)), ready(join_at), ready(worker_at))
+        let timeout = match ended_at {
+            Some(_) => PollTimeout::from(100u16),
+            None => PollTimeout::NONE,
         };
+        let [signal_ready, join_ready, worker_ready] = poll_readable(
+            [
+                Some(signals.as_fd()),
+                join.as_ref().map(AsFd::as_fd),
+                worker
+                    .as_ref()
+                    .filter(|_| ended_at.is_none())
+                    .map(|(_, pidfd)| pidfd.as_fd()),
+            ],
+            timeout,
+        )?;
         if signal_ready {
             while let Ok(Some(info)) = signals.read_signal() {
                 match Signal::try_from(info.ssi_signo as i32) {

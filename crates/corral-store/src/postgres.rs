@@ -93,8 +93,8 @@ const REVIVE_SESSION: &str =
      accepting_executions = $9, idle_ttl_ms = $10, max_ttl_ms = $11, tenant = $12, \
      claim = CASE WHEN EXISTS (SELECT 1 FROM sessions AS holder WHERE holder.tenant = sessions.tenant \
      AND holder.claim = sessions.claim AND holder.id <> sessions.id \
-     AND holder.state NOT IN ('closed', 'dead')) THEN NULL ELSE claim END \
-     WHERE id = $13 AND state = 'dead'";
+     AND holder.state NOT IN ('closed', 'dead')) THEN NULL ELSE claim END, \
+     egress_ports = $14 WHERE id = $13 AND state = 'dead'";
 
 #[async_trait]
 impl Store for PostgresStore {
@@ -133,7 +133,9 @@ impl Store for PostgresStore {
     }
 
     async fn revive_session(&self, session: &SessionRecord) -> Result<bool, StoreError> {
+        // A revived session has a fresh worker, so fresh network rules and proxy ports.
         let done = bind_session_update(sqlx::query(REVIVE_SESSION), session)?
+            .bind(to_json(&session.egress_ports)?)
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() == 1)

@@ -71,8 +71,8 @@ const REVIVE_SESSION: &str =
      accepting_executions = ?, idle_ttl_ms = ?, max_ttl_ms = ?, tenant = ?, \
      claim = CASE WHEN EXISTS (SELECT 1 FROM sessions AS holder WHERE holder.tenant = sessions.tenant \
      AND holder.claim = sessions.claim AND holder.id <> sessions.id \
-     AND holder.state NOT IN ('closed', 'dead')) THEN NULL ELSE claim END \
-     WHERE id = ? AND state = 'dead'";
+     AND holder.state NOT IN ('closed', 'dead')) THEN NULL ELSE claim END, \
+     egress_ports = ?14 WHERE id = ?13 AND state = 'dead'";
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -111,7 +111,9 @@ impl Store for SqliteStore {
     }
 
     async fn revive_session(&self, session: &SessionRecord) -> Result<bool, StoreError> {
+        // A revived session has a fresh worker, so fresh network rules and proxy ports.
         let done = bind_session_update(sqlx::query(REVIVE_SESSION), session)?
+            .bind(to_json(&session.egress_ports)?)
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() == 1)

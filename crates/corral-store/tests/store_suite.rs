@@ -624,7 +624,18 @@ async fn a_claim_is_held_by_one_live_session_of_a_tenant_until_it_ends(mut test:
         .expect("stored");
     revived.state = SessionState::Idle;
     revived.state_reason = None;
+    // Its fresh worker's proxy listens on fresh ports, kept for the next adoption.
+    revived.egress_ports = vec![(53, 40001), (443, 40002)];
     assert!(store.revive_session(&revived).await.expect("revive"));
+    assert_eq!(
+        store
+            .get_session(next.id)
+            .await
+            .expect("get")
+            .expect("stored")
+            .egress_ports,
+        vec![(53, 40001), (443, 40002)]
+    );
     assert_eq!(
         store.claimed_session("team", CLAIM).await.expect("claimed"),
         Some(third.id)

@@ -8,7 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::TestServer;
+use support::{value, TestServer};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -42,16 +42,6 @@ async fn create_from_pool(server: &TestServer) -> String {
         .expect("handed_over");
     assert_eq!(after, before + 1, "the session did not come from the pool");
     id
-}
-
-/// Runs `code` and returns its `text/plain` result (a Python literal).
-async fn value(server: &TestServer, id: &str, code: &str) -> String {
-    let execution = server.execute(id, code).await;
-    assert_eq!(execution["status"], "ok", "{execution}");
-    execution["result"]["text/plain"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no result: {execution}"))
-        .to_owned()
 }
 
 /// The config of a server whose Python workers are forked by a zygote.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use serde_json::json;
-use support::{child_pids, TestServer, DEADLINE};
+use support::{child_pids, value, TestServer, DEADLINE};
 
 const CONFIG: &str = "[pool]\nzygote = true\nsize = 2\n";
 
@@ -67,15 +67,6 @@ fn status_line(pid: u32, field: &str) -> String {
         .lines()
         .find(|line| line.starts_with(field))
         .unwrap_or_else(|| panic!("no {field} for {pid}"))
-        .to_owned()
-}
-
-async fn value(server: &TestServer, id: &str, code: &str) -> String {
-    let execution = server.execute(id, code).await;
-    assert_eq!(execution["status"], "ok", "{execution}");
-    execution["result"]["text/plain"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no result: {execution}"))
         .to_owned()
 }
 

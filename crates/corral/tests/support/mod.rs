@@ -623,6 +623,16 @@ pub async fn response(result: reqwest::Result<reqwest::Response>) -> (u16, Value
     (status, body)
 }
 
+/// Runs `code` in session `id` and returns its `text/plain` result (asserting it ran).
+pub async fn value(server: &TestServer, id: &str, code: &str) -> String {
+    let execution = server.execute(id, code).await;
+    assert_eq!(execution["status"], "ok", "{execution}");
+    execution["result"]["text/plain"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no result: {execution}"))
+        .to_owned()
+}
+
 /// Live children of `parent` (zombies excluded), read from `/proc`.
 pub fn child_pids(parent: u32) -> Vec<u32> {
     processes()
